@@ -1,0 +1,451 @@
+"""Reading DICOM instances and turning a CT series into a Hounsfield-unit volume.
+
+Geometry always comes from the headers (Image Orientation (Patient) and Image Position (Patient),
+PS3.3 C.7.6.2), never from file order or Instance Number, and never assumes a supine patient or an
+axial acquisition. Volumes are built with :func:`highdicom.get_volume_from_series` and put into one
+canonical patient orientation, ``"HPL"``:
+
+* axis 0 (slices) runs from feet to head (H),
+* axis 1 (rows) from anterior to posterior (P),
+* axis 2 (columns) from the patient's right to left (L),
+
+i.e. the radiological display of axial images with slice index increasing cranially. Volumes that
+are not axis-aligned (oblique or tilted acquisitions) are permuted/flipped to the closest
+orientation without resampling, so one canonical voxel is always one source voxel, and masks map
+back to the source frames exactly (:meth:`CTVolume.to_source_frames`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from pipelines.errors import InvalidInputError, InvalidSeriesError, UnsupportedInputError
+
+logger = logging.getLogger(__name__)
+
+#: Canonical patient orientation of :attr:`CTVolume.hu` (see module docstring).
+CANONICAL_ORIENTATION = "HPL"
+
+CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
+ENHANCED_CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2.1")
+CT_SOP_CLASSES = frozenset({CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE})
+
+#: Decimals to which Image Orientation (Patient) is rounded when grouping frames by geometry.
+_ORIENTATION_DECIMALS = 3
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files and directories (recursively) into a sorted list of regular files.
+
+    Parameters
+    ----------
+    paths:
+        Files and/or directories.
+
+    Returns
+    -------
+    list[pathlib.Path]
+        Every regular file found, sorted by path; hidden files (``.name``) are skipped.
+
+    Raises
+    ------
+    InvalidInputError
+        If a path does not exist.
+    """
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(
+                p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InvalidInputError(f"{path}: no such file or directory")
+    return sorted(files)
+
+
+def read_instance(path: str | os.PathLike[str], *, stop_before_pixels: bool = False) -> Dataset:
+    """Read one DICOM Part 10 file, tolerant of minor deviations.
+
+    Parameters
+    ----------
+    path:
+        The file.
+    stop_before_pixels:
+        Skip Pixel Data (for routing decisions on headers only).
+
+    Returns
+    -------
+    pydicom.Dataset
+        The dataset, with its file meta information.
+
+    Raises
+    ------
+    InvalidInputError
+        If the file is not DICOM, is truncated, or lacks SOP Class / SOP Instance UID.
+    """
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        # Touch the identifying elements so that a truncated header fails here, not later.
+        sop_class_uid = ds.SOPClassUID
+        sop_instance_uid = ds.SOPInstanceUID
+    except InvalidDicomError as exc:
+        raise InvalidInputError(f"{path}: not a DICOM Part 10 file ({exc})") from exc
+    except AttributeError as exc:
+        raise InvalidInputError(
+            f"{path}: missing SOP Class UID or SOP Instance UID ({exc}); the object cannot be "
+            "identified"
+        ) from exc
+    except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(f"{path}: unreadable or truncated DICOM file ({exc})") from exc
+    if not sop_class_uid or not sop_instance_uid:
+        raise InvalidInputError(f"{path}: empty SOP Class UID or SOP Instance UID")
+    return ds
+
+
+@dataclass
+class ReadResult:
+    """Datasets read from files, plus one message per file that could not be read."""
+
+    datasets: list[Dataset] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def read_instances(
+    paths: Iterable[str | os.PathLike[str]], *, stop_before_pixels: bool = False
+) -> ReadResult:
+    """Read many files, collecting errors instead of stopping at the first bad file.
+
+    Parameters
+    ----------
+    paths:
+        Files and/or directories (expanded with :func:`expand_paths`).
+    stop_before_pixels:
+        Skip Pixel Data.
+
+    Returns
+    -------
+    ReadResult
+        Readable datasets and one error message per unreadable file.
+
+    Raises
+    ------
+    InvalidInputError
+        If a path does not exist.
+    """
+    result = ReadResult()
+    for path in expand_paths(paths):
+        try:
+            result.datasets.append(read_instance(path, stop_before_pixels=stop_before_pixels))
+        except InvalidInputError as exc:
+            result.errors.append(str(exc))
+    return result
+
+
+def group_by_series(datasets: Iterable[Dataset]) -> dict[str, list[Dataset]]:
+    """Group datasets by Series Instance UID, dropping repeated SOP Instance UIDs.
+
+    Returns
+    -------
+    dict[str, list[pydicom.Dataset]]
+        Series Instance UID -> its datasets, in input order.
+    """
+    series: dict[str, list[Dataset]] = defaultdict(list)
+    seen: set[str] = set()
+    for ds in datasets:
+        uid = str(ds.SOPInstanceUID)
+        if uid in seen:
+            continue
+        seen.add(uid)
+        series[str(ds.get("SeriesInstanceUID", ""))].append(ds)
+    return dict(series)
+
+
+@dataclass
+class CTVolume:
+    """A CT series as a Hounsfield-unit volume in canonical orientation.
+
+    Attributes
+    ----------
+    hu: numpy.ndarray
+        ``(slices, rows, columns)`` ``float32`` Hounsfield units (Modality LUT applied), in the
+        canonical ``"HPL"`` orientation (slices feet→head, rows anterior→posterior, columns
+        right→left).
+    spacing_mm: tuple[float, float, float]
+        Voxel spacing in mm along (slices, rows, columns) of :attr:`hu`. For a single slice the
+        slice spacing is Slice Thickness (or 1.0 mm if absent).
+    volume: highdicom.Volume
+        The canonical volume with its affine (LPS patient coordinates, mm).
+    datasets: list[pydicom.Dataset]
+        The source datasets used (single frame images), Pixel Data removed.
+    source_volume: highdicom.Volume
+        The volume in highdicom's own (source) ordering; used to map masks back.
+    frame_of_source_slice: list[int]
+        For each slice of :attr:`source_volume`, the index into :attr:`datasets`.
+    warnings: list[str]
+        Deviations tolerated while reading (localizers dropped, mixed geometry...).
+    """
+
+    hu: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    volume: hd.Volume
+    datasets: list[Dataset]
+    source_volume: hd.Volume
+    frame_of_source_slice: list[int]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_single_slice(self) -> bool:
+        """``True`` when the series has one image."""
+        return len(self.datasets) == 1
+
+    @property
+    def slice_axis_is_axial(self) -> bool:
+        """``True`` when the source images are (closest to) axial."""
+        orientation = self.source_volume.get_closest_patient_orientation()
+        return orientation[0].value in ("H", "F")
+
+    def to_source_frames(self, mask: np.ndarray) -> np.ndarray:
+        """Map a canonical mask back onto the source frames.
+
+        Parameters
+        ----------
+        mask:
+            ``(slices, rows, columns)`` array on the grid of :attr:`hu`.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(datasets), Rows, Columns)`` array, frame ``i`` lying on ``datasets[i]``.
+
+        Raises
+        ------
+        ValueError
+            If ``mask`` does not have the shape of :attr:`hu`.
+        """
+        if mask.shape != self.hu.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from volume shape {self.hu.shape}")
+        in_source = self.volume.with_array(mask).match_geometry(self.source_volume).array
+        frames = np.zeros((len(self.datasets), *in_source.shape[1:]), dtype=mask.dtype)
+        for slice_index, frame_index in enumerate(self.frame_of_source_slice):
+            frames[frame_index] = in_source[slice_index]
+        return frames
+
+    def source_frame_of_slice(self, canonical_slice: int) -> int | None:
+        """Index into :attr:`datasets` of the source image holding canonical slice ``k``.
+
+        Returns ``None`` when the source images are not axial (a canonical axial slice then cuts
+        through many source frames).
+        """
+        if not self.slice_axis_is_axial:
+            return None
+        marker = np.zeros(self.hu.shape, dtype=np.uint8)
+        marker[canonical_slice] = 1
+        frames = self.to_source_frames(marker)
+        hits = np.flatnonzero(frames.reshape(len(self.datasets), -1).any(axis=1))
+        return int(hits[0]) if len(hits) == 1 else None
+
+
+def _geometry_key(ds: Dataset) -> tuple[object, ...]:
+    iop = ds.get("ImageOrientationPatient")
+    iop_key = tuple(np.round(np.asarray(iop, dtype=float), _ORIENTATION_DECIMALS)) if iop else None
+    spacing = ds.get("PixelSpacing")
+    spacing_key = tuple(round(float(v), 4) for v in spacing) if spacing else None
+    return (iop_key, int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), spacing_key)
+
+
+def _is_localizer(ds: Dataset) -> bool:
+    image_type = [str(v).upper() for v in ds.get("ImageType", [])]
+    return "LOCALIZER" in image_type
+
+
+def select_volume_frames(datasets: Sequence[Dataset]) -> tuple[list[Dataset], list[str]]:
+    """Choose the images of a series that form one volume.
+
+    Localizers are dropped; when images of several geometries (orientation, matrix size, pixel
+    spacing) are mixed in one series, the largest group is kept and the others are reported.
+
+    Parameters
+    ----------
+    datasets:
+        The datasets of one series (single frame images), in any order.
+
+    Returns
+    -------
+    tuple[list[pydicom.Dataset], list[str]]
+        The kept datasets and warnings.
+
+    Raises
+    ------
+    InvalidSeriesError
+        If nothing is left (e.g. the series holds only localizers) or geometry tags are missing.
+    """
+    warnings: list[str] = []
+    images = [ds for ds in datasets if not _is_localizer(ds)]
+    if len(images) < len(datasets):
+        warnings.append(f"dropped {len(datasets) - len(images)} localizer image(s)")
+    if not images:
+        raise UnsupportedInputError(
+            "the series holds only localizer images (Image Type LOCALIZER); send the axial "
+            "reconstruction instead"
+        )
+    missing = [
+        str(ds.SOPInstanceUID)
+        for ds in images
+        if "ImageOrientationPatient" not in ds
+        or "ImagePositionPatient" not in ds
+        or "PixelSpacing" not in ds
+    ]
+    if missing:
+        raise InvalidSeriesError(
+            f"{len(missing)} image(s) lack Image Orientation (Patient), Image Position (Patient) "
+            f"or Pixel Spacing (first: SOP Instance UID {missing[0]}); the geometry cannot be "
+            "established"
+        )
+    groups: dict[tuple[object, ...], list[Dataset]] = defaultdict(list)
+    for ds in images:
+        groups[_geometry_key(ds)].append(ds)
+    if len(groups) > 1:
+        sizes = Counter({key: len(group) for key, group in groups.items()})
+        (best, kept), *_ = sizes.most_common(1)
+        warnings.append(
+            f"mixed geometry in one series: {len(groups)} groups of images with different "
+            f"orientation/matrix/pixel spacing; kept the largest ({kept} of {len(images)} images)"
+        )
+        images = groups[best]
+    # Duplicate positions (e.g. two reconstructions in one series) make the volume ambiguous.
+    positions = Counter(
+        tuple(np.round(np.asarray(ds.ImagePositionPatient, dtype=float), 2)) for ds in images
+    )
+    duplicates = sum(count - 1 for count in positions.values() if count > 1)
+    if duplicates:
+        raise InvalidSeriesError(
+            f"{duplicates} image(s) share an Image Position (Patient) with another image of the "
+            "same series (two reconstructions mixed in one series?); send each reconstruction "
+            "as its own series"
+        )
+    return images, warnings
+
+
+def load_ct_volume(datasets: Sequence[Dataset]) -> CTVolume:
+    """Build a canonical Hounsfield-unit volume from the images of one CT series.
+
+    Parameters
+    ----------
+    datasets:
+        Single-frame CT images (CT Image Storage) of one series in any order, or one Enhanced CT
+        multi-frame image. Pixel data may be compressed with any transfer syntax that pydicom's
+        installed handlers decode (pylibjpeg, GDCM).
+
+    Returns
+    -------
+    CTVolume
+        The volume, in canonical ``"HPL"`` orientation, in Hounsfield units.
+
+    Raises
+    ------
+    InvalidSeriesError
+        If the images are not CT, lack geometry, are irregularly spaced or mixed.
+    UnsupportedInputError
+        If the series holds only localizers.
+    InvalidInputError
+        If pixel data cannot be decoded.
+    """
+    if not datasets:
+        raise InvalidSeriesError("the series is empty")
+    modalities = {str(ds.get("Modality", "")) for ds in datasets}
+    if modalities != {"CT"}:
+        raise InvalidSeriesError(
+            f"expected a CT series, got Modality {sorted(modalities)}; route this series to a "
+            "protocol for its modality"
+        )
+    if len(datasets) == 1 and int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:
+        return _load_multiframe(datasets[0])
+    images, warnings = select_volume_frames(datasets)
+    try:
+        source_volume = hd.get_volume_from_series(images, dtype=np.float32)
+    except (ValueError, RuntimeError) as exc:
+        raise InvalidSeriesError(
+            f"cannot build a volume from {len(images)} image(s): {exc}. Check for missing "
+            "slices (irregular spacing) or images from different reconstructions"
+        ) from exc
+    except (NotImplementedError, AttributeError) as exc:
+        raise InvalidInputError(
+            f"cannot decode the pixel data ({exc}); the transfer syntax may need a decoder "
+            "that is not installed"
+        ) from exc
+    return _finish(source_volume, images, warnings)
+
+
+def _load_multiframe(ds: Dataset) -> CTVolume:
+    try:
+        image = hd.image.Image.from_dataset(ds, copy=False)
+        source_volume = image.get_volume(dtype=np.float32)
+    except (ValueError, RuntimeError, AttributeError) as exc:
+        raise InvalidSeriesError(
+            f"cannot build a volume from the multi-frame image {ds.SOPInstanceUID}: {exc}"
+        ) from exc
+    volume = source_volume.to_patient_orientation(CANONICAL_ORIENTATION)
+    raise UnsupportedInputError(
+        "Enhanced (multi-frame) CT is stored and routed, but measurement on multi-frame images "
+        f"is not supported in this version (volume {volume.spatial_shape}); send the series as "
+        "single-frame CT Image Storage"
+    )
+
+
+def _finish(source_volume: hd.Volume, images: list[Dataset], warnings: list[str]) -> CTVolume:
+    # Map source slices to datasets through their positions.
+    index_by_position = {
+        tuple(np.round(np.asarray(ds.ImagePositionPatient, dtype=float), 2)): i
+        for i, ds in enumerate(images)
+    }
+    frame_of_source_slice: list[int] = []
+    for k in range(source_volume.spatial_shape[0]):
+        position = source_volume.get_plane_position(k)[0].ImagePositionPatient
+        key = tuple(np.round(np.asarray(position, dtype=float), 2))
+        if key not in index_by_position:
+            raise InvalidSeriesError(
+                f"slice {k} of the volume at {key} matches no image; the series geometry is "
+                "inconsistent"
+            )
+        frame_of_source_slice.append(index_by_position[key])
+    volume = source_volume.to_patient_orientation(CANONICAL_ORIENTATION)
+    hu = np.ascontiguousarray(volume.array, dtype=np.float32)
+    spacing = tuple(float(s) for s in volume.spacing)
+    if len(images) == 1:
+        # A single image has no slice spacing: use Slice Thickness on the axis of length one.
+        thickness = images[0].get("SliceThickness")
+        single_axis = hu.shape.index(1)
+        spacing = tuple(
+            (float(thickness) if thickness else 1.0) if axis == single_axis else value
+            for axis, value in enumerate(spacing)
+        )
+    headers = []
+    for ds in images:
+        header = ds.copy()
+        if "PixelData" in header:
+            del header.PixelData
+        headers.append(header)
+    return CTVolume(
+        hu=hu,
+        spacing_mm=(spacing[0], spacing[1], spacing[2]),
+        volume=volume,
+        datasets=headers,
+        source_volume=source_volume,
+        frame_of_source_slice=frame_of_source_slice,
+        warnings=warnings,
+    )
