@@ -1,0 +1,474 @@
+"""The ``ainode`` command line.
+
+Heavy modules (numpy, highdicom, torch, MONAI) are imported inside the commands that need them, so
+``ainode --help`` and ``ainode jobs list`` start instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import AINodeError, ConfigError
+
+logger = logging.getLogger("ainode")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _configure_logging(level: str, log_phi: bool = False) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pynetdicom logs identifiers (patient name/ID) of every dataset at DEBUG/INFO: keep it quiet
+    # unless the admin explicitly allows PHI in the logs.
+    if not log_phi:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def _add_node_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML configuration file (default: $AINODE_CONFIG)")
+    parser.add_argument("--data-dir", help="data directory (default: ./ainode-data)")
+    parser.add_argument("--database-url", help="job database URL (default: SQLite in the data dir)")
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from node.config import load_settings
+
+    overrides = {
+        "data_dir": Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+        "database_url": getattr(args, "database_url", None),
+        **extra,
+    }
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def _database(args: argparse.Namespace) -> Any:
+    from storage.database import JobDatabase
+
+    settings = _settings(args)
+    return JobDatabase(settings.resolved_database_url)
+
+
+# -- serve ------------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from node.config import Destination
+    from node.server import Node
+
+    destinations = [Destination.parse(d) for d in args.send_to] if args.send_to else None
+    settings = _settings(
+        args,
+        port=args.port,
+        host=args.host,
+        ae_title=args.ae_title,
+        quiet_seconds=args.quiet_seconds,
+        destinations=destinations,
+        workers=args.workers,
+    )
+    _configure_logging(settings.log_level, settings.log_phi)
+    node = Node(settings)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    node.start()
+    logger.info(
+        "ainode %s serving as %s on port %d; data in %s; sending to %s",
+        node.version,
+        settings.ae_title,
+        node.scp.port,
+        settings.data_dir,
+        ", ".join(d.name for d in settings.destinations) or "(no destination)",
+    )
+    try:
+        stop.wait()
+    finally:
+        node.stop()
+    return EXIT_OK
+
+
+# -- run --------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from node.execution import JobSpec, execute_job
+    from node.routing import default_rules, route_series
+    from node.server import pixel_region_of, software_version
+    from pipelines.volume import expand_paths, group_by_series, read_instances
+
+    settings = _settings(args)
+    _configure_logging("WARNING" if not args.verbose else "INFO")
+    read = read_instances(expand_paths(args.inputs), stop_before_pixels=True)
+    for error in read.errors:
+        print(f"skipped: {error}", file=sys.stderr)
+    series = group_by_series(read.datasets)
+    if not series:
+        print("no DICOM series found in the inputs", file=sys.stderr)
+        return EXIT_FAILURE
+    out_root = Path(args.out)
+    results = []
+    status = EXIT_OK
+    for series_uid, headers in series.items():
+        files = [str(h.filename) for h in headers]
+        protocol = args.protocol
+        if protocol is None:
+            decision = route_series(headers, default_rules(), pixel_region=lambda f=files: pixel_region_of(f))
+            protocol = decision.protocol
+            if protocol is None:
+                results.append({"series_instance_uid": series_uid, "ignored": decision.reason})
+                continue
+        params = {"cutoff_set": settings.l3.cutoff_set} if protocol == "l3-body-composition" else {}
+        spec = JobSpec(
+            job_id=0,
+            protocol=protocol,
+            files=files,
+            out_dir=str(out_root / series_uid),
+            params=params,
+            validate_outputs=not args.no_validate,
+            software_version=software_version(),
+        )
+        outcome = execute_job(spec)
+        entry: dict[str, Any] = {"series_instance_uid": series_uid, "protocol": protocol}
+        if outcome.ok:
+            entry.update(
+                algorithm=outcome.algorithm,
+                results=outcome.summary,
+                warnings=outcome.warnings,
+                outputs={o.kind: o.path for o in outcome.outputs},
+            )
+        else:
+            entry["error"] = outcome.error
+            status = EXIT_FAILURE
+        results.append(entry)
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        for entry in results:
+            print(_format_run_entry(entry))
+    return status
+
+
+def _format_run_entry(entry: dict[str, Any]) -> str:
+    lines = [f"series {entry['series_instance_uid']}"]
+    if "ignored" in entry:
+        lines.append(f"  ignored: {entry['ignored']}")
+        return "\n".join(lines)
+    lines.append(f"  protocol: {entry['protocol']}")
+    if "error" in entry:
+        lines.append(f"  FAILED: {entry['error']}")
+        return "\n".join(lines)
+    lines.append(f"  algorithm: {entry['algorithm']}")
+    lines.extend(_format_results(entry["results"], indent="  "))
+    for warning in entry.get("warnings", []):
+        lines.append(f"  warning: {warning}")
+    for kind, path in entry.get("outputs", {}).items():
+        lines.append(f"  {kind}: {path}")
+    return "\n".join(lines)
+
+
+def _format_results(results: dict[str, Any], indent: str) -> list[str]:
+    lines = []
+    for key, value in results.items():
+        if isinstance(value, float):
+            value = f"{value:.2f}"
+        lines.append(f"{indent}{key}: {value}")
+    return lines
+
+
+# -- jobs -------------------------------------------------------------------------------------------
+
+
+def _job_dict(job: Any, detail: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": job.id,
+        "state": str(job.state),
+        "protocol": job.protocol,
+        "study_instance_uid": job.study_instance_uid,
+        "series_instance_uid": job.series_instance_uid,
+        "modality": job.modality,
+        "calling_ae_title": job.calling_ae_title,
+        "instances": job.instance_count,
+        "attempts": job.attempts,
+        "created_at": job.created_at.isoformat(timespec="seconds") + "Z",
+        "finished_at": job.finished_at.isoformat(timespec="seconds") + "Z" if job.finished_at else None,
+        "error": job.error,
+    }
+    if detail:
+        data.update(
+            routing_rule=job.routing_rule,
+            routing_reason=job.routing_reason,
+            algorithm=job.algorithm,
+            results=json.loads(job.results_json) if job.results_json else None,
+            outputs=[
+                {
+                    "kind": o.kind,
+                    "sop_instance_uid": o.sop_instance_uid,
+                    "series_instance_uid": o.series_instance_uid,
+                    "path": o.path,
+                    "sends": [
+                        {
+                            "destination": s.destination,
+                            "state": str(s.state),
+                            "attempts": s.attempts,
+                            "last_error": s.last_error,
+                        }
+                        for s in o.sends
+                    ],
+                }
+                for o in job.outputs
+            ],
+            events=[
+                {"at": e.at.isoformat(timespec="seconds") + "Z", "level": e.level, "message": e.message}
+                for e in job.events
+            ],
+        )
+    return data
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    database = _database(args)
+    jobs = [_job_dict(j) for j in database.list_jobs(limit=args.limit, state=args.state)]
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return EXIT_OK
+    print(f"{'ID':>5}  {'STATE':<9} {'PROTOCOL':<26} {'MOD':<4} {'N':>4}  {'CREATED':<20}  SERIES / ERROR")
+    for job in jobs:
+        tail = job["error"] or job["series_instance_uid"]
+        print(
+            f"{job['id']:>5}  {job['state']:<9} {job['protocol'] or '-':<26} {job['modality']:<4} "
+            f"{job['instances']:>4}  {job['created_at']:<20}  {tail}"
+        )
+    return EXIT_OK
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    database = _database(args)
+    job = database.get_job(args.id)
+    if job is None:
+        print(f"no job {args.id}; see `ainode jobs list`", file=sys.stderr)
+        return EXIT_FAILURE
+    data = _job_dict(job, detail=True)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    for key in ("id", "state", "protocol", "routing_rule", "routing_reason", "algorithm",
+                "study_instance_uid", "series_instance_uid", "modality", "calling_ae_title",
+                "instances", "attempts", "created_at", "finished_at", "error"):
+        print(f"{key + ':':<21}{data[key] if data[key] is not None else '-'}")
+    if data["results"]:
+        print("results:")
+        print("\n".join(_format_results(data["results"], indent="  ")))
+    if data["outputs"]:
+        print("outputs:")
+        for output in data["outputs"]:
+            sends = ", ".join(f"{s['destination']} {s['state']}" for s in output["sends"]) or "not sent"
+            print(f"  {output['kind']:<3} {output['sop_instance_uid']}  [{sends}]")
+    print("events:")
+    for event in data["events"]:
+        print(f"  {event['at']}  {event['level']:<7} {event['message']}")
+    return EXIT_OK
+
+
+def cmd_jobs_retry(args: argparse.Namespace) -> int:
+    database = _database(args)
+    print(f"job {args.id}: {database.retry_job(args.id)}")
+    return EXIT_OK
+
+
+# -- echo, route, check-config, demo ----------------------------------------------------------------
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from node.config import Destination
+
+    destination = Destination.parse(args.destination)
+    ae = AE(ae_title=args.ae_title)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = args.timeout
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        print(f"C-ECHO {destination.name}: association failed", file=sys.stderr)
+        return EXIT_FAILURE
+    status = assoc.send_c_echo()
+    assoc.release()
+    code = int(status.Status) if status else -1
+    if code == 0:
+        print(f"C-ECHO {destination.name}: success")
+        return EXIT_OK
+    print(f"C-ECHO {destination.name}: status 0x{code & 0xFFFF:04X}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from node.routing import default_rules, load_rules, route_series
+    from node.server import pixel_region_of
+    from pipelines.volume import expand_paths, group_by_series, read_instances
+
+    settings = _settings(args)
+    rules = load_rules(settings.routing_rules) if settings.routing_rules is not None else default_rules()
+    read = read_instances(expand_paths(args.inputs), stop_before_pixels=True)
+    for error in read.errors:
+        print(f"skipped: {error}")
+    output = []
+    for series_uid, headers in group_by_series(read.datasets).items():
+        files = [str(h.filename) for h in headers]
+        decision = route_series(headers, rules, pixel_region=lambda f=files: pixel_region_of(f))
+        output.append(
+            {
+                "series_instance_uid": series_uid,
+                "instances": len(headers),
+                "protocol": decision.protocol,
+                "rule": decision.rule,
+                "reason": decision.reason,
+                "checks": list(decision.checks),
+            }
+        )
+    if args.json:
+        print(json.dumps(output, indent=2))
+        return EXIT_OK
+    for entry in output:
+        print(f"series {entry['series_instance_uid']} ({entry['instances']} instances)")
+        print(f"  -> {entry['protocol'] or 'ignored'} (rule {entry['rule']!r}): {entry['reason']}")
+        for check in entry["checks"]:
+            print(f"     {check}")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from node.config import load_settings, settings_reference
+    from node.routing import default_rules, load_rules
+
+    if args.reference:
+        print(settings_reference())
+        return EXIT_OK
+    if not args.file:
+        print("give a configuration file, or --reference", file=sys.stderr)
+        return EXIT_USAGE
+    settings = load_settings(args.file)
+    rules = load_rules(settings.routing_rules) if settings.routing_rules is not None else default_rules()
+    print(f"{args.file}: valid")
+    print(json.dumps(json.loads(settings.model_dump_json()), indent=2))
+    print(f"routing rules: {len(rules)} ({'from the file' if settings.routing_rules is not None else 'defaults'})")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from node.demo import run_demo
+
+    _configure_logging("WARNING" if not args.verbose else "INFO")
+    return run_demo(work_dir=Path(args.work_dir) if args.work_dir else None, keep=args.keep)
+
+
+# -- parser -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ainode``."""
+    parser = argparse.ArgumentParser(
+        prog="ainode",
+        description="DICOM node that runs imaging AI protocols beside a PACS (research use only).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the node: receive, analyse, send back")
+    _add_node_options(serve)
+    serve.add_argument("--port", type=int, help="DICOM listener port (default 11112)")
+    serve.add_argument("--host", help="listener address (default 0.0.0.0)")
+    serve.add_argument("--ae-title", help="the node's AE title (default AINODE)")
+    serve.add_argument(
+        "--send-to", action="append", metavar="AET@HOST:PORT", help="destination of results (repeatable)"
+    )
+    serve.add_argument("--quiet-seconds", type=float, help="series completion quiet period (default 10)")
+    serve.add_argument("--workers", type=int, help="jobs run in parallel (default 1)")
+    serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", help="run a protocol offline on files and write the outputs")
+    _add_node_options(run)
+    run.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
+    run.add_argument("--protocol", help="protocol name (default: choose by the routing rules)")
+    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--json", action="store_true", help="print results as JSON")
+    run.add_argument("--no-validate", action="store_true", help="skip dciodvfy validation")
+    run.add_argument("--verbose", "-v", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    jobs = sub.add_parser("jobs", help="list, show and retry jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    jobs_list = jobs_sub.add_parser("list", help="list recent jobs")
+    _add_node_options(jobs_list)
+    jobs_list.add_argument("--json", action="store_true")
+    jobs_list.add_argument("--limit", type=int, default=50)
+    jobs_list.add_argument("--state", help="only jobs in this state")
+    jobs_list.set_defaults(func=cmd_jobs_list)
+    jobs_show = jobs_sub.add_parser("show", help="show one job with its timeline")
+    _add_node_options(jobs_show)
+    jobs_show.add_argument("id", type=int)
+    jobs_show.add_argument("--json", action="store_true")
+    jobs_show.set_defaults(func=cmd_jobs_show)
+    jobs_retry = jobs_sub.add_parser("retry", help="re-send failed outputs or run a job again")
+    _add_node_options(jobs_retry)
+    jobs_retry.add_argument("id", type=int)
+    jobs_retry.set_defaults(func=cmd_jobs_retry)
+
+    echo = sub.add_parser("echo", help="C-ECHO a DICOM node")
+    echo.add_argument("destination", metavar="AET@HOST:PORT")
+    echo.add_argument("--ae-title", default="AINODE", help="calling AE title")
+    echo.add_argument("--timeout", type=float, default=10.0)
+    echo.set_defaults(func=cmd_echo)
+
+    route = sub.add_parser("route", help="show which routing rule fires for each series, and why")
+    _add_node_options(route)
+    route.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
+    route.add_argument("--json", action="store_true")
+    route.set_defaults(func=cmd_route)
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file", nargs="?")
+    check.add_argument("--reference", action="store_true", help="print the settings reference")
+    check.set_defaults(func=cmd_check_config)
+
+    demo = sub.add_parser("demo", help="send a real CT slice through a node to a local PACS")
+    demo.add_argument("--work-dir", help="directory for the demo's node and PACS (default: temporary)")
+    demo.add_argument("--keep", action="store_true", help="keep the work directory")
+    demo.add_argument("--verbose", "-v", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ainode``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AINodeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

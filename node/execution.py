@@ -1,0 +1,248 @@
+"""Running one job: read the series, run its protocol, write and check the DICOM outputs.
+
+:func:`execute_job` is a pure function of files in and files out; it never touches the network or
+the job database. The local runner calls it in a child process (:func:`child_main`), so a
+crashing or hanging pipeline only takes down that child; ``ainode run`` calls it in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import AINodeError, InvalidInputError, OutputError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JobSpec:
+    """Everything a worker needs to run one job (JSON-serialisable)."""
+
+    job_id: int
+    protocol: str
+    files: list[str]
+    out_dir: str
+    params: dict[str, Any] = field(default_factory=dict)
+    validate_outputs: bool = True
+    software_version: str = "0"
+    device: str = "auto"
+
+
+@dataclass
+class OutputFile:
+    """One DICOM object written by a job."""
+
+    kind: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    path: str
+
+
+@dataclass
+class JobOutcome:
+    """What a job produced, or why it failed.
+
+    ``error_kind`` is ``"input"`` for problems with the received data (never retried),
+    ``"pipeline"`` for a pipeline that failed on accepted input, ``"internal"`` for bugs and
+    crashes (retried once).
+    """
+
+    ok: bool
+    error: str | None = None
+    error_kind: str | None = None
+    algorithm: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    outputs: list[OutputFile] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """JSON text of the outcome."""
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobOutcome:
+        """Parse :meth:`to_json` output."""
+        data = json.loads(text)
+        data["outputs"] = [OutputFile(**o) for o in data.get("outputs", [])]
+        return cls(**data)
+
+
+def read_series_files(files: Sequence[str]) -> tuple[list[Any], list[str]]:
+    """Read the files of a series; unreadable files become warnings unless none is readable.
+
+    Raises
+    ------
+    InvalidInputError
+        If no file can be read.
+    """
+    from pipelines.volume import read_instance
+
+    datasets = []
+    problems = []
+    for path in files:
+        try:
+            ds = read_instance(path)
+            check_pixel_data(ds)
+            datasets.append(ds)
+        except InvalidInputError as exc:
+            problems.append(str(exc))
+    if not datasets:
+        raise InvalidInputError(
+            "no readable image in the series: " + "; ".join(problems[:3])
+            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        )
+    return datasets, problems
+
+
+def check_pixel_data(ds: Any) -> None:
+    """Check that an image has complete pixel data.
+
+    Uncompressed Pixel Data must hold Rows x Columns x Samples per Pixel x Number of Frames x
+    Bits Allocated / 8 bytes (PS3.5 §8.1.1).
+
+    Raises
+    ------
+    InvalidInputError
+        If Pixel Data is absent from an image, or shorter than the header says (a truncated
+        object).
+    """
+    if "PixelData" not in ds:
+        if "Rows" in ds:
+            raise InvalidInputError(
+                f"SOP Instance UID {ds.SOPInstanceUID}: image without Pixel Data"
+            )
+        return
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        return
+    try:
+        expected = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(ds.get("SamplesPerPixel", 1))
+            * int(ds.get("NumberOfFrames", 1) or 1)
+            * int(ds.BitsAllocated)
+            // 8
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"SOP Instance UID {ds.SOPInstanceUID}: image pixel description incomplete ({exc})"
+        ) from exc
+    actual = len(ds.PixelData)
+    if actual < expected:
+        raise InvalidInputError(
+            f"SOP Instance UID {ds.SOPInstanceUID}: Pixel Data is truncated ({actual} of "
+            f"{expected} bytes); re-send the image from the modality or PACS"
+        )
+
+
+def execute_job(spec: JobSpec) -> JobOutcome:
+    """Run a job in this process.
+
+    Parameters
+    ----------
+    spec:
+        The job: protocol, input files, output directory, parameters.
+
+    Returns
+    -------
+    JobOutcome
+        ``ok`` with the written outputs, or the error and its kind. Never raises for errors in
+        the input or the pipeline.
+    """
+    from pipelines.dicom_outputs import build_outputs, write_outputs
+    from pipelines.registry import get_protocol, run_protocol
+
+    try:
+        datasets, problems = read_series_files(spec.files)
+        result = run_protocol(spec.protocol, datasets, spec.params)
+        result.warnings[:0] = problems
+        objects = build_outputs(
+            result,
+            software_version=spec.software_version,
+            procedure_code=get_protocol(spec.protocol).procedure_code,
+        )
+        paths = write_outputs(objects, Path(spec.out_dir))
+        outputs = []
+        for kind, path in sorted(paths.items()):
+            ds = getattr(objects, kind.lower())
+            outputs.append(
+                OutputFile(
+                    kind=kind.upper(),
+                    sop_class_uid=str(ds.SOPClassUID),
+                    sop_instance_uid=str(ds.SOPInstanceUID),
+                    series_instance_uid=str(ds.SeriesInstanceUID),
+                    path=str(path),
+                )
+            )
+        if spec.validate_outputs:
+            validate_files([o.path for o in outputs])
+        algorithm = f"{result.algorithm.name} {result.algorithm.version}"
+        return JobOutcome(
+            ok=True,
+            algorithm=algorithm,
+            summary=result.summary,
+            warnings=list(result.warnings),
+            outputs=outputs,
+        )
+    except InvalidInputError as exc:
+        return JobOutcome(ok=False, error=str(exc), error_kind="input")
+    except AINodeError as exc:
+        return JobOutcome(ok=False, error=str(exc), error_kind="pipeline")
+    except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not the node
+        logger.error("job %d: unexpected error\n%s", spec.job_id, traceback.format_exc())
+        return JobOutcome(
+            ok=False,
+            error=f"internal error: {type(exc).__name__}: {exc} (see the node log)",
+            error_kind="internal",
+        )
+
+
+def validate_files(paths: Sequence[str]) -> None:
+    """Check files with dciodvfy when it is installed.
+
+    Raises
+    ------
+    OutputError
+        If dciodvfy reports errors for any file (the messages are included).
+    """
+    from pipelines.validation import dciodvfy_available, run_dciodvfy
+
+    if not dciodvfy_available():
+        logger.debug("dciodvfy not installed; outputs not validated")
+        return
+    failures = []
+    for path in paths:
+        report = run_dciodvfy(path)
+        if report.errors:
+            failures.append(f"{Path(path).name}: {'; '.join(report.errors[:5])}")
+    if failures:
+        raise OutputError(
+            "output objects failed DICOM validation (dciodvfy): " + " | ".join(failures)
+        )
+
+
+def child_main(spec_path: str, outcome_path: str) -> None:
+    """Entry point of a worker child process: run the job in ``spec_path``, write the outcome.
+
+    The outcome is written atomically, so the parent either reads a complete outcome or knows
+    the child died.
+    """
+    logging.basicConfig(
+        level=os.environ.get("AINODE_WORKER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s worker %(process)d %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    spec = JobSpec(**json.loads(Path(spec_path).read_text()))
+    outcome = execute_job(spec)
+    tmp = Path(outcome_path + ".tmp")
+    tmp.write_text(outcome.to_json())
+    os.replace(tmp, outcome_path)

@@ -1,0 +1,250 @@
+"""The running node: listener, series completion, routing, job runner and senders wired together.
+
+Data flows one way: C-STORE -> instance store + job database -> (quiet period) job -> routing ->
+runner (pipeline in a child process) -> outputs -> senders (C-STORE to the destinations).
+
+At start-up the node first repairs what a crash may have left: stored files that the job database
+does not know are registered (their series complete after the quiet period and become jobs), and
+jobs left ``running`` are queued again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from node.config import Settings
+from node.routing import RoutingRule, default_rules, load_rules, route_series
+from node.runner import LocalProcessRunner
+from node.scp import StorageSCP
+from node.sender import DestinationSender
+from pipelines.errors import AINodeError, InvalidInputError
+from storage.database import JobDatabase
+from storage.instance_store import InstanceStore
+from storage.models import JobState
+
+logger = logging.getLogger(__name__)
+
+
+def software_version() -> str:
+    """Installed version of ainode."""
+    try:
+        return version("ainode")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def pixel_region_of(files: Sequence[str]) -> Any:
+    """Guess the body region of a series from its pixels (routing fallback).
+
+    Returns a :class:`pipelines.body_region.RegionGuess`; never raises (an unreadable series gives
+    region ``unknown`` with the reason).
+    """
+    from pipelines.body_region import RegionGuess, guess_ct_region, guess_radiograph_region, load_radiograph
+    from pipelines.volume import load_ct_volume, read_instances
+
+    try:
+        read = read_instances(files)
+        datasets = read.datasets
+        if not datasets:
+            return RegionGuess(["unknown"], "no readable image: " + "; ".join(read.errors[:2]), {})
+        modality = str(datasets[0].get("Modality", ""))
+        if modality == "CT":
+            return guess_ct_region(load_ct_volume(datasets))
+        if modality in ("CR", "DX"):
+            return guess_radiograph_region(load_radiograph(datasets[0]))
+        return RegionGuess(["unknown"], f"no pixel classifier for Modality {modality}", {})
+    except Exception as exc:  # noqa: BLE001 - the fallback must not break routing
+        return RegionGuess(["unknown"], f"pixels could not be analysed: {exc}", {})
+
+
+def read_series_headers(files: Sequence[str]) -> tuple[list[Any], list[str]]:
+    """Read the headers (no pixel data) of a series' files; unreadable files become errors."""
+    from pipelines.volume import read_instance
+
+    headers, errors = [], []
+    for path in files:
+        try:
+            headers.append(read_instance(path, stop_before_pixels=True))
+        except InvalidInputError as exc:
+            errors.append(str(exc))
+    return headers, errors
+
+
+class Node:
+    """An ainode node built from :class:`node.config.Settings`.
+
+    Use :meth:`start` / :meth:`stop`, or as a context manager.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = InstanceStore(settings.data_dir)
+        self.database = JobDatabase(settings.resolved_database_url)
+        self.rules: list[RoutingRule] = (
+            load_rules(settings.routing_rules) if settings.routing_rules is not None else default_rules()
+        )
+        self.version = software_version()
+        self.senders = [
+            DestinationSender(
+                self.database,
+                destination,
+                calling_ae_title=settings.ae_title,
+                max_attempts=settings.send_max_attempts,
+                backoff_seconds=settings.send_backoff_seconds,
+                timeout_seconds=settings.network_timeout_seconds,
+            )
+            for destination in settings.destinations
+        ]
+        self.runner = LocalProcessRunner(
+            self.database,
+            self.store,
+            workers=settings.workers,
+            job_timeout_seconds=settings.job_timeout_seconds,
+            destinations=[d.name for d in settings.destinations],
+            params_for=self.params_for,
+            validate_outputs=settings.validate_outputs,
+            software_version=self.version,
+            device=settings.device,
+            on_results=self._wake_senders,
+        )
+        self.scp = StorageSCP(
+            ae_title=settings.ae_title,
+            host=settings.host,
+            port=settings.port,
+            store=self.store,
+            database=self.database,
+            allowed_callers=settings.allowed_callers,
+            network_timeout_seconds=settings.network_timeout_seconds,
+        )
+        self._stopping = threading.Event()
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
+
+    def params_for(self, protocol: str) -> dict[str, Any]:
+        """Pipeline parameters of ``protocol`` from the settings."""
+        if protocol == "l3-body-composition":
+            return {"cutoff_set": self.settings.l3.cutoff_set}
+        return {}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover from any crash, then start listening, dispatching, running and sending."""
+        self.recover()
+        self.scp.start()
+        self._dispatcher.start()
+        self.runner.start()
+        for sender in self.senders:
+            sender.start()
+
+    def stop(self) -> None:
+        """Stop everything; unfinished jobs resume at the next start."""
+        self._stopping.set()
+        self.scp.stop()
+        self.runner.stop()
+        for sender in self.senders:
+            sender.stop()
+        self._dispatcher.join(timeout=5)
+        for sender in self.senders:
+            sender.join(timeout=5)
+        self.database.close()
+
+    def __enter__(self) -> Node:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def recover(self) -> None:
+        """Register stored files the database does not know, and re-queue interrupted jobs."""
+        known = self.database.known_sop_instance_uids()
+        recovered = 0
+        for stored in self.store.iter_instances():
+            if stored.sop_instance_uid in known:
+                continue
+            try:
+                from pipelines.volume import read_instance
+
+                header = read_instance(stored.path, stop_before_pixels=True)
+            except InvalidInputError as exc:
+                logger.error("stored file %s is unreadable: %s", stored.path, exc)
+                continue
+            self.database.record_instance(
+                sop_instance_uid=stored.sop_instance_uid,
+                study_instance_uid=stored.study_instance_uid,
+                series_instance_uid=stored.series_instance_uid,
+                sop_class_uid=str(header.SOPClassUID),
+                transfer_syntax_uid=str(header.file_meta.get("TransferSyntaxUID", "")),
+                modality=str(header.get("Modality", ""))[:16],
+                path=str(stored.path),
+                calling_ae_title="",
+                received_at=dt.datetime.fromtimestamp(stored.path.stat().st_mtime, dt.UTC).replace(tzinfo=None),
+            )
+            recovered += 1
+        if recovered:
+            logger.warning("registered %d stored instance(s) missing from the job database", recovered)
+        resumed = self.database.resume_interrupted()
+        if resumed:
+            logger.warning("re-queued %d job(s) interrupted by a stop: %s", len(resumed), resumed)
+
+    # -- dispatching --------------------------------------------------------------------------------
+
+    def _wake_senders(self) -> None:
+        for sender in self.senders:
+            sender.wake.set()
+
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.dispatch_once()
+            except Exception:  # noqa: BLE001 - the loop must survive anything
+                logger.exception("dispatcher error; continuing")
+            self._stopping.wait(0.5)
+
+    def dispatch_once(self) -> None:
+        """Complete quiet series into jobs and route every received job."""
+        created = self.database.complete_quiet_series(self.settings.quiet_seconds)
+        for job_id in created:
+            logger.info("job %d created", job_id)
+        for job in self.database.jobs_in_state(JobState.RECEIVED):
+            self.route_job(job.id, job.series_instance_uid)
+        self.database.expire_leases()
+
+    def route_job(self, job_id: int, series_instance_uid: str) -> None:
+        """Choose the protocol of a job (or ignore/fail it) and record why."""
+        files = [i.path for i in self.database.series_instances(series_instance_uid)]
+        headers, errors = read_series_headers(files)
+        if errors:
+            for error in errors[:5]:
+                self.database.add_event(job_id, error, level="error")
+        if not headers:
+            self.database.fail_job(
+                job_id,
+                "no readable DICOM instance in the series (" + "; ".join(errors[:2]) + ")",
+            )
+            return
+        try:
+            decision = route_series(headers, self.rules, pixel_region=lambda: pixel_region_of(files))
+        except AINodeError as exc:
+            self.database.fail_job(job_id, f"routing failed: {exc}")
+            return
+        self.database.set_routing(
+            job_id, protocol=decision.protocol, rule=decision.rule, reason=decision.reason
+        )
+        logger.info(
+            "job %d: %s (%s)", job_id, decision.protocol or "ignored", decision.reason
+        )
+        if decision.protocol:
+            self.runner.wake()
+
+
+def data_dir_path(value: str | Path) -> Path:
+    """The data directory as an absolute path."""
+    return Path(value).expanduser().resolve()

@@ -1,0 +1,708 @@
+"""The job database: engine set-up, migrations, and every query the node makes.
+
+SQLite in the data directory by default (WAL journal, ``busy_timeout``), PostgreSQL by URL
+(``postgresql+psycopg://user:pw@host/db``). The schema is created and upgraded by Alembic
+(:func:`migrate`), never by ``create_all``. Job claims are compare-and-set updates
+(``UPDATE jobs SET state='running' WHERE id=? AND state='queued'``) after a
+``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never run one job twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from pipelines.errors import StorageError
+from storage.models import (
+    Instance,
+    Job,
+    JobEvent,
+    JobState,
+    Output,
+    Send,
+    SendState,
+    Series,
+    SeriesState,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def default_sqlite_url(data_dir: Path) -> str:
+    """SQLite URL of the job database in the data directory."""
+    return f"sqlite:///{(Path(data_dir) / 'ainode.sqlite3').resolve()}"
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys.
+
+    ``synchronous=NORMAL`` in WAL mode survives a killed process (kill -9) with every committed
+    transaction; on power loss the last commits may be lost, which the start-up scan of the
+    instance store repairs for received instances.
+
+    Raises
+    ------
+    StorageError
+        If the URL is malformed or its driver is not installed.
+    """
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StorageError(f"cannot open the job database {redact_url(url)}: {exc}") from exc
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe to log)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for display
+        return "<invalid database URL>"
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration pointing at ainode's migrations and ``url``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent).
+
+    Raises
+    ------
+    StorageError
+        If the migration fails (e.g. the database is not writable).
+    """
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot migrate the job database: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job claimed by a worker: what the runner needs to run it."""
+
+    id: int
+    series_instance_uid: str
+    study_instance_uid: str
+    protocol: str
+    attempt: int
+
+
+def input_fingerprint(sop_instance_uids: Sequence[str]) -> str:
+    """sha256 of the sorted SOP Instance UIDs of a job's input (identifies a re-sent series)."""
+    digest = hashlib.sha256("\n".join(sorted(sop_instance_uids)).encode()).hexdigest()
+    return digest
+
+
+class JobDatabase:
+    """All reads and writes of the job database.
+
+    Parameters
+    ----------
+    url:
+        SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``).
+    migrate_schema:
+        Run Alembic migrations on open (default ``True``).
+    """
+
+    def __init__(self, url: str, *, migrate_schema: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        if migrate_schema:
+            migrate(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Serialises the read-modify-write of the series table within this process.
+        self._ingest_lock = threading.Lock()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in a transaction, committed on success, rolled back on error."""
+        session = self._sessions()
+        try:
+            with session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise StorageError(f"job database error: {exc}") from exc
+        finally:
+            session.close()
+
+    def close(self) -> None:
+        """Dispose of the engine's connections."""
+        self.engine.dispose()
+
+    # -- instances and series -------------------------------------------------------------------
+
+    def record_instance(
+        self,
+        *,
+        sop_instance_uid: str,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_class_uid: str,
+        transfer_syntax_uid: str,
+        modality: str,
+        path: str,
+        calling_ae_title: str,
+        received_at: dt.datetime | None = None,
+    ) -> bool:
+        """Record a stored instance and note the arrival in its series.
+
+        A re-sent instance (same SOP Instance UID) updates the row; a new instance arriving for a
+        complete series re-opens it (it becomes a new job after the next quiet period).
+
+        Returns
+        -------
+        bool
+            ``True`` if the instance was new.
+        """
+        now = received_at or utcnow()
+        with self._ingest_lock, self.session() as session:
+            instance = session.get(Instance, sop_instance_uid)
+            is_new = instance is None
+            if instance is None:
+                session.add(
+                    Instance(
+                        sop_instance_uid=sop_instance_uid,
+                        study_instance_uid=study_instance_uid,
+                        series_instance_uid=series_instance_uid,
+                        sop_class_uid=sop_class_uid,
+                        transfer_syntax_uid=transfer_syntax_uid,
+                        path=path,
+                        calling_ae_title=calling_ae_title,
+                        received_at=now,
+                    )
+                )
+            else:
+                instance.path = path
+                instance.transfer_syntax_uid = transfer_syntax_uid
+                instance.received_at = now
+            series = session.get(Series, series_instance_uid)
+            if series is None:
+                session.add(
+                    Series(
+                        series_instance_uid=series_instance_uid,
+                        study_instance_uid=study_instance_uid,
+                        modality=modality,
+                        calling_ae_title=calling_ae_title,
+                        state=SeriesState.OPEN,
+                        instance_count=1,
+                        first_received_at=now,
+                        last_received_at=now,
+                    )
+                )
+            else:
+                if series.state == SeriesState.COMPLETE:
+                    series.state = SeriesState.OPEN
+                    series.first_received_at = now
+                if is_new:
+                    series.instance_count += 1
+                series.last_received_at = now
+                series.calling_ae_title = calling_ae_title or series.calling_ae_title
+        return is_new
+
+    def known_sop_instance_uids(self) -> set[str]:
+        """SOP Instance UIDs of every recorded instance (for the start-up store scan)."""
+        with self.session() as session:
+            return set(session.scalars(select(Instance.sop_instance_uid)))
+
+    def series_instances(self, series_instance_uid: str) -> list[Instance]:
+        """The recorded instances of a series."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Instance)
+                    .where(Instance.series_instance_uid == series_instance_uid)
+                    .order_by(Instance.sop_instance_uid)
+                )
+            )
+
+    def complete_quiet_series(self, quiet_seconds: float, now: dt.datetime | None = None) -> list[int]:
+        """Close every open series that received nothing for ``quiet_seconds``; one job each.
+
+        Returns
+        -------
+        list[int]
+            Ids of the jobs created (state ``received``).
+        """
+        now = now or utcnow()
+        cutoff = now - dt.timedelta(seconds=quiet_seconds)
+        created: list[int] = []
+        with self._ingest_lock, self.session() as session:
+            quiet = session.scalars(
+                select(Series).where(
+                    Series.state == SeriesState.OPEN, Series.last_received_at <= cutoff
+                )
+            ).all()
+            for series in quiet:
+                uids = session.scalars(
+                    select(Instance.sop_instance_uid).where(
+                        Instance.series_instance_uid == series.series_instance_uid
+                    )
+                ).all()
+                series.state = SeriesState.COMPLETE
+                series.completed_at = now
+                job = Job(
+                    study_instance_uid=series.study_instance_uid,
+                    series_instance_uid=series.series_instance_uid,
+                    modality=series.modality,
+                    calling_ae_title=series.calling_ae_title,
+                    state=JobState.RECEIVED,
+                    instance_count=len(uids),
+                    input_fingerprint=input_fingerprint(uids),
+                    created_at=now,
+                )
+                session.add(job)
+                session.flush()
+                previous = session.scalar(
+                    select(func.count(Job.id)).where(
+                        Job.series_instance_uid == series.series_instance_uid,
+                        Job.input_fingerprint == job.input_fingerprint,
+                        Job.id != job.id,
+                    )
+                )
+                note = (
+                    f"; the same {len(uids)} instance(s) were processed before by "
+                    f"{previous} job(s): outputs get the same UIDs and replace them"
+                    if previous
+                    else ""
+                )
+                session.add(
+                    JobEvent(
+                        job_id=job.id,
+                        at=now,
+                        message=(
+                            f"series complete: {len(uids)} instance(s), nothing new for "
+                            f"{quiet_seconds:g} s{note}"
+                        ),
+                    )
+                )
+                created.append(job.id)
+        return created
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def add_event(self, job_id: int, message: str, level: str = "info") -> None:
+        """Append an event to a job's timeline."""
+        with self.session() as session:
+            session.add(JobEvent(job_id=job_id, message=message, level=level))
+
+    def jobs_in_state(self, state: JobState) -> list[Job]:
+        """Jobs in one state, oldest first."""
+        with self.session() as session:
+            return list(session.scalars(select(Job).where(Job.state == state).order_by(Job.id)))
+
+    def set_routing(
+        self, job_id: int, *, protocol: str | None, rule: str | None, reason: str
+    ) -> None:
+        """Record the routing decision: the job is queued, or ignored when no protocol applies."""
+        with self.session() as session:
+            job = session.get_one(Job, job_id)
+            job.protocol = protocol
+            job.routing_rule = rule
+            job.routing_reason = reason
+            if protocol is None:
+                job.state = JobState.IGNORED
+                job.finished_at = utcnow()
+                message = f"ignored: {reason}"
+            else:
+                job.state = JobState.QUEUED
+                message = f"routed to {protocol} by rule {rule!r}: {reason}"
+            session.add(JobEvent(job_id=job_id, message=message))
+
+    def claim_job(self, worker: str, lease_seconds: float) -> ClaimedJob | None:
+        """Atomically claim the oldest queued job for ``worker``.
+
+        Returns
+        -------
+        ClaimedJob | None
+            The claimed job, or ``None`` when no job is queued.
+        """
+        with self.session() as session:
+            for _ in range(5):
+                query = (
+                    select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.id).limit(1)
+                )
+                if self.engine.dialect.name == "postgresql":
+                    query = query.with_for_update(skip_locked=True)
+                job_id = session.scalar(query)
+                if job_id is None:
+                    return None
+                now = utcnow()
+                result = session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == JobState.QUEUED)
+                    .values(
+                        state=JobState.RUNNING,
+                        worker=worker,
+                        attempts=Job.attempts + 1,
+                        started_at=now,
+                        lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                        error=None,
+                    )
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    job = session.get_one(Job, job_id)
+                    session.refresh(job)
+                    session.add(
+                        JobEvent(
+                            job_id=job_id,
+                            message=f"running {job.protocol} (attempt {job.attempts}) on {worker}",
+                        )
+                    )
+                    return ClaimedJob(
+                        id=job.id,
+                        series_instance_uid=job.series_instance_uid,
+                        study_instance_uid=job.study_instance_uid,
+                        protocol=str(job.protocol),
+                        attempt=job.attempts,
+                    )
+        return None
+
+    def fail_job(self, job_id: int, error: str, *, retry: bool = False) -> JobState:
+        """Record a failure; re-queue when ``retry`` and attempts remain.
+
+        Returns
+        -------
+        JobState
+            The job's new state (``queued`` or ``failed``).
+        """
+        with self.session() as session:
+            job = session.get_one(Job, job_id)
+            job.error = error
+            job.lease_expires_at = None
+            if retry and job.attempts < job.max_attempts:
+                job.state = JobState.QUEUED
+                session.add(
+                    JobEvent(job_id=job_id, level="warning", message=f"{error}; will retry")
+                )
+            else:
+                job.state = JobState.FAILED
+                job.finished_at = utcnow()
+                session.add(JobEvent(job_id=job_id, level="error", message=error))
+            return job.state
+
+    def record_results(
+        self,
+        job_id: int,
+        *,
+        algorithm: str,
+        results: dict[str, Any],
+        outputs: Sequence[tuple[str, str, str, str, str]],
+        destinations: Sequence[str],
+        warnings: Sequence[str] = (),
+    ) -> None:
+        """Store a job's results and outputs and queue one send per output and destination.
+
+        Parameters
+        ----------
+        outputs:
+            ``(kind, sop_class_uid, sop_instance_uid, series_instance_uid, path)`` per object.
+        destinations:
+            ``AET@host:port`` names; with none the job is done once the outputs are stored.
+        """
+        now = utcnow()
+        with self.session() as session:
+            job = session.get_one(Job, job_id)
+            job.algorithm = algorithm
+            job.results_json = json.dumps(results, sort_keys=True, default=str)
+            job.lease_expires_at = None
+            for old in list(job.outputs):
+                session.delete(old)
+            session.flush()
+            for kind, sop_class_uid, sop_instance_uid, series_instance_uid, path in outputs:
+                output = Output(
+                    job_id=job_id,
+                    kind=kind,
+                    sop_class_uid=sop_class_uid,
+                    sop_instance_uid=sop_instance_uid,
+                    series_instance_uid=series_instance_uid,
+                    path=path,
+                    created_at=now,
+                )
+                session.add(output)
+                session.flush()
+                for destination in destinations:
+                    session.add(
+                        Send(
+                            output_id=output.id,
+                            job_id=job_id,
+                            destination=destination,
+                            next_attempt_at=now,
+                        )
+                    )
+            for warning in warnings:
+                session.add(JobEvent(job_id=job_id, level="warning", message=warning))
+            kinds = ", ".join(f"{kind} {uid}" for kind, _, uid, _, _ in outputs)
+            session.add(JobEvent(job_id=job_id, message=f"outputs written: {kinds}"))
+            if destinations:
+                job.state = JobState.SENDING
+            else:
+                job.state = JobState.DONE
+                job.finished_at = now
+                session.add(JobEvent(job_id=job_id, message="done (no destination configured)"))
+
+    # -- sends -----------------------------------------------------------------------------------
+
+    def destinations_with_pending_sends(self) -> list[str]:
+        """Destinations that have pending sends."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Send.destination).where(Send.state == SendState.PENDING).distinct()
+                )
+            )
+
+    def due_sends(self, destination: str, now: dt.datetime | None = None) -> list[tuple[int, int, str, str]]:
+        """Pending sends to ``destination`` whose next attempt is due.
+
+        Returns
+        -------
+        list[tuple[int, int, str, str]]
+            ``(send id, job id, output path, output SOP Instance UID)``, oldest job first.
+        """
+        now = now or utcnow()
+        with self.session() as session:
+            rows = session.execute(
+                select(Send.id, Send.job_id, Output.path, Output.sop_instance_uid)
+                .join(Output, Output.id == Send.output_id)
+                .where(
+                    Send.destination == destination,
+                    Send.state == SendState.PENDING,
+                    Send.next_attempt_at <= now,
+                )
+                .order_by(Send.job_id, Send.id)
+            ).all()
+            return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def mark_send(
+        self,
+        send_id: int,
+        *,
+        ok: bool,
+        error: str | None = None,
+        max_attempts: int = 5,
+        backoff_seconds: float = 10.0,
+    ) -> SendState:
+        """Record the outcome of one C-STORE attempt and settle the job when all sends are final.
+
+        A failed attempt is retried after ``backoff_seconds * 2**(attempts-1)`` until
+        ``max_attempts``; then the send, and its job, fail with the last error.
+
+        Returns
+        -------
+        SendState
+            The send's new state.
+        """
+        now = utcnow()
+        with self.session() as session:
+            send = session.get_one(Send, send_id)
+            send.attempts += 1
+            output = session.get_one(Output, send.output_id)
+            if ok:
+                send.state = SendState.SENT
+                send.sent_at = now
+                send.last_error = None
+                session.add(
+                    JobEvent(
+                        job_id=send.job_id,
+                        message=f"sent {output.kind} {output.sop_instance_uid} to {send.destination}",
+                    )
+                )
+            else:
+                send.last_error = error
+                if send.attempts >= max_attempts:
+                    send.state = SendState.FAILED
+                    session.add(
+                        JobEvent(
+                            job_id=send.job_id,
+                            level="error",
+                            message=(
+                                f"gave up sending {output.kind} to {send.destination} after "
+                                f"{send.attempts} attempt(s): {error}"
+                            ),
+                        )
+                    )
+                else:
+                    delay = backoff_seconds * 2 ** (send.attempts - 1)
+                    send.next_attempt_at = now + dt.timedelta(seconds=delay)
+                    session.add(
+                        JobEvent(
+                            job_id=send.job_id,
+                            level="warning",
+                            message=(
+                                f"send of {output.kind} to {send.destination} failed "
+                                f"(attempt {send.attempts}/{max_attempts}): {error}; retrying "
+                                f"in {delay:g} s"
+                            ),
+                        )
+                    )
+            session.flush()
+            self._settle_job(session, send.job_id)
+            return send.state
+
+    def _settle_job(self, session: Session, job_id: int) -> None:
+        job = session.get_one(Job, job_id)
+        if job.state != JobState.SENDING:
+            return
+        states = session.scalars(select(Send.state).where(Send.job_id == job_id)).all()
+        if any(state == SendState.PENDING for state in states):
+            return
+        job.finished_at = utcnow()
+        failed = [s for s in states if s == SendState.FAILED]
+        if failed:
+            job.state = JobState.FAILED
+            job.error = (
+                f"{len(failed)} of {len(states)} send(s) failed; fix the destination and run "
+                f"`ainode jobs retry {job_id}`"
+            )
+            session.add(JobEvent(job_id=job_id, level="error", message=job.error))
+        else:
+            job.state = JobState.DONE
+            session.add(JobEvent(job_id=job_id, message=f"done: {len(states)} send(s) succeeded"))
+
+    # -- recovery and admin ------------------------------------------------------------------------
+
+    def resume_interrupted(self) -> list[int]:
+        """Re-queue jobs left ``running`` by a crash (called at start-up, before workers start).
+
+        Returns
+        -------
+        list[int]
+            The re-queued job ids.
+        """
+        with self.session() as session:
+            jobs = session.scalars(select(Job).where(Job.state == JobState.RUNNING)).all()
+            for job in jobs:
+                job.state = JobState.QUEUED
+                job.lease_expires_at = None
+                session.add(
+                    JobEvent(
+                        job_id=job.id,
+                        level="warning",
+                        message=f"resumed: the node stopped while the job ran on {job.worker}",
+                    )
+                )
+            return [job.id for job in jobs]
+
+    def expire_leases(self, now: dt.datetime | None = None) -> list[int]:
+        """Re-queue running jobs whose lease expired (their worker died or hangs)."""
+        now = now or utcnow()
+        with self.session() as session:
+            jobs = session.scalars(
+                select(Job).where(
+                    Job.state == JobState.RUNNING,
+                    Job.lease_expires_at.is_not(None),
+                    Job.lease_expires_at < now,
+                )
+            ).all()
+            for job in jobs:
+                job.state = JobState.QUEUED
+                session.add(
+                    JobEvent(job_id=job.id, level="warning", message="lease expired; re-queued")
+                )
+            return [job.id for job in jobs]
+
+    def retry_job(self, job_id: int) -> str:
+        """Retry a failed (or done) job: re-send failed sends, or run it again.
+
+        Returns
+        -------
+        str
+            What was done, for the CLI.
+
+        Raises
+        ------
+        StorageError
+            If the job does not exist or is still in progress.
+        """
+        with self.session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise StorageError(f"no job {job_id}; see `ainode jobs list`")
+            if job.state in (JobState.QUEUED, JobState.RUNNING, JobState.SENDING, JobState.RECEIVED):
+                raise StorageError(f"job {job_id} is {job.state}; only finished jobs can be retried")
+            failed_sends = session.scalars(
+                select(Send).where(Send.job_id == job_id, Send.state == SendState.FAILED)
+            ).all()
+            if failed_sends:
+                for send in failed_sends:
+                    send.state = SendState.PENDING
+                    send.attempts = 0
+                    send.next_attempt_at = utcnow()
+                job.state = JobState.SENDING
+                job.error = None
+                job.finished_at = None
+                message = f"retry requested: re-sending {len(failed_sends)} output(s)"
+            else:
+                job.state = JobState.RECEIVED if job.protocol is None else JobState.QUEUED
+                job.error = None
+                job.finished_at = None
+                job.max_attempts = job.attempts + 1
+                message = "retry requested: running the job again"
+            session.add(JobEvent(job_id=job_id, message=message))
+            return message
+
+    def list_jobs(self, limit: int = 50, state: str | None = None) -> list[Job]:
+        """Most recent jobs first."""
+        with self.session() as session:
+            query = select(Job).order_by(Job.id.desc()).limit(limit)
+            if state:
+                query = query.where(Job.state == state)
+            return list(session.scalars(query))
+
+    def get_job(self, job_id: int) -> Job | None:
+        """A job with its events, outputs and sends loaded."""
+        with self.session() as session:
+            return session.scalar(
+                select(Job)
+                .where(Job.id == job_id)
+                .options(
+                    selectinload(Job.events),
+                    selectinload(Job.outputs).selectinload(Output.sends),
+                )
+            )
+
+    def count_jobs_by_state(self) -> dict[str, int]:
+        """Number of jobs per state."""
+        with self.session() as session:
+            rows = session.execute(select(Job.state, func.count(Job.id)).group_by(Job.state)).all()
+            return {str(state): int(count) for state, count in rows}
