@@ -1,16 +1,21 @@
 """The Storage SCP: C-ECHO and C-STORE, association policy, and nothing slower.
 
 The C-STORE handler writes the received bytes durably (:meth:`storage.instance_store.InstanceStore.store`,
-temp file + fsync + rename), records the instance in the job database, and only then returns
-Success. Anything that fails before that returns a failure status, so the sender keeps the
-instance and retries: nothing acknowledged is ever lost. Pixel data is never decoded here.
+temp file + fsync + rename) and only then returns Success; anything that fails before that returns
+a failure status, so the sender keeps the instance and retries. The durable file is the record of
+what was acknowledged: the job database row is written right after by :class:`IngestRecorder`, in
+batches, off the association's thread (a crash in between is repaired at start-up by
+:meth:`node.server.Node.recover`, which registers stored files the database lacks). Series
+completion drains the recorder first, so a series is never closed while some of its instances are
+still on the way into the database. Pixel data is never decoded here.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Callable
+import time
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -20,8 +25,9 @@ from pynetdicom.sop_class import Verification
 
 from node.config import AllowedCaller
 from pipelines.errors import StorageError
-from storage.database import JobDatabase
+from storage.database import InstanceRecord, JobDatabase
 from storage.instance_store import InstanceStore
+from storage.models import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +39,81 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 REJECT_PERMANENT = 0x01
 REJECT_SOURCE_SERVICE_USER = 0x01
 REJECT_CALLING_AE_NOT_RECOGNISED = 0x03
+
+
+class IngestRecorder(threading.Thread):
+    """Writes received instances into the job database in batches, in a background thread.
+
+    Parameters
+    ----------
+    database:
+        The job database.
+    max_batch:
+        Most records per transaction.
+    retry_seconds:
+        Wait before retrying a batch the database refused (records are kept, in order).
+    """
+
+    def __init__(self, database: JobDatabase, max_batch: int = 200, retry_seconds: float = 1.0) -> None:
+        super().__init__(name="ingest-recorder", daemon=True)
+        self.database = database
+        self.max_batch = max_batch
+        self.retry_seconds = retry_seconds
+        self._queue: queue.Queue[InstanceRecord | None] = queue.Queue()
+        self._stopping = threading.Event()
+
+    def submit(self, record: InstanceRecord) -> None:
+        """Queue a record (never blocks)."""
+        self._queue.put(record)
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until every submitted record is committed; ``False`` on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread."""
+        self._stopping.set()
+        self._queue.put(None)
+        self.join(timeout=30)
+
+    def run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                self._queue.task_done()
+                if self._stopping.is_set() and self._queue.empty():
+                    return
+                continue
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.task_done()
+                    continue
+                batch.append(item)
+            while True:
+                try:
+                    self.database.record_instances(batch)
+                    break
+                except StorageError as exc:
+                    logger.error(
+                        "cannot record %d received instance(s) in the job database (%s); the "
+                        "files are stored; retrying in %g s",
+                        len(batch),
+                        exc,
+                        self.retry_seconds,
+                    )
+                    time.sleep(self.retry_seconds)
+            for _ in batch:
+                self._queue.task_done()
 
 
 @dataclass
@@ -58,8 +139,6 @@ class StorageSCP:
         Calling-AE allow-list; empty accepts any caller.
     network_timeout_seconds:
         ACSE/DIMSE/network timeout.
-    on_stored:
-        Optional callback ``(series_instance_uid) -> None`` after each stored instance.
     """
 
     def __init__(
@@ -72,13 +151,12 @@ class StorageSCP:
         database: JobDatabase,
         allowed_callers: list[AllowedCaller] | None = None,
         network_timeout_seconds: float = 30.0,
-        on_stored: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.database = database
         self.allowed_callers = list(allowed_callers or [])
-        self.on_stored = on_stored
         self.counters = IngestCounters()
+        self.recorder = IngestRecorder(database)
         self._lock = threading.Lock()
         self.ae = AE(ae_title=ae_title)
         self.ae.acse_timeout = network_timeout_seconds
@@ -106,6 +184,8 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self._on_c_echo),
             (evt.EVT_REQUESTED, self._on_requested),
         ]
+        if not self.recorder.is_alive():
+            self.recorder.start()
         try:
             self._server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
         except OSError as exc:
@@ -122,6 +202,8 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()  # type: ignore[attr-defined]
             self._server = None
+        if self.recorder.is_alive():
+            self.recorder.stop()
 
     @property
     def port(self) -> int:
@@ -144,7 +226,9 @@ class StorageSCP:
 
     def _on_requested(self, event: evt.Event) -> None:
         requestor = event.assoc.requestor
-        calling = str(requestor.ae_title).strip()
+        # ae_title is filled in during negotiation, after this event: read the A-ASSOCIATE-RQ.
+        primitive = requestor.primitive
+        calling = str(getattr(primitive, "calling_ae_title", "") or "").strip()
         address = str(requestor.address)
         with self._lock:
             self.counters.associations += 1
@@ -191,8 +275,8 @@ class StorageSCP:
                 else STATUS_OUT_OF_RESOURCES
             )
             return self._refuse(status, f"C-STORE {sop_instance_uid} from {calling}: {exc}")
-        try:
-            self.database.record_instance(
+        self.recorder.submit(
+            InstanceRecord(
                 sop_instance_uid=sop_instance_uid,
                 study_instance_uid=study_instance_uid,
                 series_instance_uid=series_instance_uid,
@@ -201,16 +285,11 @@ class StorageSCP:
                 modality=modality,
                 path=str(stored.path),
                 calling_ae_title=calling,
+                received_at=utcnow(),
             )
-        except StorageError as exc:
-            # The file is stored; the sender will re-send and the store is idempotent.
-            return self._refuse(
-                STATUS_OUT_OF_RESOURCES, f"C-STORE {sop_instance_uid}: job database error: {exc}"
-            )
+        )
         with self._lock:
             self.counters.instances_stored += 1
-        if self.on_stored is not None:
-            self.on_stored(series_instance_uid)
         return STATUS_SUCCESS
 
     def _refuse(self, status: int, message: str) -> int:

@@ -40,25 +40,19 @@ def software_version() -> str:
 
 
 def pixel_region_of(files: Sequence[str]) -> Any:
-    """Guess the body region of a series from its pixels (routing fallback).
+    """Guess the body region of a series from its pixels (the routing fallback).
 
-    Returns a :class:`pipelines.body_region.RegionGuess`; never raises (an unreadable series gives
-    region ``unknown`` with the reason).
+    Returns a :class:`pipelines.body_region.RegionGuess`; never raises: a series whose pixels
+    cannot be read or analysed gives region ``unknown`` with the reason.
     """
-    from pipelines.body_region import RegionGuess, guess_ct_region, guess_radiograph_region, load_radiograph
-    from pipelines.volume import load_ct_volume, read_instances
+    from pipelines.body_region import RegionGuess, guess_series_region
+    from pipelines.volume import read_instances
 
     try:
         read = read_instances(files)
-        datasets = read.datasets
-        if not datasets:
+        if not read.datasets:
             return RegionGuess(["unknown"], "no readable image: " + "; ".join(read.errors[:2]), {})
-        modality = str(datasets[0].get("Modality", ""))
-        if modality == "CT":
-            return guess_ct_region(load_ct_volume(datasets))
-        if modality in ("CR", "DX"):
-            return guess_radiograph_region(load_radiograph(datasets[0]))
-        return RegionGuess(["unknown"], f"no pixel classifier for Modality {modality}", {})
+        return guess_series_region(read.datasets)
     except Exception as exc:  # noqa: BLE001 - the fallback must not break routing
         return RegionGuess(["unknown"], f"pixels could not be analysed: {exc}", {})
 
@@ -210,6 +204,8 @@ class Node:
 
     def dispatch_once(self) -> None:
         """Complete quiet series into jobs and route every received job."""
+        # Every acknowledged instance must be in the database before its series may close.
+        self.scp.recorder.drain()
         created = self.database.complete_quiet_series(self.settings.quiet_seconds)
         for job_id in created:
             logger.info("job %d created", job_id)

@@ -117,6 +117,21 @@ def migrate(engine: Engine) -> None:
 
 
 @dataclass(frozen=True)
+class InstanceRecord:
+    """One stored instance to record (see :meth:`JobDatabase.record_instances`)."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str
+    path: str
+    calling_ae_title: str
+    received_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class ClaimedJob:
     """A job claimed by a worker: what the runner needs to run it."""
 
@@ -184,60 +199,86 @@ class JobDatabase:
         calling_ae_title: str,
         received_at: dt.datetime | None = None,
     ) -> bool:
-        """Record a stored instance and note the arrival in its series.
-
-        A re-sent instance (same SOP Instance UID) updates the row; a new instance arriving for a
-        complete series re-opens it (it becomes a new job after the next quiet period).
+        """Record one stored instance; see :meth:`record_instances`.
 
         Returns
         -------
         bool
             ``True`` if the instance was new.
         """
-        now = received_at or utcnow()
+        record = InstanceRecord(
+            sop_instance_uid=sop_instance_uid,
+            study_instance_uid=study_instance_uid,
+            series_instance_uid=series_instance_uid,
+            sop_class_uid=sop_class_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            modality=modality,
+            path=path,
+            calling_ae_title=calling_ae_title,
+            received_at=received_at or utcnow(),
+        )
+        return self.record_instances([record]) == 1
+
+    def record_instances(self, records: Sequence[InstanceRecord]) -> int:
+        """Record stored instances and note their arrival in their series, in one transaction.
+
+        A re-sent instance (same SOP Instance UID) updates its row; a new instance arriving for a
+        complete series re-opens it (it becomes a new job after the next quiet period).
+
+        Returns
+        -------
+        int
+            How many of the instances were new.
+        """
+        new_count = 0
         with self._ingest_lock, self.session() as session:
-            instance = session.get(Instance, sop_instance_uid)
-            is_new = instance is None
-            if instance is None:
-                session.add(
-                    Instance(
-                        sop_instance_uid=sop_instance_uid,
-                        study_instance_uid=study_instance_uid,
-                        series_instance_uid=series_instance_uid,
-                        sop_class_uid=sop_class_uid,
-                        transfer_syntax_uid=transfer_syntax_uid,
-                        path=path,
-                        calling_ae_title=calling_ae_title,
-                        received_at=now,
+            for record in records:
+                now = record.received_at
+                instance = session.get(Instance, record.sop_instance_uid)
+                is_new = instance is None
+                if instance is None:
+                    session.add(
+                        Instance(
+                            sop_instance_uid=record.sop_instance_uid,
+                            study_instance_uid=record.study_instance_uid,
+                            series_instance_uid=record.series_instance_uid,
+                            sop_class_uid=record.sop_class_uid,
+                            transfer_syntax_uid=record.transfer_syntax_uid,
+                            path=record.path,
+                            calling_ae_title=record.calling_ae_title,
+                            received_at=now,
+                        )
                     )
-                )
-            else:
-                instance.path = path
-                instance.transfer_syntax_uid = transfer_syntax_uid
-                instance.received_at = now
-            series = session.get(Series, series_instance_uid)
-            if series is None:
-                session.add(
-                    Series(
-                        series_instance_uid=series_instance_uid,
-                        study_instance_uid=study_instance_uid,
-                        modality=modality,
-                        calling_ae_title=calling_ae_title,
-                        state=SeriesState.OPEN,
-                        instance_count=1,
-                        first_received_at=now,
-                        last_received_at=now,
+                    new_count += 1
+                else:
+                    instance.path = record.path
+                    instance.transfer_syntax_uid = record.transfer_syntax_uid
+                    instance.received_at = now
+                series = session.get(Series, record.series_instance_uid)
+                if series is None:
+                    session.add(
+                        Series(
+                            series_instance_uid=record.series_instance_uid,
+                            study_instance_uid=record.study_instance_uid,
+                            modality=record.modality,
+                            calling_ae_title=record.calling_ae_title,
+                            state=SeriesState.OPEN,
+                            instance_count=1,
+                            first_received_at=now,
+                            last_received_at=now,
+                        )
                     )
-                )
-            else:
-                if series.state == SeriesState.COMPLETE:
-                    series.state = SeriesState.OPEN
-                    series.first_received_at = now
-                if is_new:
-                    series.instance_count += 1
-                series.last_received_at = now
-                series.calling_ae_title = calling_ae_title or series.calling_ae_title
-        return is_new
+                    session.flush()
+                else:
+                    if series.state == SeriesState.COMPLETE:
+                        series.state = SeriesState.OPEN
+                        series.first_received_at = now
+                    if is_new:
+                        series.instance_count += 1
+                    series.last_received_at = max(series.last_received_at, now)
+                    series.calling_ae_title = record.calling_ae_title or series.calling_ae_title
+                session.flush()
+        return new_count
 
     def known_sop_instance_uids(self) -> set[str]:
         """SOP Instance UIDs of every recorded instance (for the start-up store scan)."""
