@@ -353,7 +353,8 @@ def _build_outputs(
     )
     sc = None
     if result.key_image is not None:
-        sc = _build_sc(result, headers, key, key_image_patient_orientation, equipment)
+        orientation = key_image_patient_orientation or result.key_image.patient_orientation
+        sc = _build_sc(result, headers, key, orientation, equipment)
     logger.info(
         "protocol %s: built outputs %s",
         result.protocol,

@@ -158,11 +158,16 @@ class KeyImage:
         Index into :attr:`PipelineResult.source_datasets` of the image it was rendered from.
     pixel_spacing_mm: tuple[float, float]
         (row spacing, column spacing) in mm of ``pixels_rgb``.
+    patient_orientation: tuple[str, str] | None
+        Patient Orientation (0020,0020) of the rendered image: the patient direction of
+        increasing column index, then of increasing row index (PS3.3 C.7.6.1.1.1), e.g.
+        ``("L", "P")`` for an axial slice in ainode's canonical orientation.
     """
 
     pixels_rgb: np.ndarray
     source_index: int
     pixel_spacing_mm: tuple[float, float]
+    patient_orientation: tuple[str, str] | None = None
 
 
 @dataclass
