@@ -20,6 +20,20 @@ from typing import Any
 from pipelines.errors import AINodeError
 
 DEMO_FILE = "explicit_VR-UN.dcm"
+HEADLINE_RESULTS = [
+    ("level", "vertebral level"),
+    ("level_verified", "level verified"),
+    ("sma_cm2", "skeletal muscle area SMA (cm2)"),
+    ("muscle_mean_hu", "muscle mean attenuation (HU)"),
+    ("sat_area_cm2", "subcutaneous fat SAT (cm2)"),
+    ("vat_area_cm2", "visceral fat VAT (cm2)"),
+    ("imat_area_cm2", "intermuscular fat IMAT (cm2)"),
+    ("smi_cm2_per_m2", "skeletal muscle index SMI (cm2/m2)"),
+    ("smi_reason", "SMI"),
+    ("low_smi", "low SMI"),
+    ("validation_status", "validation status"),
+    ("disclaimer", "note"),
+]
 SOP_CLASS_NAMES = {
     "1.2.840.10008.5.1.4.1.1.66.4": "SEG",
     "1.2.840.10008.5.1.4.1.1.88.34": "SR",
@@ -91,6 +105,7 @@ def run_demo(work_dir: Path | None = None, keep: bool = False, timeout_s: float 
             quiet_seconds=2.0,
             destinations=[Destination(ae_title=pacs.ae_title, host=pacs.host, port=pacs.port)],
             send_backoff_seconds=2.0,
+            log_level="WARNING",
         )
         node = stack.enter_context(Node(settings))
         print(f"node: AINODE@127.0.0.1:{settings.port}, data in {settings.data_dir}")
@@ -112,9 +127,14 @@ def run_demo(work_dir: Path | None = None, keep: bool = False, timeout_s: float 
         if job.algorithm:
             print(f"algorithm: {job.algorithm}")
         if job.results_json:
-            for key, value in json.loads(job.results_json).items():
-                shown = f"{value:.2f}" if isinstance(value, float) else value
-                print(f"  {key}: {shown}")
+            results = json.loads(job.results_json)
+            print("measurements:")
+            for key, label in HEADLINE_RESULTS:
+                if key in results:
+                    value = results[key]
+                    shown = f"{value:.2f}" if isinstance(value, float) else value
+                    print(f"  {label:<38} {shown}")
+            print(f"  (all {len(results)} values: ainode jobs show {job.id} --data-dir ...)")
         for event in job.events:
             if event.level != "info":
                 print(f"  {event.level}: {event.message}")

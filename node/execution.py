@@ -34,6 +34,7 @@ class JobSpec:
     validate_outputs: bool = True
     software_version: str = "0"
     device: str = "auto"
+    log_level: str = "INFO"
 
 
 @dataclass
@@ -236,12 +237,14 @@ def child_main(spec_path: str, outcome_path: str) -> None:
     The outcome is written atomically, so the parent either reads a complete outcome or knows
     the child died.
     """
+    spec = JobSpec(**json.loads(Path(spec_path).read_text()))
     logging.basicConfig(
-        level=os.environ.get("AINODE_WORKER_LOG_LEVEL", "INFO"),
+        level=spec.log_level,
         format="%(asctime)s worker %(process)d %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    spec = JobSpec(**json.loads(Path(spec_path).read_text()))
+    # highdicom logs every module it copies at INFO.
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
     outcome = execute_job(spec)
     tmp = Path(outcome_path + ".tmp")
     tmp.write_text(outcome.to_json())

@@ -77,6 +77,7 @@ class LocalProcessRunner:
         validate_outputs: bool,
         software_version: str,
         device: str = "auto",
+        log_level: str = "INFO",
         on_results: Callable[[], None] | None = None,
         poll_seconds: float = 0.5,
     ) -> None:
@@ -89,6 +90,7 @@ class LocalProcessRunner:
         self.validate_outputs = validate_outputs
         self.software_version = software_version
         self.device = device
+        self.log_level = log_level
         self.on_results = on_results
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
@@ -145,6 +147,7 @@ class LocalProcessRunner:
             validate_outputs=self.validate_outputs,
             software_version=self.software_version,
             device=self.device,
+            log_level=self.log_level,
         )
         logger.info(
             "job %d: running %s on series %s (%d instances)",

@@ -24,6 +24,7 @@ from node.runner import LocalProcessRunner
 from node.scp import StorageSCP
 from node.sender import DestinationSender
 from pipelines.errors import AINodeError, InvalidInputError
+from pipelines.registry import get_protocol
 from storage.database import JobDatabase
 from storage.instance_store import InstanceStore
 from storage.models import JobState
@@ -106,6 +107,7 @@ class Node:
             validate_outputs=settings.validate_outputs,
             software_version=self.version,
             device=settings.device,
+            log_level=settings.log_level,
             on_results=self._wake_senders,
         )
         self.scp = StorageSCP(
@@ -231,13 +233,16 @@ class Node:
         except AINodeError as exc:
             self.database.fail_job(job_id, f"routing failed: {exc}")
             return
-        self.database.set_routing(
-            job_id, protocol=decision.protocol, rule=decision.rule, reason=decision.reason
-        )
-        logger.info(
-            "job %d: %s (%s)", job_id, decision.protocol or "ignored", decision.reason
-        )
-        if decision.protocol:
+        protocol, reason = decision.protocol, decision.reason
+        if protocol is not None and not get_protocol(protocol).implemented:
+            reason = (
+                f"{reason}; but protocol {protocol!r} is not available in this version of ainode, "
+                "so the series is not analysed"
+            )
+            protocol = None
+        self.database.set_routing(job_id, protocol=protocol, rule=decision.rule, reason=reason)
+        logger.info("job %d: %s (%s)", job_id, protocol or "ignored", reason)
+        if protocol:
             self.runner.wake()
 
 

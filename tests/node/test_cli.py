@@ -1,0 +1,98 @@
+"""The ``ainode`` command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+
+from node.server import Node
+from node_helpers import c_store, wait_for_jobs
+
+
+def ainode(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_help_lists_every_command() -> None:
+    result = ainode("--help")
+    assert result.returncode == 0
+    for command in ("serve", "run", "jobs", "echo", "route", "check-config", "demo"):
+        assert command in result.stdout
+
+
+def test_run_real_slice_writes_outputs_and_reports_unverified_level(
+    real_ct_slice_path: Path, tmp_path: Path
+) -> None:
+    result = ainode("run", "--protocol", "l3-body-composition", str(real_ct_slice_path),
+                    "--out", str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)
+    assert entry["results"]["level_verified"] is False
+    assert 60 < entry["results"]["sma_cm2"] < 250
+    assert set(entry["outputs"]) == {"SEG", "SR", "SC"}
+    for path in entry["outputs"].values():
+        ds = pydicom.dcmread(path)
+        assert ds.StudyInstanceUID == pydicom.dcmread(real_ct_slice_path).StudyInstanceUID
+    # No patient data on the terminal.
+    name = str(pydicom.dcmread(real_ct_slice_path).PatientName)
+    assert not name or name not in result.stdout + result.stderr
+
+
+def test_run_without_protocol_routes_and_ignores_mr(tmp_path: Path) -> None:
+    import data_store
+
+    mr = Path(data_store.__file__).parent / "data" / "MR2_UNCI.dcm"
+    result = ainode("run", str(mr), "--out", str(tmp_path), "--json")
+    (entry,) = json.loads(result.stdout)
+    assert "MR" in entry["ignored"]
+
+
+def test_route_explains_the_decision(real_ct_slice_path: Path) -> None:
+    result = ainode("route", str(real_ct_slice_path), "--json")
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)
+    assert entry["protocol"] == "l3-body-composition"
+    assert entry["reason"] and any("MATCH" in check for check in entry["checks"])
+
+
+def test_check_config_rejects_bad_values_with_the_field_name(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("port: 99999\ndestinations: ['not-a-destination']\n")
+    result = ainode("check-config", str(bad))
+    assert result.returncode == 2
+    assert "port" in result.stderr and "AET@HOST:PORT" in result.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text("ae_title: NODE1\ndestinations: ['PACS@127.0.0.1:104']\nl3:\n  cutoff_set: martin-2013\n")
+    result = ainode("check-config", str(good))
+    assert result.returncode == 0, result.stderr
+    assert '"cutoff_set": "martin-2013"' in result.stdout
+
+
+def test_jobs_list_show_and_echo_against_a_running_node(
+    make_node: Callable[..., Node], real_ct_slice_path: Path
+) -> None:
+    node = make_node()
+    assert c_store(real_ct_slice_path, node.scp.port) == 0
+    (job,) = wait_for_jobs(node.database, 1)
+    data_dir = str(node.settings.data_dir)
+    listed = json.loads(ainode("jobs", "list", "--data-dir", data_dir, "--json").stdout)
+    assert [j["id"] for j in listed] == [job.id] and listed[0]["state"] == "done"
+    shown = ainode("jobs", "show", str(job.id), "--data-dir", data_dir, "--json")
+    detail = json.loads(shown.stdout)
+    assert detail["protocol"] == "l3-body-composition"
+    assert {o["kind"] for o in detail["outputs"]} == {"SEG", "SR", "SC"}
+    assert any("series complete" in e["message"] for e in detail["events"])
+    text = ainode("jobs", "show", str(job.id), "--data-dir", data_dir)
+    assert "routing_reason" in text.stdout and "sma_cm2" in text.stdout
+    assert ainode("jobs", "show", "999", "--data-dir", data_dir).returncode == 1
+    retried = ainode("jobs", "retry", str(job.id), "--data-dir", data_dir)
+    assert retried.returncode == 0 and "running the job again" in retried.stdout
+    echo = ainode("echo", f"AINODE@127.0.0.1:{node.scp.port}")
+    assert echo.returncode == 0 and "success" in echo.stdout
