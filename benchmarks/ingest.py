@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from pynetdicom.sop_class import Verification
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage.instance_store import write_atomic  # noqa: E402
+from storage.instance_store import write_atomic
 
 
 def free_port() -> int:

@@ -11,16 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
-from pynetdicom import AE
+from node_helpers import c_echo
 
 from node.config import Destination, Settings
 from node.local_pacs import find_free_port
 from node.server import Node
-from node_helpers import c_echo
-from storage.database import JobDatabase
-from storage.models import JobState
+
 
 @pytest.fixture
 def make_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+from node_helpers import c_store, wait_for_jobs
 
 from node.server import Node
-from node_helpers import c_store, wait_for_jobs
 
 
 def ainode(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from node_helpers import c_echo, c_store, wait_for_jobs
+from peers import require_binary, storescu
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -24,8 +26,6 @@ from pydicom.uid import (
 from node.config import Destination
 from node.local_pacs import OrthancPACS, find_free_port
 from node.server import Node
-from node_helpers import c_echo, c_store, wait_for_jobs
-from peers import require_binary, storescu
 from pipelines.validation import run_dciodvfy
 from storage.database import JobDatabase
 from storage.models import JobState
@@ -248,3 +248,33 @@ def test_kill_9_right_after_acknowledgement_loses_nothing(
         assert job.instance_count == 1
     finally:
         db.close()
+
+
+def test_a_job_over_its_time_limit_is_killed_and_failed(
+    make_node: Callable[..., Node], real_ct_slice_path: Path
+) -> None:
+    # 0.5 s is less than a worker process needs to start: the job must time out.
+    node = make_node(job_timeout_seconds=0.5)
+    assert c_store(real_ct_slice_path, node.scp.port) == 0
+    (job,) = wait_for_jobs(node.database, 1)
+    assert job.state == JobState.FAILED, _describe(job)
+    assert "timed out after 0.5 s" in job.error
+    assert c_echo(node.scp.port) == 0
+
+
+def test_node_with_postgresql_job_database(
+    request: pytest.FixtureRequest,
+    make_node: Callable[..., Node],
+    orthanc: OrthancPACS,
+    real_ct_slice_path: Path,
+    tmp_path: Path,
+) -> None:
+    from pg_server import postgres_url_or_skip
+
+    node = make_node([_destination(orthanc)], database_url=postgres_url_or_skip(request))
+    assert node.database.engine.dialect.name == "postgresql"
+    assert c_store(real_ct_slice_path, node.scp.port) == 0
+    (job,) = wait_for_jobs(node.database, 1)
+    assert job.state == JobState.DONE, _describe(job)
+    source = pydicom.dcmread(real_ct_slice_path, stop_before_pixels=True)
+    _check_outputs_in_pacs(job, orthanc, source, tmp_path)

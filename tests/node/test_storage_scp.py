@@ -6,12 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+from node_helpers import c_echo, c_store
+from peers import echoscu, require_binary, storescu
 from pynetdicom import AE
 
-from node_helpers import c_echo, c_store
 from node.config import AllowedCaller
 from node.server import Node
-from peers import echoscu, require_binary, storescu
 
 
 def test_echoscu_gets_success(make_node: Callable[..., Node]) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from pg_server import postgres_url_or_skip
+
 from storage.database import JobDatabase
 
 

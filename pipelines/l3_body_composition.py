@@ -1,0 +1,877 @@
+"""L3 body composition on abdominal CT: reference method (Hounsfield bands + morphology + anatomy).
+
+Measures, on one axial slice at the middle of the third lumbar vertebra, the cross-sectional
+areas of skeletal muscle (SMA), subcutaneous adipose tissue (SAT), visceral adipose tissue (VAT)
+and intermuscular adipose tissue (IMAT), the muscle attenuation (mean HU), and the skeletal
+muscle index SMI = SMA / height² with an optional, explicitly named cut-off set.
+
+Sources (see ``shared/reference/clinical.md`` §1 and §5):
+
+* HU bands: muscle -29..+150 HU, SAT and IMAT -190..-30 HU, VAT -150..-50 HU — the Alberta /
+  Slice-O-Matic protocol (TomoVision "Sarcopenia Help"), usually credited to Mitsiopoulos et al.,
+  J Appl Physiol 1998.
+* Slice: midpoint of L3 (JoVE 2021, doi 10.3791/61674, following Mourtzakis et al. 2008).
+* SMI = SMA / height² in cm²/m²; height from Patient's Size (0010,1020) in metres, weight from
+  Patient's Weight (0010,1030) in kg.
+* Cut-offs: Prado et al., Lancet Oncol 2008;9:629-635; Martin et al., J Clin Oncol 2013;
+  van der Werf et al., Eur J Clin Nutr 2018;72:288-296.
+* Codes: PS3.16 (Tissue 85756007; Muscle 91727004; Fat 55603005 with anatomic region
+  Subcutaneous tissue 71966008, Abdominopelvic cavity 818987002, Skeletal muscle 127954009).
+
+The segmentation and the level finding sit behind two small protocols
+(:class:`BodyCompositionSegmenter`, :class:`L3Locator`) so that a trained network can replace
+either later; the rule-based implementations here are the defaults.
+
+Research use only, not for diagnosis. Checked on digital phantoms and one real slice only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from scipy import ndimage
+
+from pipelines.errors import PipelineError, UnsupportedInputError
+from pipelines.spine import (
+    SpineLabelling,
+    SpineParameters,
+    VertebraInSlice,
+    find_body_mask,
+    find_vertebra_in_slice,
+    label_vertebrae,
+)
+from pipelines.types import (
+    DCM_ATTENUATION,
+    PRIVATE_SCHEME,
+    RESEARCH_USE_DISCLAIMER,
+    SCT_AREA,
+    SCT_MEAN,
+    SCT_NO,
+    SCT_STANDARD_DEVIATION,
+    SCT_TISSUE,
+    SCT_YES,
+    UCUM_CM2,
+    UCUM_CM2_PER_M2,
+    UCUM_HU,
+    AlgorithmInfo,
+    CodedTerm,
+    KeyImage,
+    Measurement,
+    PipelineResult,
+    QualitativeFinding,
+    SegmentDefinition,
+    ValidationStatus,
+)
+from pipelines.volume import CTVolume
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_NAME = "l3-body-composition"
+
+ALGORITHM = AlgorithmInfo(
+    name="ainode-l3-reference",
+    version="0.1.0",
+    validation_status=ValidationStatus.REFERENCE_METHOD,
+    is_ai=False,
+    source=(
+        "Rule-based: HU bands of the Alberta/Slice-O-Matic protocol (Mitsiopoulos et al., J Appl "
+        "Physiol 1998) on the mid-L3 slice (Mourtzakis et al. 2008); body compartments by "
+        "morphology; L3 found by counting vertebrae from the last rib and the sacrum"
+    ),
+)
+
+#: Labels of the label slice returned by a :class:`BodyCompositionSegmenter`.
+LABEL_SMA = 1
+LABEL_SAT = 2
+LABEL_VAT = 3
+LABEL_IMAT = 4
+
+_FAT = CodedTerm("55603005", "SCT", "Fat")
+
+SEGMENTS: list[SegmentDefinition] = [
+    SegmentDefinition(
+        number=LABEL_SMA,
+        label="SMA",
+        description="Skeletal muscle, -29..150 HU (abdominal wall, psoas, paraspinal)",
+        category=SCT_TISSUE,
+        property_type=CodedTerm("91727004", "SCT", "Muscle"),
+        anatomic_region=None,
+        tracking_id="L3 skeletal muscle",
+        display_rgb=(230, 60, 60),
+    ),
+    SegmentDefinition(
+        number=LABEL_SAT,
+        label="SAT",
+        description="Subcutaneous adipose tissue, -190..-30 HU",
+        category=SCT_TISSUE,
+        property_type=_FAT,
+        anatomic_region=CodedTerm("71966008", "SCT", "Subcutaneous tissue"),
+        tracking_id="L3 subcutaneous adipose tissue",
+        display_rgb=(250, 200, 60),
+    ),
+    SegmentDefinition(
+        number=LABEL_VAT,
+        label="VAT",
+        description="Visceral adipose tissue, -150..-50 HU",
+        category=SCT_TISSUE,
+        property_type=_FAT,
+        anatomic_region=CodedTerm("818987002", "SCT", "Abdominopelvic cavity"),
+        tracking_id="L3 visceral adipose tissue",
+        display_rgb=(60, 200, 120),
+    ),
+    SegmentDefinition(
+        number=LABEL_IMAT,
+        label="IMAT",
+        description="Intermuscular adipose tissue, -190..-30 HU",
+        category=SCT_TISSUE,
+        property_type=_FAT,
+        anatomic_region=CodedTerm("127954009", "SCT", "Skeletal muscle"),
+        tracking_id="L3 intermuscular adipose tissue",
+        display_rgb=(80, 140, 255),
+    ),
+]
+
+# Private concepts (no standard concept exists, clinical.md §5).
+SMI_CONCEPT = CodedTerm("SMI", PRIVATE_SCHEME, "Skeletal muscle index")
+LEVEL_VERIFIED_CONCEPT = CodedTerm("level-verified", PRIVATE_SCHEME, "Vertebral level verified")
+MEASURED_LEVEL_CONCEPT = CodedTerm("measured-level", PRIVATE_SCHEME, "Measured vertebral level")
+LOW_SMI_CONCEPT = CodedTerm("low-smi", PRIVATE_SCHEME, "Low skeletal muscle index")
+LOW_MUSCLE_HU_CONCEPT = CodedTerm("low-muscle-hu", PRIVATE_SCHEME, "Low muscle attenuation")
+L3_VERTEBRA = CodedTerm("36470004", "SCT", "L3 vertebra")
+LEVEL_UNKNOWN = CodedTerm("level-unknown", PRIVATE_SCHEME, "Vertebral level not determined")
+
+CUTOFF_SETS = ("none", "prado-2008", "martin-2013", "van-der-werf-2018")
+
+
+@dataclass(frozen=True)
+class CutoffSet:
+    """Low-SMI and low-attenuation cut-offs of one publication (clinical.md §1.4).
+
+    ``smi_*`` are cm²/m², ``hu_*`` HU; a value is "low" when strictly below the cut-off. Entries
+    keyed by BMI use ``(cut-off if BMI < 25, cut-off if BMI >= 25)``.
+    """
+
+    name: str
+    source: str
+    smi_men: float | tuple[float, float] | None
+    smi_women: float | tuple[float, float] | None
+    hu_men: float | tuple[float, float] | None
+    hu_women: float | tuple[float, float] | None
+
+    @property
+    def needs_bmi(self) -> bool:
+        """``True`` when a cut-off depends on BMI."""
+        return any(
+            isinstance(v, tuple) for v in (self.smi_men, self.smi_women, self.hu_men, self.hu_women)
+        )
+
+
+CUTOFFS: dict[str, CutoffSet] = {
+    "prado-2008": CutoffSet(
+        "prado-2008",
+        "Prado et al., Lancet Oncol 2008;9:629-635 (obese patients with cancer)",
+        smi_men=52.4, smi_women=38.5, hu_men=None, hu_women=None,
+    ),
+    "martin-2013": CutoffSet(
+        "martin-2013",
+        "Martin et al., J Clin Oncol 2013 (patients with cancer)",
+        smi_men=(43.0, 53.0), smi_women=41.0, hu_men=(41.0, 33.0), hu_women=(41.0, 33.0),
+    ),
+    "van-der-werf-2018": CutoffSet(
+        "van-der-werf-2018",
+        "van der Werf et al., Eur J Clin Nutr 2018;72:288-296 (Dutch healthy kidney donors, "
+        "5th percentile)",
+        smi_men=41.6, smi_women=32.0, hu_men=29.3, hu_women=22.0,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class L3Parameters:
+    """Parameters of the L3 body-composition protocol.
+
+    Attributes
+    ----------
+    muscle_hu:
+        Skeletal-muscle band (lower, upper) HU: -29..150 (Alberta protocol; Mitsiopoulos 1998).
+    sat_hu:
+        SAT band, HU: -190..-30 (same source).
+    imat_hu:
+        IMAT band, HU: -190..-30 (same source).
+    vat_hu:
+        VAT band, HU: -150..-50 (same source; some groups use -190..-30).
+    cutoff_set:
+        ``"none"`` (default: no flag; cut-offs belong to their source populations),
+        ``"prado-2008"``, ``"martin-2013"`` (needs BMI: Patient's Weight and Size) or
+        ``"van-der-werf-2018"``.
+    slice_convention:
+        Only ``"mid-L3"``: the middle slice of the L3 vertebral body.
+    skin_mm:
+        Skin thickness stripped from the body outline before compartments are built, mm.
+    wall_closing_mm:
+        Radius of the closing that bridges small gaps in the abdominal-wall muscle ring, mm.
+    organ_min_thickness_mm:
+        Soft tissue thicker than this lying mostly outside the paraspinal and psoas regions is an
+        organ (e.g. liver, spleen) even where it touches the abdominal wall, mm.
+    wall_max_depth_mm:
+        Anterior and lateral to the spine, muscle is looked for only this deep below the outer
+        muscle surface (the abdominal-wall muscles are thinner), mm.
+    imat_max_hole_cm2:
+        Fat holes inside muscle up to this area are IMAT; bigger enclosed regions are not.
+    """
+
+    muscle_hu: tuple[float, float] = (-29.0, 150.0)
+    sat_hu: tuple[float, float] = (-190.0, -30.0)
+    imat_hu: tuple[float, float] = (-190.0, -30.0)
+    vat_hu: tuple[float, float] = (-150.0, -50.0)
+    cutoff_set: str = "none"
+    slice_convention: str = "mid-L3"
+    skin_mm: float = 3.0
+    wall_closing_mm: float = 5.0
+    organ_min_thickness_mm: float = 24.0
+    wall_max_depth_mm: float = 25.0
+    imat_max_hole_cm2: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.cutoff_set not in CUTOFF_SETS:
+            raise PipelineError(
+                f"unknown cut-off set {self.cutoff_set!r}; choose one of {', '.join(CUTOFF_SETS)}"
+            )
+        if self.slice_convention != "mid-L3":
+            raise PipelineError(
+                f"slice convention {self.slice_convention!r} is not implemented; use 'mid-L3'"
+            )
+        for name in ("muscle_hu", "sat_hu", "imat_hu", "vat_hu"):
+            lower, upper = getattr(self, name)
+            if not float(lower) < float(upper):
+                raise PipelineError(f"{name} = {getattr(self, name)}: lower must be < upper")
+
+
+# ------------------------------------------------------------------------------------------
+# Interfaces a trained network can implement later.
+# ------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class BodyCompositionSegmenter(Protocol):
+    """Segments one axial slice into SMA (1), SAT (2), VAT (3) and IMAT (4)."""
+
+    def segment_slice(
+        self, hu_slice: np.ndarray, pixel_spacing_mm: tuple[float, float]
+    ) -> np.ndarray:
+        """Label one slice.
+
+        Parameters
+        ----------
+        hu_slice:
+            ``(rows, columns)`` ``float32`` HU, rows anterior→posterior, columns right→left.
+        pixel_spacing_mm:
+            (row, column) spacing, mm.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(rows, columns)`` ``uint8`` labels (0 = none).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class L3Location:
+    """Where the measured slice lies.
+
+    Attributes
+    ----------
+    slice_index: int
+        Canonical slice index of the measured slice.
+    level: str
+        ``"L3"``, or ``"unknown"`` when not determined (single slice).
+    confidence: float
+        0..1 (see :class:`pipelines.spine.SpineLabelling`).
+    verified: bool
+        ``True`` only when independent landmarks agree.
+    method: str
+        How it was found.
+    evidence: list[str]
+        Human-readable reasons.
+    """
+
+    slice_index: int
+    level: str
+    confidence: float
+    verified: bool
+    method: str
+    evidence: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class L3Locator(Protocol):
+    """Finds the mid-L3 slice of a canonical CT volume."""
+
+    def locate(self, volume: CTVolume) -> L3Location:
+        """Return the mid-L3 slice; raise :class:`PipelineError` when it cannot be found."""
+        ...
+
+
+class ReferenceL3Locator:
+    """Counts vertebrae with :func:`pipelines.spine.label_vertebrae` and takes mid-L3."""
+
+    def __init__(self, spine_parameters: SpineParameters | None = None) -> None:
+        self.spine_parameters = spine_parameters or SpineParameters()
+        self.last_labelling: SpineLabelling | None = None
+
+    def locate(self, volume: CTVolume) -> L3Location:
+        """Find mid-L3 in ``volume``.
+
+        Raises
+        ------
+        PipelineError
+            If the spine cannot be labelled or L3 is not in the volume.
+        """
+        labelling = label_vertebrae(volume, self.spine_parameters)
+        self.last_labelling = labelling
+        l3 = labelling.find("L3")
+        found = ", ".join(
+            f"{v.label or '?'} ({v.first_slice}-{v.last_slice})" for v in labelling.vertebrae
+        )
+        if l3 is None:
+            raise PipelineError(
+                f"L3 could not be identified (counting method: {labelling.method}; segments "
+                f"found caudal→cranial: {found}). {' '.join(labelling.evidence)}. Send a CT "
+                "that covers the lower thoracic and lumbar spine"
+            )
+        if l3.truncated:
+            raise PipelineError(
+                f"L3 touches the edge of the scanned range (slices {l3.first_slice}-"
+                f"{l3.last_slice}); its midpoint cannot be determined. Send a CT covering all of L3"
+            )
+        return L3Location(
+            slice_index=l3.centre_slice,
+            level="L3",
+            confidence=labelling.confidence,
+            verified=labelling.method == "ribs+sacrum",
+            method=labelling.method,
+            evidence=list(labelling.evidence),
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# Reference segmentation of one slice.
+# ------------------------------------------------------------------------------------------
+
+
+def _disk(radius_px: float) -> np.ndarray:
+    r = max(1, round(radius_px))
+    yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
+    return np.asarray(xx * xx + yy * yy <= r * r)
+
+
+def _in_band(hu: np.ndarray, band: tuple[float, float]) -> np.ndarray:
+    return (hu >= band[0]) & (hu <= band[1])
+
+
+@dataclass
+class SliceCompartments:
+    """Intermediate masks of :class:`ReferenceSegmenter` (for inspection and tests).
+
+    All ``(rows, columns)`` bool: ``body`` outline, ``fascia`` (everything inside the outer
+    surface of the muscle wall), ``muscle_compartment`` (selected muscles incl. IMAT holes),
+    ``excluded_organs`` (thick soft tissue removed from the wall candidates), ``bone``.
+    """
+
+    body: np.ndarray
+    fascia: np.ndarray
+    muscle_compartment: np.ndarray
+    excluded_organs: np.ndarray
+    bone: np.ndarray
+    vertebra: VertebraInSlice | None
+
+
+class ReferenceSegmenter:
+    """Rule-based SMA/SAT/VAT/IMAT segmentation of one axial slice at L3.
+
+    Steps (canonical orientation: rows anterior→posterior, columns right→left):
+
+    1. Body: largest region above -500 HU, holes filled (the table is cut off by an opening).
+    2. Fascia: tissue above the fat band (> SAT upper bound) inside the body minus the skin, closed
+       by ``wall_closing_mm`` to bridge gaps of the muscle ring; the ring's interior plus the
+       (unclosed) tissue, holes filled, is everything inside the outer muscle surface. SAT is fat
+       in the body outside it.
+    3. Muscle compartment: connected soft tissue (muscle band) inside the fascia that touches its
+       outer surface (abdominal wall, paraspinal muscles) or lies beside the vertebral body
+       (psoas). Soft tissue thicker than ``organ_min_thickness_mm`` that is neither posterior to
+       the vertebral-body centre nor psoas is an organ against the wall (liver, spleen) and is
+       removed. Organs inside the cavity never touch these and are not counted.
+    4. SMA = muscle-band pixels of the compartment; IMAT = fat-band holes inside it up to
+       ``imat_max_hole_cm2``; VAT = VAT-band pixels inside the fascia outside the muscle
+       compartment and bone.
+
+    Limits: organs in direct contact with the psoas or the posterior muscles, bowel wall against
+    the abdominal wall, and hernias are not separated; muscle thicker than
+    ``organ_min_thickness_mm`` anterior to the spine (very muscular rectus) would be lost; the
+    table must be separated from the body by air somewhere around the body.
+    """
+
+    def __init__(self, params: L3Parameters | None = None) -> None:
+        self.params = params or L3Parameters()
+        self.last_compartments: SliceCompartments | None = None
+
+    def segment_slice(
+        self, hu_slice: np.ndarray, pixel_spacing_mm: tuple[float, float]
+    ) -> np.ndarray:
+        """Label one slice: 1 SMA, 2 SAT, 3 VAT, 4 IMAT.
+
+        Parameters
+        ----------
+        hu_slice:
+            ``(rows, columns)`` HU, canonical orientation.
+        pixel_spacing_mm:
+            (row, column) spacing, mm.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(rows, columns)`` ``uint8``.
+
+        Raises
+        ------
+        PipelineError
+            If no body is found in the slice.
+        """
+        p = self.params
+        hu = np.asarray(hu_slice, dtype=np.float32)
+        dr, dc = (float(v) for v in pixel_spacing_mm)
+        mm_px = min(dr, dc)
+        pixel_mm2 = dr * dc
+        body = find_body_mask(hu, (dr, dc))
+        if body.sum() * pixel_mm2 < 100.0 * 100.0:
+            raise PipelineError(
+                f"no body cross-section found in the slice (largest region above -500 HU is "
+                f"{body.sum() * pixel_mm2 / 100.0:.0f} cm²); is this an abdominal CT slice?"
+            )
+        vertebra = find_vertebra_in_slice(hu, (dr, dc), body)
+
+        # Bone (with what it encloses: marrow, spinal canal) is never muscle or fat.
+        bone_raw = (hu > p.muscle_hu[1]) & body
+        bone = np.asarray(ndimage.binary_fill_holes(
+            ndimage.binary_closing(bone_raw, structure=_disk(1.5 / mm_px)) | bone_raw))
+        if vertebra is not None:
+            bone |= vertebra.enclosed
+
+        # 2. Fascia (everything inside the outer surface of the muscle wall).
+        inner = ndimage.binary_erosion(body, structure=_disk(p.skin_mm / mm_px))
+        tissue = (hu > p.sat_hu[1]) & inner
+        closed = ndimage.binary_closing(tissue, structure=_disk(p.wall_closing_mm / mm_px))
+        closed &= inner
+        interior = np.asarray(ndimage.binary_fill_holes(closed)) & ~closed
+        fascia = np.asarray(ndimage.binary_fill_holes(tissue | interior)) & inner
+        fascia = np.asarray(ndimage.binary_opening(fascia, structure=_disk(1.0)))
+        fascia = _largest(fascia)
+
+        fat = _in_band(hu, p.sat_hu) & body
+        sat = fat & ~fascia
+
+        # 3. Muscle compartment.
+        lean = _in_band(hu, p.muscle_hu) & fascia & ~bone
+        lean_open = np.asarray(ndimage.binary_opening(lean, structure=_disk(1.0)))
+        depth_mm = ndimage.distance_transform_edt(fascia, sampling=(dr, dc))
+        rim = fascia & (depth_mm <= 3.0)
+        wall_zone = depth_mm <= p.wall_max_depth_mm
+        psoas_zone = np.zeros_like(body)
+        posterior_zone = np.zeros_like(body)
+        near_vb = np.zeros_like(body)
+        if vertebra is not None:
+            vb = vertebra.mask.copy()
+            vb[vertebra.posterior_row + 1 :] = False
+            near_vb = ndimage.binary_dilation(vb, structure=_disk(6.0 / mm_px))
+            rows, cols = np.indices(hu.shape)
+            vb_row, vb_col = vertebra.body_centre_rc
+            lateral_mm = np.abs(cols - vb_col) * dc
+            psoas_zone = (
+                (rows >= vertebra.anterior_row - round(15.0 / dr))
+                & (rows <= vertebra.posterior_row + round(10.0 / dr))
+                & (lateral_mm <= 70.0)
+            )
+            near_vb &= psoas_zone
+            posterior_zone = (rows >= vb_row) & (lateral_mm <= 85.0)
+        protected = posterior_zone | psoas_zone
+        # Organs against the wall (liver, spleen): thick soft-tissue blobs lying mostly outside
+        # the posterior and psoas zones.
+        # Enhanced organs reach above the muscle band (speckle above 150 HU), so the thickness
+        # test runs on all soft tissue up to 300 HU, outside the vertebra, speckle closed.
+        soft = (hu >= p.muscle_hu[0]) & (hu <= 300.0) & fascia
+        if vertebra is not None:
+            soft &= ~vertebra.enclosed
+        soft = np.asarray(ndimage.binary_closing(soft, structure=_disk(1.0))) & fascia
+        thick = np.asarray(ndimage.binary_opening(
+            soft, structure=_disk(0.5 * p.organ_min_thickness_mm / mm_px)))
+        thick_labels, n_thick = ndimage.label(thick)
+        organs = np.zeros_like(body)
+        if n_thick:
+            total = np.bincount(thick_labels.ravel(), minlength=n_thick + 1)
+            inside = np.bincount(thick_labels[protected], minlength=n_thick + 1)
+            is_organ = inside < 0.5 * total
+            is_organ[0] = False
+            organs = is_organ[thick_labels]
+            organs = ndimage.binary_dilation(organs, structure=_disk(1.0)) & lean
+        candidate = lean_open & ~organs & (wall_zone | protected)
+        comps, n = ndimage.label(candidate, structure=np.ones((3, 3), dtype=bool))
+        selected = np.zeros(n + 1, dtype=bool)
+        selected[np.unique(comps[rim])] = True
+        selected[np.unique(comps[near_vb])] = True
+        selected[0] = False
+        candidate = selected[comps]
+        # Grow back the one-pixel rim lost by the opening, inside the muscle band.
+        muscle = lean & ndimage.binary_dilation(candidate, structure=_disk(1.0)) & ~organs
+        # Drop crumbs left over from removed organs.
+        muscle = _remove_small(muscle, min_pixels=max(4, round(20.0 / pixel_mm2)))
+
+        # 4. IMAT: fat holes inside the muscle up to imat_max_hole_cm2.
+        holes = np.asarray(ndimage.binary_fill_holes(muscle)) & ~muscle
+        hole_labels, n_holes = ndimage.label(holes)
+        if n_holes:
+            sizes = np.bincount(hole_labels.ravel()) * pixel_mm2 / 100.0
+            small = sizes <= p.imat_max_hole_cm2
+            small[0] = False
+            enclosed = small[hole_labels]
+        else:
+            enclosed = np.zeros_like(holes)
+        imat = enclosed & _in_band(hu, p.imat_hu)
+        compartment = muscle | enclosed
+        vat = _in_band(hu, p.vat_hu) & fascia & ~compartment & ~bone
+
+        labels = np.zeros(hu.shape, dtype=np.uint8)
+        labels[sat] = LABEL_SAT
+        labels[vat] = LABEL_VAT
+        labels[muscle] = LABEL_SMA
+        labels[imat] = LABEL_IMAT
+        self.last_compartments = SliceCompartments(
+            body=body, fascia=fascia, muscle_compartment=compartment, excluded_organs=organs,
+            bone=bone, vertebra=vertebra,
+        )
+        return labels
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return np.asarray(labels == int(np.argmax(sizes)))
+
+
+def _remove_small(mask: np.ndarray, min_pixels: int) -> np.ndarray:
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_pixels
+    keep[0] = False
+    return np.asarray(keep[labels])
+
+
+# ------------------------------------------------------------------------------------------
+# The pipeline.
+# ------------------------------------------------------------------------------------------
+
+
+def _header_float(ds: object, keyword: str) -> float | None:
+    value = getattr(ds, keyword, None) if ds is not None else None
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _cutoff_value(value: float | tuple[float, float] | None, bmi: float | None) -> float | None:
+    if value is None or not isinstance(value, tuple):
+        return value
+    if bmi is None:
+        return None
+    return value[0] if bmi < 25.0 else value[1]
+
+
+def run_l3_body_composition(
+    volume: CTVolume,
+    params: L3Parameters | None = None,
+    *,
+    segmenter: BodyCompositionSegmenter | None = None,
+    locator: L3Locator | None = None,
+) -> PipelineResult:
+    """Measure body composition at mid-L3 on an abdominal CT.
+
+    Parameters
+    ----------
+    volume:
+        Canonical CT volume (:func:`pipelines.volume.load_ct_volume`), axial. A volume must cover
+        the lower thoracic and lumbar spine so that L3 can be counted; a single slice is measured
+        as given, with the level reported as not verified.
+    params:
+        HU bands, cut-off set and method constants (:class:`L3Parameters`).
+    segmenter:
+        Slice segmenter; default :class:`ReferenceSegmenter`.
+    locator:
+        Mid-L3 locator; default :class:`ReferenceL3Locator`.
+
+    Returns
+    -------
+    PipelineResult
+        Segments SMA/SAT/VAT/IMAT on the measured slice only (label map on the source frames),
+        measurements (areas in cm², HU, SMI), findings (level, verified, low SMI), summary and
+        warnings.
+
+    Raises
+    ------
+    UnsupportedInputError
+        If the images are not CT or not axial.
+    PipelineError
+        If no body or no L3 is found.
+    """
+    p = params or L3Parameters()
+    segmenter = segmenter or ReferenceSegmenter(p)
+    modalities = {str(ds.get("Modality", "")) for ds in volume.datasets}
+    if modalities != {"CT"}:
+        raise UnsupportedInputError(
+            f"L3 body composition needs CT images, got Modality {sorted(modalities)}; route "
+            "this series to a protocol for its modality"
+        )
+    warnings: list[str] = []
+    if not volume.is_single_slice and not volume.slice_axis_is_axial:
+        raise UnsupportedInputError(
+            "the series is not axial (sagittal or coronal reconstruction); send the axial "
+            "series: an axial cut through reformatted thick slices is not a valid L3 slice"
+        )
+
+    if volume.is_single_slice:
+        if volume.hu.shape[0] != 1:
+            raise UnsupportedInputError(
+                "the single image is not an axial slice; send an axial abdominal CT image"
+            )
+        location = L3Location(
+            slice_index=0, level="unknown", confidence=0.0, verified=False,
+            method="single slice as given",
+            evidence=["single image: measured as given, the vertebral level was not verified"],
+        )
+        warnings.append(
+            "single slice: the vertebral level was not verified (the image is measured as given; "
+            "make sure it is the mid-L3 slice)"
+        )
+    else:
+        locator = locator or ReferenceL3Locator()
+        location = locator.locate(volume)
+        if not location.verified:
+            warnings.append(
+                f"the vertebral level was not verified: L3 found by {location.method} "
+                f"(confidence {location.confidence:.1f}); check the level on the key image"
+            )
+    k = location.slice_index
+    hu_slice = volume.hu[k]
+    spacing_rc = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
+    label_slice = np.asarray(segmenter.segment_slice(hu_slice, spacing_rc), dtype=np.uint8)
+
+    pixel_cm2 = spacing_rc[0] * spacing_rc[1] / 100.0
+    masks = {n: label_slice == n for n in (LABEL_SMA, LABEL_SAT, LABEL_VAT, LABEL_IMAT)}
+    if not masks[LABEL_SMA].any():
+        raise PipelineError(
+            f"no skeletal muscle found on slice {k}; the slice may not be an abdominal CT at L3"
+        )
+    sma_cm2 = float(masks[LABEL_SMA].sum() * pixel_cm2)
+    sat_cm2 = float(masks[LABEL_SAT].sum() * pixel_cm2)
+    vat_cm2 = float(masks[LABEL_VAT].sum() * pixel_cm2)
+    imat_cm2 = float(masks[LABEL_IMAT].sum() * pixel_cm2)
+    muscle_hu = hu_slice[masks[LABEL_SMA]]
+    muscle_mean = float(muscle_hu.mean())
+    muscle_sd = float(muscle_hu.std(ddof=1)) if muscle_hu.size > 1 else 0.0
+    sat_mean = float(hu_slice[masks[LABEL_SAT]].mean()) if masks[LABEL_SAT].any() else None
+    vat_mean = float(hu_slice[masks[LABEL_VAT]].mean()) if masks[LABEL_VAT].any() else None
+
+    source_index = 0 if volume.is_single_slice else volume.source_frame_of_slice(k)
+    header = volume.datasets[source_index if source_index is not None else 0]
+    height_m = _header_float(header, "PatientSize")
+    weight_kg = _header_float(header, "PatientWeight")
+    sex = str(header.get("PatientSex", "") or "").upper() or None
+    if height_m is not None and not 0.4 <= height_m <= 2.5:
+        warnings.append(
+            f"Patient's Size {height_m:g} is not a height in metres (0.4..2.5); SMI not computed"
+        )
+        height_m = None
+    bmi = weight_kg / height_m**2 if (weight_kg and height_m) else None
+    smi = sma_cm2 / height_m**2 if height_m else None
+    contrast_agent = str(header.get("ContrastBolusAgent", "") or "").strip()
+    contrast = bool(contrast_agent)
+    kvp = _header_float(header, "KVP")
+    thickness = _header_float(header, "SliceThickness")
+    kernel = header.get("ConvolutionKernel")
+    kernel_text = (
+        "\\".join(str(v) for v in kernel) if isinstance(kernel, list | tuple) or (
+            kernel is not None and hasattr(kernel, "__iter__") and not isinstance(kernel, str))
+        else (str(kernel) if kernel else None)
+    )
+
+    measurements = [
+        Measurement("sma_cm2", SCT_AREA, sma_cm2, UCUM_CM2, LABEL_SMA, None, "SMA"),
+        Measurement("muscle_mean_hu", DCM_ATTENUATION, muscle_mean, UCUM_HU, LABEL_SMA, SCT_MEAN,
+                    "Muscle mean HU"),
+        Measurement("muscle_sd_hu", DCM_ATTENUATION, muscle_sd, UCUM_HU, LABEL_SMA,
+                    SCT_STANDARD_DEVIATION, "Muscle SD HU"),
+        Measurement("sat_area_cm2", SCT_AREA, sat_cm2, UCUM_CM2, LABEL_SAT, None, "SAT"),
+        Measurement("vat_area_cm2", SCT_AREA, vat_cm2, UCUM_CM2, LABEL_VAT, None, "VAT"),
+        Measurement("imat_area_cm2", SCT_AREA, imat_cm2, UCUM_CM2, LABEL_IMAT, None, "IMAT"),
+    ]
+    if sat_mean is not None:
+        measurements.append(Measurement("sat_mean_hu", DCM_ATTENUATION, sat_mean, UCUM_HU,
+                                        LABEL_SAT, SCT_MEAN, "SAT mean HU"))
+    if vat_mean is not None:
+        measurements.append(Measurement("vat_mean_hu", DCM_ATTENUATION, vat_mean, UCUM_HU,
+                                        LABEL_VAT, SCT_MEAN, "VAT mean HU"))
+    if smi is not None:
+        measurements.append(Measurement("smi_cm2_per_m2", SMI_CONCEPT, smi, UCUM_CM2_PER_M2,
+                                        None, None, "SMI"))
+
+    # Cut-offs.
+    findings = [
+        QualitativeFinding(MEASURED_LEVEL_CONCEPT,
+                           L3_VERTEBRA if location.level == "L3" else LEVEL_UNKNOWN),
+        QualitativeFinding(LEVEL_VERIFIED_CONCEPT, SCT_YES if location.verified else SCT_NO),
+    ]
+    low_smi: bool | None = None
+    low_hu: bool | None = None
+    low_smi_reason = low_hu_reason = "no cut-off set configured (cutoff_set = 'none')"
+    if p.cutoff_set != "none":
+        cut = CUTOFFS[p.cutoff_set]
+        missing = [name for name, v in (("Patient's Sex (M/F)", sex if sex in ("M", "F") else None),
+                                        ("Patient's Size", height_m)) if v is None]
+        if cut.needs_bmi and weight_kg is None:
+            missing.append("Patient's Weight (needed for BMI)")
+        if missing:
+            low_smi_reason = low_hu_reason = (
+                f"cut-off set {cut.name} cannot be applied: missing {', '.join(missing)}"
+            )
+            warnings.append(low_smi_reason)
+        else:
+            smi_cut = _cutoff_value(cut.smi_men if sex == "M" else cut.smi_women, bmi)
+            hu_cut = _cutoff_value(cut.hu_men if sex == "M" else cut.hu_women, bmi)
+            if smi_cut is not None and smi is not None:
+                low_smi = smi < smi_cut
+                low_smi_reason = f"SMI {smi:.1f} vs cut-off < {smi_cut:g} cm²/m² ({cut.source})"
+                findings.append(QualitativeFinding(LOW_SMI_CONCEPT, SCT_YES if low_smi else SCT_NO))
+            if hu_cut is not None:
+                low_hu = muscle_mean < hu_cut
+                low_hu_reason = f"muscle {muscle_mean:.1f} HU vs cut-off < {hu_cut:g} HU ({cut.source})"
+                findings.append(
+                    QualitativeFinding(LOW_MUSCLE_HU_CONCEPT, SCT_YES if low_hu else SCT_NO))
+                if contrast:
+                    warnings.append(
+                        "contrast-enhanced scan: contrast raises muscle attenuation by about "
+                        "6-9 HU (van Vugt 2017; Paris 2018), so the low-attenuation cut-offs, "
+                        "derived largely on unenhanced/mixed scans, under-call myosteatosis"
+                    )
+            else:
+                low_hu_reason = f"cut-off set {cut.name} has no attenuation cut-off"
+    if contrast:
+        warnings.append(
+            "contrast agent recorded (Contrast/Bolus Agent); muscle HU is higher than on an "
+            "unenhanced scan"
+        )
+
+    level_text = "L3 (mid-vertebra)" if location.level == "L3" else "level not verified"
+    summary: dict[str, object] = {
+        "protocol": PROTOCOL_NAME,
+        "algorithm": ALGORITHM.name,
+        "algorithm_version": ALGORITHM.version,
+        "validation_status": ALGORITHM.validation_status.value,
+        "disclaimer": RESEARCH_USE_DISCLAIMER,
+        "level": location.level,
+        "level_confidence": round(location.confidence, 2),
+        "level_verified": location.verified,
+        "level_method": location.method,
+        "level_evidence": list(location.evidence),
+        "slice_convention": p.slice_convention,
+        "slice_index": int(k),
+        "source_sop_instance_uid": str(header.get("SOPInstanceUID", "")),
+        "sma_cm2": round(sma_cm2, 2),
+        "sat_area_cm2": round(sat_cm2, 2),
+        "vat_area_cm2": round(vat_cm2, 2),
+        "imat_area_cm2": round(imat_cm2, 2),
+        "muscle_mean_hu": round(muscle_mean, 2),
+        "muscle_sd_hu": round(muscle_sd, 2),
+        "sat_mean_hu": None if sat_mean is None else round(sat_mean, 2),
+        "vat_mean_hu": None if vat_mean is None else round(vat_mean, 2),
+        "smi_cm2_per_m2": None if smi is None else round(smi, 2),
+        "height_m": height_m,
+        "weight_kg": weight_kg,
+        "bmi_kg_per_m2": None if bmi is None else round(bmi, 1),
+        "sex": sex,
+        "cutoff_set": p.cutoff_set,
+        "low_smi": low_smi,
+        "low_smi_reason": low_smi_reason,
+        "low_muscle_attenuation": low_hu,
+        "low_muscle_attenuation_reason": low_hu_reason,
+        "contrast": contrast,
+        "kvp": kvp,
+        "slice_thickness_mm": thickness,
+        "convolution_kernel": kernel_text,
+        "hu_bands": {"muscle": list(p.muscle_hu), "sat": list(p.sat_hu),
+                     "imat": list(p.imat_hu), "vat": list(p.vat_hu)},
+    }
+    if smi is None:
+        summary["smi_reason"] = "Patient's Size (0010,1020) missing or invalid"
+
+    canonical = np.zeros(volume.hu.shape, dtype=np.uint8)
+    canonical[k] = label_slice
+    label_map = volume.to_source_frames(canonical)
+
+    text_lines = [
+        f"{level_text}; slice {k}; cut-off set {p.cutoff_set}",
+        f"SMA {sma_cm2:.1f} cm2, muscle {muscle_mean:.1f} HU, IMAT {imat_cm2:.1f} cm2",
+        f"SAT {sat_cm2:.1f} cm2, VAT {vat_cm2:.1f} cm2"
+        + (f", SMI {smi:.1f} cm2/m2" if smi is not None else ""),
+        f"{ALGORITHM.name} {ALGORITHM.version} ({ALGORITHM.validation_status.value})",
+    ]
+    key_image = _key_image(hu_slice, label_slice, text_lines, spacing_rc, source_index)
+    for message in warnings:
+        logger.info("L3 body composition: %s", message)
+    return PipelineResult(
+        protocol=PROTOCOL_NAME,
+        algorithm=ALGORITHM,
+        source_datasets=list(volume.datasets),
+        segments=list(SEGMENTS),
+        label_map=label_map,
+        measurements=measurements,
+        findings=findings,
+        key_image=key_image,
+        summary=summary,
+        warnings=warnings,
+    )
+
+
+def _key_image(
+    hu_slice: np.ndarray,
+    label_slice: np.ndarray,
+    text_lines: list[str],
+    spacing_rc: tuple[float, float],
+    source_index: int | None,
+) -> KeyImage | None:
+    """Render the key image of the measured slice (canonical axial: columns to the patient's
+    left, rows to posterior, so Patient Orientation is ``("L", "P")``)."""
+    if source_index is None:
+        return None
+    from pipelines.render import display_grid, render_key_image
+
+    pixels = render_key_image(
+        hu_slice, label_slice, list(SEGMENTS), text_lines, pixel_spacing_mm=spacing_rc
+    )
+    _, display_spacing = display_grid(hu_slice.shape, spacing_rc)
+    return KeyImage(
+        pixels_rgb=pixels,
+        source_index=int(source_index),
+        pixel_spacing_mm=display_spacing,
+        patient_orientation=("L", "P"),
+    )

@@ -1,0 +1,102 @@
+"""The abdominal CT phantom: ground truth is self-consistent and survives the DICOM round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from pipelines.volume import load_ct_volume, read_instances
+from training.phantoms.abdomen import (
+    LABEL_IMAT,
+    LABEL_SAT,
+    LABEL_SMA,
+    LABEL_VAT,
+    VERTEBRA_NAMES,
+    AbdomenPhantom,
+    make_abdomen_phantom,
+    write_phantom_series,
+)
+
+
+@pytest.fixture(scope="module")
+def phantom() -> AbdomenPhantom:
+    return make_abdomen_phantom(seed=3)
+
+
+def test_truth_areas_are_label_counts(phantom: AbdomenPhantom) -> None:
+    labels = phantom.labels[phantom.mid_l3_slice]
+    pixel_cm2 = phantom.spacing_mm[1] * phantom.spacing_mm[2] / 100.0
+    for key, label in (("sma_cm2", LABEL_SMA), ("sat_area_cm2", LABEL_SAT),
+                       ("vat_area_cm2", LABEL_VAT), ("imat_area_cm2", LABEL_IMAT)):
+        assert phantom.truth_l3[key] == pytest.approx((labels == label).sum() * pixel_cm2)
+    assert phantom.truth_l3["imat_area_cm2"] > 0.0
+    # Plausible adult L3 numbers (clinical.md §1.5: median SMA 125 cm², IQR 102-149).
+    assert 80.0 < phantom.truth_l3["sma_cm2"] < 200.0
+
+
+def test_tissue_hu_sit_inside_the_bands(phantom: AbdomenPhantom) -> None:
+    k = phantom.mid_l3_slice
+    noise_free, labels, hu = phantom.hu_noise_free[k], phantom.labels[k], phantom.hu[k]
+    assert np.all(noise_free[labels == LABEL_SMA] == 40.0)
+    assert np.all(noise_free[labels == LABEL_SAT] == -100.0)
+    assert np.all(noise_free[labels == LABEL_VAT] == -100.0)
+    assert np.all(noise_free[labels == LABEL_IMAT] == -80.0)
+    # With noise (SD 10 HU) every pixel still lies in its band: truth is recoverable.
+    assert np.all((hu[labels == LABEL_SMA] >= -29) & (hu[labels == LABEL_SMA] <= 150))
+    assert np.all((hu[labels == LABEL_SAT] >= -190) & (hu[labels == LABEL_SAT] <= -30))
+    assert np.all((hu[labels == LABEL_VAT] >= -150) & (hu[labels == LABEL_VAT] <= -50))
+    assert np.all(hu == np.round(hu))
+    assert phantom.truth_l3["muscle_mean_hu"] == pytest.approx(40.0, abs=1.0)
+    assert phantom.truth_l3["muscle_mean_hu"] != phantom.truth_l3["muscle_mean_hu_nominal"]
+
+
+def test_spine_truth(phantom: AbdomenPhantom) -> None:
+    assert list(phantom.vertebra_slices) == ["S", "L5", "L4", "L3", "L2", "L1", "T12", "T11",
+                                             "T10"]
+    first, last = phantom.vertebra_slices["L3"]
+    assert first <= phantom.mid_l3_slice <= last
+    l3_label = VERTEBRA_NAMES.index("L3") + 1
+    assert (phantom.vertebra_labels[phantom.mid_l3_slice] == l3_label).sum() > 100
+    # Ribs: lateral bone (> 60 mm from the midline) at T12 but not at L3 or below.
+    columns = phantom.hu.shape[2]
+    lateral = np.abs(np.arange(columns) - (columns - 1) / 2.0) * phantom.spacing_mm[2] > 60.0
+    def lateral_bone(k: int) -> int:
+        return int(((phantom.hu_noise_free[k] > 500) & lateral[None, :]).sum())
+    t12 = phantom.vertebra_slices["T12"]
+    assert max(lateral_bone(k) for k in range(t12[0], t12[1] + 1)) > 0
+    assert all(lateral_bone(k) == 0 for k in range(phantom.vertebra_slices["L2"][0]))
+
+
+def test_too_thick_slices_are_refused() -> None:
+    with pytest.raises(ValueError, match="thinner than a slice"):
+        make_abdomen_phantom(n_slices=30, slice_thickness_mm=10.0)
+
+
+@pytest.mark.parametrize(
+    ("position", "iop"),
+    [("HFS", None), ("FFP", None), ("HFS", (0.0, 1.0, 0.0, 1.0, 0.0, 0.0))],
+    ids=["HFS", "FFP-flipped", "HFS-transposed"],
+)
+def test_written_series_reads_back_exactly(
+    phantom: AbdomenPhantom, tmp_path: Path, position: str,
+    iop: tuple[float, float, float, float, float, float] | None,
+) -> None:
+    paths = write_phantom_series(phantom, tmp_path, patient_position=position,
+                                 image_orientation=iop)
+    assert len(paths) == phantom.hu.shape[0]
+    # Shuffled, randomly named: file order says nothing about slice order.
+    instance_numbers = [int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber)
+                        for p in sorted(paths)]
+    assert instance_numbers != sorted(instance_numbers)
+    ds = pydicom.dcmread(paths[0])
+    assert ds.Modality == "CT" and ds.BodyPartExamined == "ABDOMEN"
+    assert str(ds.PatientName) == "PHANTOM^ABDOMEN"
+    assert float(ds.PatientSize) == pytest.approx(1.75) and ds.PatientSex == "M"
+    assert ds.PatientPosition == position
+    volume = load_ct_volume(read_instances([tmp_path]).datasets)
+    assert volume.hu.shape == phantom.hu.shape
+    np.testing.assert_array_equal(volume.hu, phantom.hu)
+    assert volume.spacing_mm == pytest.approx(phantom.spacing_mm)
