@@ -7,10 +7,10 @@ Heavy modules (numpy, highdicom, torch, MONAI) are imported inside the commands 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -134,7 +134,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         files = [str(h.filename) for h in headers]
         protocol = args.protocol
         if protocol is None:
-            decision = route_series(headers, default_rules(), pixel_region=lambda f=files: pixel_region_of(f))
+            decision = route_series(
+                headers, default_rules(), pixel_region=functools.partial(pixel_region_of, files)
+            )
             protocol = decision.protocol
             if protocol is None:
                 results.append({"series_instance_uid": series_uid, "ignored": decision.reason})
@@ -302,13 +304,12 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
 
 def cmd_echo(args: argparse.Namespace) -> int:
     from pynetdicom import AE
-    from pynetdicom.sop_class import Verification
-
+    
     from node.config import Destination
 
     destination = Destination.parse(args.destination)
     ae = AE(ae_title=args.ae_title)
-    ae.add_requested_context(Verification)
+    ae.add_requested_context("1.2.840.10008.1.1")  # Verification SOP Class
     ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = args.timeout
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
@@ -334,10 +335,12 @@ def cmd_route(args: argparse.Namespace) -> int:
     read = read_instances(expand_paths(args.inputs), stop_before_pixels=True)
     for error in read.errors:
         print(f"skipped: {error}")
-    output = []
+    output: list[dict[str, Any]] = []
     for series_uid, headers in group_by_series(read.datasets).items():
         files = [str(h.filename) for h in headers]
-        decision = route_series(headers, rules, pixel_region=lambda f=files: pixel_region_of(f))
+        decision = route_series(
+            headers, rules, pixel_region=functools.partial(pixel_region_of, files)
+        )
         output.append(
             {
                 "series_instance_uid": series_uid,

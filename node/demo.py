@@ -80,7 +80,12 @@ def send_file(path: Path, host: str, port: int, ae_title: str) -> int:
 def run_demo(work_dir: Path | None = None, keep: bool = False, timeout_s: float = 300.0) -> int:
     """Run the demo; prints the results and returns an exit status (0 = the PACS got all three)."""
     from node.config import Destination, Settings
-    from node.local_pacs import InProcessStorageSCP, OrthancPACS, find_free_port, find_orthanc_binary
+    from node.local_pacs import (
+        InProcessStorageSCP,
+        OrthancPACS,
+        find_free_port,
+        find_orthanc_binary,
+    )
     from node.server import Node
     from storage.models import JobState
 

@@ -453,7 +453,7 @@ class OrthancPACS:
         method = "POST" if data is not None else "GET"
         request = urllib.request.Request(url, data=data, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 body: bytes = response.read()
                 return body
         except urllib.error.HTTPError as error:

@@ -129,7 +129,7 @@ class LocalProcessRunner:
                 if claimed is not None:
                     self.run_claimed(claimed)
                     continue
-            except Exception:  # noqa: BLE001 - the loop must survive anything
+            except Exception:
                 logger.exception("runner %s: error while taking a job", worker)
             self._wake.wait(self.poll_seconds)
             self._wake.clear()

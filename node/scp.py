@@ -17,11 +17,11 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification
 
 from node.config import AllowedCaller
 from pipelines.errors import StorageError
@@ -30,6 +30,8 @@ from storage.instance_store import InstanceStore
 from storage.models import utcnow
 
 logger = logging.getLogger(__name__)
+
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
 # C-STORE status codes (PS3.4 Table B.2-1) and A-ASSOCIATE-RJ reasons (PS3.8 Table 9-21).
 STATUS_SUCCESS = 0x0000
@@ -163,9 +165,10 @@ class StorageSCP:
         self.ae.dimse_timeout = network_timeout_seconds
         self.ae.network_timeout = network_timeout_seconds
         self.ae.maximum_associations = 20
-        self.ae.add_supported_context(Verification)
+        self.ae.add_supported_context(VERIFICATION_SOP_CLASS)
         for context in AllStoragePresentationContexts:
-            self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            if context.abstract_syntax is not None:
+                self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         self.address = (host, port)
         self._server: object | None = None
 
@@ -179,7 +182,7 @@ class StorageSCP:
         StorageError
             If the port cannot be bound (in use, or privileged).
         """
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_STORE, self._on_c_store),
             (evt.EVT_C_ECHO, self._on_c_echo),
             (evt.EVT_REQUESTED, self._on_requested),

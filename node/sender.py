@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
@@ -69,7 +70,7 @@ def send_files(
     SendError
         If no association could be established (peer down, refused, timeout); then nothing was sent.
     """
-    datasets = []
+    datasets: list[tuple[str, Dataset | None]] = []
     outcomes: list[SendOutcome | None] = []
     for path in paths:
         try:
@@ -175,7 +176,7 @@ class DestinationSender(threading.Thread):
         while not self.stopping.is_set():
             try:
                 self.send_due()
-            except Exception:  # noqa: BLE001 - the thread must survive anything
+            except Exception:
                 logger.exception("sender for %s failed; continuing", self.destination.name)
             self.wake.wait(self.poll_seconds)
             self.wake.clear()

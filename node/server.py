@@ -200,7 +200,7 @@ class Node:
         while not self._stopping.is_set():
             try:
                 self.dispatch_once()
-            except Exception:  # noqa: BLE001 - the loop must survive anything
+            except Exception:
                 logger.exception("dispatcher error; continuing")
             self._stopping.wait(0.5)
 
