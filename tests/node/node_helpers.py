@@ -52,3 +52,15 @@ def wait_for_jobs(
         time.sleep(0.3)
     summary = [(j.id, str(j.state), j.error) for j in db.list_jobs(limit=20)]
     raise AssertionError(f"timed out waiting for {count} job(s) in {states}: {summary}")
+
+
+def c_store_raw_file(path: Path, port: int, ae_title: str = "AINODE") -> int:
+    """C-STORE a file's bytes as they are (pynetdicom sends a path without decoding the dataset)."""
+    meta = pydicom.dcmread(path, stop_before_pixels=True)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(meta.SOPClassUID, [str(meta.file_meta.TransferSyntaxUID)])
+    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
+    assert assoc.is_established, f"association with the node on port {port} failed"
+    status = assoc.send_c_store(path)
+    assoc.release()
+    return int(status.Status)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from node_helpers import c_echo, c_store, wait_for_jobs
+from node_helpers import c_echo, c_store, c_store_raw_file, wait_for_jobs
 from peers import require_binary, storescu
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -278,3 +278,46 @@ def test_node_with_postgresql_job_database(
     assert job.state == JobState.DONE, _describe(job)
     source = pydicom.dcmread(real_ct_slice_path, stop_before_pixels=True)
     _check_outputs_in_pacs(job, orthanc, source, tmp_path)
+
+
+def test_storescu_to_ainode_serve_returns_results_to_orthanc(
+    serve_process: Callable[..., object],
+    orthanc: OrthancPACS,
+    real_ct_slice_dcmtk_path: Path,
+    tmp_path: Path,
+) -> None:
+    """The issue's acceptance path with the real programs: storescu -> `ainode serve` -> Orthanc."""
+    require_binary("storescu")
+    data_dir = tmp_path / "node"
+    node = serve_process(data_dir, send_to=f"{orthanc.ae_title}@127.0.0.1:{orthanc.port}")
+    node.start()  # type: ignore[attr-defined]
+    result = storescu("127.0.0.1", node.port, "AINODE", [real_ct_slice_dcmtk_path])  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stdout + result.stderr
+    db = JobDatabase(f"sqlite:///{data_dir / 'ainode.sqlite3'}", migrate_schema=False)
+    try:
+        (job,) = wait_for_jobs(db, 1)
+    finally:
+        db.close()
+    assert job.state == JobState.DONE, _describe(job)
+    source = pydicom.dcmread(real_ct_slice_dcmtk_path, stop_before_pixels=True)
+    assert source.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"  # JPEG 2000 lossless
+    _check_outputs_in_pacs(job, orthanc, source, tmp_path)
+
+
+def test_truncated_file_is_acknowledged_then_failed_with_a_reason(
+    make_node: Callable[..., Node], real_ct_slice_path: Path, tmp_path: Path
+) -> None:
+    """A file cut short on disk, sent as raw bytes (pynetdicom sends files without decoding)."""
+    ds = pydicom.dcmread(real_ct_slice_path)
+    ds.decompress()
+    ds.SOPInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    whole = tmp_path / "whole.dcm"
+    ds.save_as(whole, enforce_file_format=True)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size - 200_000])
+    node = make_node()
+    assert c_store_raw_file(cut, node.scp.port) == 0  # stored as received ...
+    (job,) = wait_for_jobs(node.database, 1)
+    assert job.state == JobState.FAILED, _describe(job)  # ... and failed with the reason
+    assert "truncated" in job.error
+    assert c_echo(node.scp.port) == 0
