@@ -375,7 +375,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     rules = load_rules(settings.routing_rules) if settings.routing_rules is not None else default_rules()
     print(f"{args.file}: valid")
-    print(json.dumps(json.loads(settings.model_dump_json()), indent=2))
+    shown = json.loads(settings.model_dump_json())
+    if shown.get("database_url"):
+        from storage.database import redact_url
+
+        shown["database_url"] = redact_url(shown["database_url"])
+    print(json.dumps(shown, indent=2))
     print(f"routing rules: {len(rules)} ({'from the file' if settings.routing_rules is not None else 'defaults'})")
     return EXIT_OK
 

@@ -10,15 +10,17 @@ configuration reference in ``docs/configuration.md`` is generated from them
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -95,7 +97,7 @@ class Settings(BaseSettings):
     port: int = Field(default=11112, ge=1, le=65535, description="DICOM listener TCP port.")
     data_dir: Path = Field(
         default=Path("ainode-data"),
-        description="Data directory: instance store, outputs, SQLite job database, logs.",
+        description="Data directory: instance store, outputs and the SQLite job database.",
     )
     database_url: str | None = Field(
         default=None,
@@ -112,9 +114,12 @@ class Settings(BaseSettings):
             "new instance restarts the wait, so slowly arriving large series are not cut."
         ),
     )
-    destinations: list[Destination] = Field(
+    destinations: Annotated[list[Destination], NoDecode] = Field(
         default_factory=list,
-        description="Where results are sent by C-STORE (usually the PACS). Several are allowed.",
+        description=(
+            "Where results are sent by C-STORE (usually the PACS). Several are allowed. In an "
+            "environment variable: comma-separated AET@HOST:PORT, or a JSON list."
+        ),
     )
     allowed_callers: list[AllowedCaller] = Field(
         default_factory=list,
@@ -157,7 +162,11 @@ class Settings(BaseSettings):
         ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="Where networks run: auto = CUDA when torch sees a GPU."
+        default="auto",
+        description=(
+            "Where trained networks run (auto = CUDA when torch sees a GPU). The reference "
+            "methods of this version use no network and run on the CPU."
+        ),
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level."
@@ -174,7 +183,14 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_destinations(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"destinations: invalid JSON list ({exc})") from exc
+            else:
+                value = [v for v in text.split(",") if v.strip()]
         if isinstance(value, list):
             return [Destination.parse(v) if isinstance(v, str) else v for v in value]
         return value
@@ -198,6 +214,8 @@ class Settings(BaseSettings):
         yaml_file = os.environ.get("AINODE_CONFIG")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if yaml_file:
+            if not Path(yaml_file).is_file():
+                raise ConfigError(f"AINODE_CONFIG names {yaml_file}, which does not exist")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
 

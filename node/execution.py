@@ -231,12 +231,34 @@ def validate_files(paths: Sequence[str]) -> None:
         )
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the node process dies (e.g. ``kill -9`` of the node).
+
+    Otherwise an orphaned worker would run on while the restarted node runs the same job again.
+    Elsewhere this is a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent already died before prctl took effect
+            os._exit(1)
+    except OSError:
+        logger.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+
+
 def child_main(spec_path: str, outcome_path: str) -> None:
     """Entry point of a worker child process: run the job in ``spec_path``, write the outcome.
 
     The outcome is written atomically, so the parent either reads a complete outcome or knows
     the child died.
     """
+    _die_with_parent()
     spec = JobSpec(**json.loads(Path(spec_path).read_text()))
     logging.basicConfig(
         level=spec.log_level,

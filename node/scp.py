@@ -26,7 +26,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from node.config import AllowedCaller
 from pipelines.errors import StorageError
 from storage.database import InstanceRecord, JobDatabase
-from storage.instance_store import InstanceStore
+from storage.instance_store import InstanceStore, check_uid
 from storage.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,6 @@ VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 # C-STORE status codes (PS3.4 Table B.2-1) and A-ASSOCIATE-RJ reasons (PS3.8 Table 9-21).
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
 REJECT_PERMANENT = 0x01
 REJECT_SOURCE_SERVICE_USER = 0x01
@@ -246,6 +245,9 @@ class StorageSCP:
             event.assoc.acse.send_reject(
                 REJECT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_CALLING_AE_NOT_RECOGNISED
             )
+            # As pynetdicom does for its own AE-title check: kill() lets the DUL send the
+            # A-ASSOCIATE-RJ before the connection closes.
+            event.assoc.kill()
 
     def _on_c_echo(self, event: evt.Event) -> int:
         return STATUS_SUCCESS
@@ -264,6 +266,15 @@ class StorageSCP:
                 f"C-STORE from {calling}: cannot read the SOP Instance/Series/Study UID ({exc})",
             )
         try:
+            for uid, what in (
+                (study_instance_uid, "Study Instance UID"),
+                (series_instance_uid, "Series Instance UID"),
+                (sop_instance_uid, "SOP Instance UID"),
+            ):
+                check_uid(uid, what)
+        except StorageError as exc:
+            return self._refuse(STATUS_CANNOT_UNDERSTAND, f"C-STORE from {calling}: {exc}")
+        try:
             stored = self.store.store(
                 study_instance_uid,
                 series_instance_uid,
@@ -271,13 +282,9 @@ class StorageSCP:
                 event.encoded_dataset(include_meta=True),
             )
         except StorageError as exc:
-            # Invalid UIDs are the sender's problem; I/O errors are ours (out of resources).
-            status = (
-                STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
-                if "invalid" in str(exc)
-                else STATUS_OUT_OF_RESOURCES
+            return self._refuse(
+                STATUS_OUT_OF_RESOURCES, f"C-STORE {sop_instance_uid} from {calling}: {exc}"
             )
-            return self._refuse(status, f"C-STORE {sop_instance_uid} from {calling}: {exc}")
         self.recorder.submit(
             InstanceRecord(
                 sop_instance_uid=sop_instance_uid,

@@ -208,7 +208,9 @@ class Node:
         """Complete quiet series into jobs and route every received job."""
         # Every acknowledged instance must be in the database before its series may close.
         self.scp.recorder.drain()
-        created = self.database.complete_quiet_series(self.settings.quiet_seconds)
+        created = self.database.complete_quiet_series(
+            self.settings.quiet_seconds, max_attempts=self.settings.max_job_attempts
+        )
         for job_id in created:
             logger.info("job %d created", job_id)
         for job in self.database.jobs_in_state(JobState.RECEIVED):

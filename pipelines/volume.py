@@ -376,19 +376,60 @@ def load_ct_volume(datasets: Sequence[Dataset]) -> CTVolume:
     if len(datasets) == 1 and int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:
         return _load_multiframe(datasets[0])
     images, warnings = select_volume_frames(datasets)
+    check_decodable(images)
     try:
         source_volume = hd.get_volume_from_series(images, dtype=np.float32)
-    except (ValueError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - turned into an actionable message below
+        undecodable = _first_undecodable(images)
+        if undecodable is not None:
+            raise InvalidInputError(undecodable) from exc
         raise InvalidSeriesError(
             f"cannot build a volume from {len(images)} image(s): {exc}. Check for missing "
             "slices (irregular spacing) or images from different reconstructions"
         ) from exc
-    except (NotImplementedError, AttributeError) as exc:
-        raise InvalidInputError(
-            f"cannot decode the pixel data ({exc}); the transfer syntax may need a decoder "
-            "that is not installed"
-        ) from exc
     return _finish(source_volume, images, warnings)
+
+
+def check_decodable(datasets: Sequence[Dataset]) -> None:
+    """Check that pydicom has a working decoder for every transfer syntax in ``datasets``.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the transfer syntax when no installed decoder handles it (e.g. MPEG-2 video).
+    """
+    from pydicom.pixels import get_decoder
+
+    syntaxes = {
+        meta.TransferSyntaxUID
+        for meta in (getattr(ds, "file_meta", None) for ds in datasets)
+        if meta is not None and "TransferSyntaxUID" in meta
+    }
+    for syntax in syntaxes:
+        try:
+            available = get_decoder(syntax).is_available
+        except NotImplementedError:
+            available = False
+        if not available:
+            raise InvalidInputError(
+                f"pixel data in transfer syntax {syntax.name} ({syntax}) cannot be decoded: no "
+                "decoder is installed for it; ask the sender for an uncompressed or a JPEG/"
+                "JPEG 2000/JPEG-LS/RLE transfer syntax"
+            )
+
+
+def _first_undecodable(datasets: Sequence[Dataset]) -> str | None:
+    """Message for the first image whose pixel data fails to decode, or ``None``."""
+    for ds in datasets:
+        try:
+            ds.pixel_array  # noqa: B018 - decoding is the check
+        except Exception as exc:  # noqa: BLE001 - any decoder failure
+            return (
+                f"SOP Instance UID {ds.SOPInstanceUID}: the pixel data cannot be decoded "
+                f"({type(exc).__name__}: {exc}); the file may be truncated or corrupt, re-send "
+                "it from the modality or PACS"
+            )
+    return None
 
 
 def _load_multiframe(ds: Dataset) -> CTVolume:

@@ -296,8 +296,12 @@ class JobDatabase:
                 )
             )
 
-    def complete_quiet_series(self, quiet_seconds: float, now: dt.datetime | None = None) -> list[int]:
+    def complete_quiet_series(
+        self, quiet_seconds: float, now: dt.datetime | None = None, max_attempts: int = 2
+    ) -> list[int]:
         """Close every open series that received nothing for ``quiet_seconds``; one job each.
+
+        ``max_attempts`` is how often the job may be run when its worker crashes.
 
         Returns
         -------
@@ -329,6 +333,7 @@ class JobDatabase:
                     state=JobState.RECEIVED,
                     instance_count=len(uids),
                     input_fingerprint=input_fingerprint(uids),
+                    max_attempts=max_attempts,
                     created_at=now,
                 )
                 session.add(job)
@@ -386,7 +391,7 @@ class JobDatabase:
                 message = f"ignored: {reason}"
             else:
                 job.state = JobState.QUEUED
-                message = f"routed to {protocol} by rule {rule!r}: {reason}"
+                message = f"queued for {protocol}: {reason}"
             session.add(JobEvent(job_id=job_id, message=message))
 
     def claim_job(self, worker: str, lease_seconds: float) -> ClaimedJob | None:
@@ -653,8 +658,20 @@ class JobDatabase:
         with self.session() as session:
             jobs = session.scalars(select(Job).where(Job.state == JobState.RUNNING)).all()
             for job in jobs:
-                job.state = JobState.QUEUED
                 job.lease_expires_at = None
+                if job.attempts >= job.max_attempts:
+                    # The node went down during every attempt: the input may be what kills it.
+                    job.state = JobState.FAILED
+                    job.finished_at = utcnow()
+                    job.error = (
+                        f"the node stopped while this job ran, {job.attempts} time(s) "
+                        f"(max_job_attempts {job.max_attempts}); it is not run again "
+                        "automatically: check the node log, then `ainode jobs retry "
+                        f"{job.id}`"
+                    )
+                    session.add(JobEvent(job_id=job.id, level="error", message=job.error))
+                    continue
+                job.state = JobState.QUEUED
                 session.add(
                     JobEvent(
                         job_id=job.id,
@@ -662,7 +679,7 @@ class JobDatabase:
                         message=f"resumed: the node stopped while the job ran on {job.worker}",
                     )
                 )
-            return [job.id for job in jobs]
+            return [job.id for job in jobs if job.state == JobState.QUEUED]
 
     def expire_leases(self, now: dt.datetime | None = None) -> list[int]:
         """Re-queue running jobs whose lease expired (their worker died or hangs)."""

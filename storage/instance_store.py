@@ -3,7 +3,7 @@
 Layout under the data directory::
 
     instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
-    outputs/<job id>/<kind>.dcm
+    outputs/<job id>/<kind>_<SOP Instance UID>.dcm
 
 Every file is written atomically and durably *before* the C-STORE success status is returned:
 the bytes go to a temporary file in the target directory, which is flushed and ``fsync``-ed, then

@@ -133,3 +133,14 @@ def test_ignored_job_records_the_reason(database: JobDatabase) -> None:
     assert job is not None and job.state == JobState.IGNORED
     assert "Modality MR" in (job.routing_reason or "")
     assert database.count_jobs_by_state() == {"ignored": 1}
+
+
+def test_a_job_that_was_running_at_every_node_stop_is_failed_not_requeued(database: JobDatabase) -> None:
+    job_id = _queued_job(database, "1.2.8")
+    database.claim_job("w", 60)
+    assert database.resume_interrupted() == [job_id]  # attempt 1 of 2: resumed
+    database.claim_job("w", 60)
+    assert database.resume_interrupted() == []  # attempt 2 of 2: the input may kill the node
+    job = database.get_job(job_id)
+    assert job is not None and job.state == JobState.FAILED
+    assert "stopped while this job ran, 2 time(s)" in (job.error or "")
