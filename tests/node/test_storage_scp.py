@@ -70,7 +70,7 @@ def test_allow_list_rejects_unknown_callers(
     ae = AE(ae_title="INTRUDER")
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")
     assoc = ae.associate("127.0.0.1", node.scp.port, ae_title="AINODE")
-    assert not assoc.is_established
+    assert assoc.is_rejected  # a proper A-ASSOCIATE-RJ, not a dropped connection
     assert node.scp.counters.rejected_associations == 2
     node2 = make_node(allowed_callers=[AllowedCaller(ae_title="PACS", host="10.9.9.9")])
     assert c_echo(node2.scp.port, calling="PACS") is None  # right AE title, wrong address
