@@ -10,10 +10,12 @@ pynetdicom SCU in this process, to:
 3. ``ainode serve`` started as a real subprocess (durable store + job database record per
    instance, SQLite by default).
 
-Reports instances/s and the ratio of ainode to each baseline. The instances are built in memory
-before timing; the SCU's own encoding cost is the same for every target. Run:
+Every SCP runs in its own process (the bare SCPs via ``--bare-scp``), so none shares the GIL with
+the SCU. The three targets are measured in interleaved rounds (default 5) and the median rate of
+each is reported, because fsync latency and scheduling on a shared disk varies from run to run. The instances are
+built in memory before timing; the SCU's own encoding cost is the same for every target. Run:
 
-    .venv/bin/python benchmarks/ingest.py [--count 200] [--json]
+    .venv/bin/python benchmarks/ingest.py [--count 200] [--rounds 5] [--json]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import socket
 import subprocess
 import sys
@@ -92,8 +95,8 @@ def send_all(datasets: list[Dataset], port: int, ae_title: str) -> float:
     return time.perf_counter() - start
 
 
-def bare_scp(directory: Path, durable: bool) -> tuple[AE, object, int]:
-    """Start the bare Storage SCP; returns (ae, server, port)."""
+def run_bare_scp(directory: Path, port: int, durable: bool) -> None:
+    """Serve as the bare Storage SCP until killed (``--bare-scp`` mode)."""
 
     def handle_store(event: evt.Event) -> int:
         uid = event.request.AffectedSOPInstanceUID
@@ -105,14 +108,25 @@ def bare_scp(directory: Path, durable: bool) -> tuple[AE, object, int]:
                 handle.write(event.encoded_dataset())
         return 0x0000
 
-    ae = AE(ae_title="BARESCP")
+    ae = AE(ae_title="AINODE")
     ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
     ae.add_supported_context(Verification)
-    port = free_port()
-    server = ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)]
-    )
-    return ae, server, port
+    ae.start_server(("127.0.0.1", port), block=True, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
+
+
+def start_target(name: str, work: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start one target SCP as a subprocess listening on ``port`` as AE AINODE."""
+    root = Path(__file__).resolve().parents[1]
+    if name == "ainode_serve":
+        args = [sys.executable, "-m", "node", "serve", "--data-dir", str(work),
+                "--port", str(port), "--host", "127.0.0.1", "--quiet-seconds", "3600"]
+    else:
+        work.mkdir(parents=True)
+        args = [sys.executable, str(Path(__file__).resolve()), "--bare-scp", str(work), str(port)]
+        if name == "bare_scp_durable":
+            args.append("--durable")
+    log = (work.parent / f"{work.name}.log").open("wb")
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=root)
 
 
 def wait_for_echo(port: int, timeout_s: float = 60) -> None:
@@ -128,52 +142,58 @@ def wait_for_echo(port: int, timeout_s: float = 60) -> None:
     raise RuntimeError("ainode serve did not start")
 
 
+TARGETS = ("bare_scp", "bare_scp_durable", "ainode_serve")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--bare-scp", nargs=2, metavar=("DIR", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--durable", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_scp:
+        run_bare_scp(Path(args.bare_scp[0]), int(args.bare_scp[1]), args.durable)
+        return 0
     datasets = make_instances(args.count)
-    results: dict[str, float] = {}
+    rates: dict[str, list[float]] = {name: [] for name in TARGETS}
     work = Path(tempfile.mkdtemp(prefix="ainode-bench-ingest-"))
     try:
-        for name, durable in (("bare_scp", False), ("bare_scp_durable", True)):
-            target = work / name
-            target.mkdir()
-            _, server, port = bare_scp(target, durable)
-            results[name] = args.count / send_all(datasets, port, "BARESCP")
-            server.shutdown()  # type: ignore[attr-defined]
-            assert len(list(target.iterdir())) == args.count
-        port = free_port()
-        log = (work / "serve.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "node", "serve", "--data-dir", str(work / "node"),
-             "--port", str(port), "--host", "127.0.0.1", "--quiet-seconds", "3600"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
-        )
-        try:
-            wait_for_echo(port)
-            results["ainode_serve"] = args.count / send_all(datasets, port, "AINODE")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-        stored = list((work / "node" / "instances").rglob("*.dcm"))
-        assert len(stored) == args.count, f"ainode stored {len(stored)} of {args.count}"
+        for round_index in range(args.rounds):
+            for name in TARGETS:
+                target_dir = work / f"{name}-{round_index}"
+                port = free_port()
+                proc = start_target(name, target_dir, port)
+                try:
+                    wait_for_echo(port)
+                    rates[name].append(args.count / send_all(datasets, port, "AINODE"))
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+                stored = list(target_dir.rglob("*.dcm"))
+                assert len(stored) == args.count, f"{name} stored {len(stored)} of {args.count}"
+                shutil.rmtree(target_dir, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    median = {name: statistics.median(values) for name, values in rates.items()}
     report = {
         "instances": args.count,
-        "instances_per_s": {k: round(v, 1) for k, v in results.items()},
-        "ratio_to_bare_scp": round(results["ainode_serve"] / results["bare_scp"], 3),
-        "ratio_to_bare_scp_durable": round(results["ainode_serve"] / results["bare_scp_durable"], 3),
+        "rounds": args.rounds,
+        "instances_per_s_median": {k: round(v, 1) for k, v in median.items()},
+        "instances_per_s_all": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
+        "ratio_to_bare_scp": round(median["ainode_serve"] / median["bare_scp"], 3),
+        "ratio_to_bare_scp_durable": round(median["ainode_serve"] / median["bare_scp_durable"], 3),
         "cpu_count": os.cpu_count(),
     }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{args.count} uncompressed 512x512 CT instances over one association")
-        for name, rate in report["instances_per_s"].items():  # type: ignore[union-attr]
-            print(f"  {name:<18} {rate:8.1f} instances/s")
+        print(f"{args.count} uncompressed 512x512 CT instances over one association, "
+              f"median of {args.rounds} rounds")
+        for name in TARGETS:
+            print(f"  {name:<18} {median[name]:8.1f} instances/s   "
+                  f"(rounds: {', '.join(f'{v:.1f}' for v in rates[name])})")
         print(f"  ainode / bare SCP         = {report['ratio_to_bare_scp']}")
         print(f"  ainode / durable bare SCP = {report['ratio_to_bare_scp_durable']}")
     return 0

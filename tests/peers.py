@@ -25,8 +25,8 @@ from pydicom.errors import InvalidDicomError
 
 #: What to tell a developer or CI job that lacks a peer binary.
 SETUP_HINT = (
-    "Install the DICOM peers with the project's setup script (scripts/), or by hand: "
-    "apt-get install dcmtk orthanc dicom3tools"
+    "Install the DICOM peers with `bash scripts/setup.sh` (or run the suite with "
+    "`bash scripts/test.sh`), or by hand: apt-get install dcmtk orthanc dicom3tools"
 )
 
 #: storescu option proposing a compressed transfer syntax (plus all uncompressed ones), by UID.
