@@ -389,7 +389,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from node.demo import run_demo
 
     _configure_logging("WARNING" if not args.verbose else "INFO")
-    return run_demo(work_dir=Path(args.work_dir) if args.work_dir else None, keep=args.keep)
+    return run_demo(
+        work_dir=Path(args.work_dir) if args.work_dir else None, keep=args.keep, pacs_kind=args.pacs
+    )
 
 
 # -- parser -------------------------------------------------------------------------------------------
@@ -463,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="send a real CT slice through a node to a local PACS")
     demo.add_argument("--work-dir", help="directory for the demo's node and PACS (default: temporary)")
     demo.add_argument("--keep", action="store_true", help="keep the work directory")
+    demo.add_argument(
+        "--pacs",
+        choices=["auto", "orthanc", "builtin"],
+        default="auto",
+        help="local PACS: Orthanc, the built-in Storage SCP, or auto (Orthanc when installed)",
+    )
     demo.add_argument("--verbose", "-v", action="store_true")
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -77,8 +77,17 @@ def send_file(path: Path, host: str, port: int, ae_title: str) -> int:
     return int(status.Status) if status else -1
 
 
-def run_demo(work_dir: Path | None = None, keep: bool = False, timeout_s: float = 300.0) -> int:
-    """Run the demo; prints the results and returns an exit status (0 = the PACS got all three)."""
+def run_demo(
+    work_dir: Path | None = None,
+    keep: bool = False,
+    timeout_s: float = 300.0,
+    pacs_kind: str = "auto",
+) -> int:
+    """Run the demo; prints the results and returns an exit status (0 = the PACS got all three).
+
+    ``pacs_kind``: ``"orthanc"``, ``"builtin"`` (in-process Storage SCP) or ``"auto"`` (Orthanc when
+    installed).
+    """
     from node.config import Destination, Settings
     from node.local_pacs import (
         InProcessStorageSCP,
@@ -95,12 +104,17 @@ def run_demo(work_dir: Path | None = None, keep: bool = False, timeout_s: float 
     root.mkdir(parents=True, exist_ok=True)
     status = 1
     with ExitStack() as stack:
-        if find_orthanc_binary() is not None:
+        use_orthanc = pacs_kind == "orthanc" or (
+            pacs_kind == "auto" and find_orthanc_binary() is not None
+        )
+        if use_orthanc:
             pacs: Any = stack.enter_context(OrthancPACS(root / "orthanc"))
             pacs_kind = "Orthanc"
         else:
             pacs = stack.enter_context(InProcessStorageSCP(root / "pacs"))
-            pacs_kind = "in-process Storage SCP (Orthanc is not installed)"
+            pacs_kind = "in-process Storage SCP" + (
+                " (Orthanc is not installed)" if pacs_kind == "auto" else ""
+            )
         print(f"PACS: {pacs_kind} {pacs.ae_title}@{pacs.host}:{pacs.port}")
         settings = Settings(
             data_dir=root / "node",

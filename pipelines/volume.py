@@ -379,7 +379,7 @@ def load_ct_volume(datasets: Sequence[Dataset]) -> CTVolume:
     check_decodable(images)
     try:
         source_volume = hd.get_volume_from_series(images, dtype=np.float32)
-    except Exception as exc:  # noqa: BLE001 - turned into an actionable message below
+    except Exception as exc:
         undecodable = _first_undecodable(images)
         if undecodable is not None:
             raise InvalidInputError(undecodable) from exc

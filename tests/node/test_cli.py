@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+import pytest
 from node_helpers import c_store, wait_for_jobs
+from peers import require_binary
 
 from node.server import Node
 
@@ -96,3 +98,17 @@ def test_jobs_list_show_and_echo_against_a_running_node(
     assert retried.returncode == 0 and "running the job again" in retried.stdout
     echo = ainode("echo", f"AINODE@127.0.0.1:{node.scp.port}")
     assert echo.returncode == 0 and "success" in echo.stdout
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("pacs", ["orthanc", "builtin"])
+def test_demo_puts_seg_sr_sc_into_the_local_pacs(pacs: str) -> None:
+    if pacs == "orthanc":
+        require_binary("Orthanc")
+    result = ainode("demo", "--pacs", pacs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "skeletal muscle area SMA (cm2)" in out and "level verified                         False" in out
+    held = out.split("now holds:")[1]
+    assert all(f"  {kind}" in held for kind in ("SEG", "SR ", "SC "))
+    assert ("Orthanc" in out) == (pacs == "orthanc")
