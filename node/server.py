@@ -186,6 +186,13 @@ class Node:
             recovered += 1
         if recovered:
             logger.warning("registered %d stored instance(s) missing from the job database", recovered)
+        orphaned = self.database.fail_sends_to_unknown_destinations(
+            [d.name for d in self.settings.destinations]
+        )
+        if orphaned:
+            logger.warning(
+                "failed %d pending send(s) to destinations no longer configured", orphaned
+            )
         resumed = self.database.resume_interrupted()
         if resumed:
             logger.warning("re-queued %d job(s) interrupted by a stop: %s", len(resumed), resumed)
@@ -216,6 +223,8 @@ class Node:
         for job in self.database.jobs_in_state(JobState.RECEIVED):
             self.route_job(job.id, job.series_instance_uid)
         self.database.expire_leases()
+        # e.g. `ainode jobs retry` of a job whose destination was removed from the configuration
+        self.database.fail_sends_to_unknown_destinations([d.name for d in self.settings.destinations])
 
     def route_job(self, job_id: int, series_instance_uid: str) -> None:
         """Choose the protocol of a job (or ignore/fail it) and record why."""

@@ -537,6 +537,34 @@ class JobDatabase:
                 )
             )
 
+    def fail_sends_to_unknown_destinations(self, destinations: Sequence[str]) -> int:
+        """Fail pending sends whose destination is no longer configured, settling their jobs.
+
+        Without this, a job queued for a destination removed from the configuration would stay in
+        ``sending`` forever.
+
+        Returns
+        -------
+        int
+            Number of sends failed.
+        """
+        with self.session() as session:
+            orphans = session.scalars(
+                select(Send).where(
+                    Send.state == SendState.PENDING, Send.destination.not_in(list(destinations))
+                )
+            ).all()
+            for send in orphans:
+                send.state = SendState.FAILED
+                send.last_error = (
+                    f"destination {send.destination} is no longer in the configuration"
+                )
+                session.add(JobEvent(job_id=send.job_id, level="error", message=send.last_error))
+            session.flush()
+            for job_id in {send.job_id for send in orphans}:
+                self._settle_job(session, job_id)
+            return len(orphans)
+
     def due_sends(self, destination: str, now: dt.datetime | None = None) -> list[tuple[int, int, str, str]]:
         """Pending sends to ``destination`` whose next attempt is due.
 

@@ -144,3 +144,20 @@ def test_a_job_that_was_running_at_every_node_stop_is_failed_not_requeued(databa
     job = database.get_job(job_id)
     assert job is not None and job.state == JobState.FAILED
     assert "stopped while this job ran, 2 time(s)" in (job.error or "")
+
+
+def test_pending_sends_to_a_removed_destination_fail_and_settle_the_job(database: JobDatabase) -> None:
+    job_id = _queued_job(database, "1.2.10")
+    database.claim_job("w", 60)
+    database.record_results(
+        job_id,
+        algorithm="a 1",
+        results={},
+        outputs=[("SR", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.5", "2.25.6", "/out/sr.dcm")],
+        destinations=["OLDPACS@h:104"],
+    )
+    assert database.fail_sends_to_unknown_destinations(["NEWPACS@h:104"]) == 1
+    job = database.get_job(job_id)
+    assert job is not None and job.state == JobState.FAILED
+    assert any("no longer in the configuration" in e.message for e in job.events)
+    assert database.fail_sends_to_unknown_destinations(["NEWPACS@h:104"]) == 0
