@@ -313,6 +313,6 @@ def test_require_binary_skips_locally_and_fails_under_ci(monkeypatch: pytest.Mon
     with pytest.raises(pytest.skip.Exception, match="not installed"):
         require_binary(missing)
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="setup script"):
+    with pytest.raises(pytest.fail.Exception, match="scripts/setup.sh"):
         require_binary(missing)
     assert require_binary("sh").endswith("/sh")
