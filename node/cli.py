@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import AINodeError, ConfigError
+from pipelines.errors import AINodeError, ConfigError, RoutingError
 
 logger = logging.getLogger("ainode")
 
@@ -60,7 +60,15 @@ def _database(args: argparse.Namespace) -> Any:
     from storage.database import JobDatabase
 
     settings = _settings(args)
-    return JobDatabase(settings.resolved_database_url)
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise ConfigError(
+                f"no job database at {path}: give the node's data directory with --data-dir, "
+                "or its configuration with --config (or AINODE_CONFIG)"
+            )
+    return JobDatabase(url)
 
 
 # -- serve ------------------------------------------------------------------------------------------
@@ -182,7 +190,8 @@ def _format_run_entry(entry: dict[str, Any]) -> str:
         lines.append(f"  FAILED: {entry['error']}")
         return "\n".join(lines)
     lines.append(f"  algorithm: {entry['algorithm']}")
-    lines.extend(_format_results(entry["results"], indent="  "))
+    shown = {k: v for k, v in entry["results"].items() if k not in ("protocol", "algorithm")}
+    lines.extend(_format_results(shown, indent="  "))
     for warning in entry.get("warnings", []):
         lines.append(f"  warning: {warning}")
     for kind, path in entry.get("outputs", {}).items():
@@ -328,10 +337,15 @@ def cmd_echo(args: argparse.Namespace) -> int:
 def cmd_route(args: argparse.Namespace) -> int:
     from node.routing import default_rules, load_rules, route_series
     from node.server import pixel_region_of
+    from pipelines.registry import PROTOCOLS
     from pipelines.volume import expand_paths, group_by_series, read_instances
 
     settings = _settings(args)
-    rules = load_rules(settings.routing_rules) if settings.routing_rules is not None else default_rules()
+    rules = (
+        load_rules(settings.routing_rules, known_protocols=PROTOCOLS)
+        if settings.routing_rules is not None
+        else default_rules()
+    )
     read = read_instances(expand_paths(args.inputs), stop_before_pixels=True)
     for error in read.errors:
         print(f"skipped: {error}")
@@ -365,6 +379,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from node.config import load_settings, settings_reference
     from node.routing import default_rules, load_rules
+    from pipelines.registry import PROTOCOLS
 
     if args.reference:
         print(settings_reference())
@@ -373,7 +388,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print("give a configuration file, or --reference", file=sys.stderr)
         return EXIT_USAGE
     settings = load_settings(args.file)
-    rules = load_rules(settings.routing_rules) if settings.routing_rules is not None else default_rules()
+    try:
+        rules = (
+            load_rules(settings.routing_rules, known_protocols=PROTOCOLS)
+            if settings.routing_rules is not None
+            else default_rules()
+        )
+    except RoutingError as exc:
+        raise ConfigError(str(exc)) from exc
     print(f"{args.file}: valid")
     shown = json.loads(settings.model_dump_json())
     if shown.get("database_url"):
@@ -433,7 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_options(jobs_list)
     jobs_list.add_argument("--json", action="store_true")
     jobs_list.add_argument("--limit", type=int, default=50)
-    jobs_list.add_argument("--state", help="only jobs in this state")
+    jobs_list.add_argument(
+        "--state",
+        choices=["received", "queued", "running", "sending", "done", "failed", "ignored"],
+        help="only jobs in this state",
+    )
     jobs_list.set_defaults(func=cmd_jobs_list)
     jobs_show = jobs_sub.add_parser("show", help="show one job with its timeline")
     _add_node_options(jobs_show)

@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from pipelines.errors import AINodeError, RoutingError
+from pipelines.acquisition import contrast_recorded
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -59,8 +60,6 @@ DEFAULT_ROUTING_FILE = "default_routing.yaml"
 #: a gantry tilt encoded in Image Orientation (Patient) (typically up to 30 degrees) axial.
 MAX_PLANE_ANGLE_DEG = 35.0
 
-#: Values of Contrast/Bolus Agent (0018,0010) that mean "no contrast" in practice.
-NO_CONTRAST_VALUES = frozenset({"", "NONE", "NO", "N", "0", "-", "NA", "N/A", "NIL", "NATIVE"})
 
 _REGEX_FIELDS = (
     "body_part_examined",
@@ -343,13 +342,6 @@ def _slice_thickness_mm(ds: Dataset) -> float | None:
     return thickness if thickness is not None and thickness > 0 else None
 
 
-def _has_contrast(ds: Dataset) -> bool:
-    agent = _text(ds.get("ContrastBolusAgent")).upper()
-    if agent not in NO_CONTRAST_VALUES:
-        return True
-    return bool(ds.get("ContrastBolusAgentSequence"))
-
-
 _AGE_UNIT_DAYS = {"D": 1.0, "W": 7.0, "M": 30.4375, "Y": 365.25}
 
 
@@ -407,7 +399,7 @@ def summarize_series(headers: Sequence[Dataset]) -> SeriesSummary:
         slice_thickness_mm=statistics.median(thicknesses) if thicknesses else None,
         instances=images,
         orientation=_majority(p or "" for p in (_plane(ds) for ds in headers)) or None,
-        contrast=any(_has_contrast(ds) for ds in headers),
+        contrast=any(contrast_recorded(ds) for ds in headers),
         view_position=_majority(_text(ds.get("ViewPosition")).upper() for ds in headers),
         patient_age_days=ages[0] if ages else None,
     )

@@ -158,7 +158,9 @@ class LocalProcessRunner:
         )
         outcome = self._run_child(spec)
         if self._stopping.is_set() and outcome is None:
-            return  # killed by stop(): the job stays running and resumes at the next start
+            # Killed by stop() (shutdown or restart): not the job's fault, run it again later.
+            self.database.release_job(claimed.id)
+            return
         if outcome is None:
             return
         if outcome.ok:

@@ -89,6 +89,11 @@ def send_files(
         syntaxes.update(
             {str(ds.file_meta.TransferSyntaxUID), ExplicitVRLittleEndian, ImplicitVRLittleEndian}
         )
+    if not contexts:  # nothing readable to send: each file has its own error already
+        return [
+            outcome or SendOutcome(path, False, "unreadable")
+            for outcome, (path, _) in zip(outcomes, datasets, strict=True)
+        ]
     for sop_class_uid, syntaxes in contexts.items():
         ae.add_requested_context(sop_class_uid, sorted(syntaxes))
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
@@ -200,6 +205,10 @@ class DestinationSender(threading.Thread):
             )
         except SendError as exc:
             outcomes = [SendOutcome(path, False, str(exc)) for _, _, path, _ in due]
+        except Exception as exc:  # noqa: BLE001 - count it as a failed attempt, never hang
+            logger.exception("sending to %s failed unexpectedly", self.destination.name)
+            message = f"unexpected error while sending: {type(exc).__name__}: {exc}"
+            outcomes = [SendOutcome(path, False, message) for _, _, path, _ in due]
         for (send_id, job_id, _, sop_instance_uid), outcome in zip(due, outcomes, strict=True):
             self.database.mark_send(
                 send_id,

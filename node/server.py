@@ -24,7 +24,7 @@ from node.runner import LocalProcessRunner
 from node.scp import StorageSCP
 from node.sender import DestinationSender
 from pipelines.errors import AINodeError, InvalidInputError
-from pipelines.registry import get_protocol
+from pipelines.registry import PROTOCOLS, get_protocol
 from storage.database import JobDatabase
 from storage.instance_store import InstanceStore
 from storage.models import JobState
@@ -83,7 +83,9 @@ class Node:
         self.store = InstanceStore(settings.data_dir)
         self.database = JobDatabase(settings.resolved_database_url)
         self.rules: list[RoutingRule] = (
-            load_rules(settings.routing_rules) if settings.routing_rules is not None else default_rules()
+            load_rules(settings.routing_rules, known_protocols=PROTOCOLS)
+            if settings.routing_rules is not None
+            else default_rules()
         )
         self.version = software_version()
         self.senders = [
@@ -221,7 +223,11 @@ class Node:
         for job_id in created:
             logger.info("job %d created", job_id)
         for job in self.database.jobs_in_state(JobState.RECEIVED):
-            self.route_job(job.id, job.series_instance_uid)
+            try:
+                self.route_job(job.id, job.series_instance_uid)
+            except Exception as exc:  # noqa: BLE001 - one bad job must not block the others
+                logger.exception("job %d: routing failed", job.id)
+                self.database.fail_job(job.id, f"routing failed: {type(exc).__name__}: {exc}")
         self.database.expire_leases()
         # e.g. `ainode jobs retry` of a job whose destination was removed from the configuration
         self.database.fail_sends_to_unknown_destinations([d.name for d in self.settings.destinations])

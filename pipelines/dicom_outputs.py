@@ -178,12 +178,42 @@ def _content_label(protocol: str, suffix: str) -> str:
     return label[:16]
 
 
+def _valid_temporal(vr: str, value: object) -> bool:
+    """Whether a DA/TM/DT value parses (PS3.5 Table 6.2-1)."""
+    from pydicom.valuerep import DA, DT, TM
+
+    parser = {"DA": DA, "TM": TM, "DT": DT}[vr]
+    values = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        for item in values:
+            if item not in (None, ""):
+                parser(item)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _source_header(ds: Dataset) -> Dataset:
-    """A copy of a source header without Pixel Data, with missing Type 2 attributes added empty."""
+    """A copy of a source header without Pixel Data, with missing Type 2 attributes added empty.
+
+    Dates and times that do not conform to their VR (e.g. ``1975-03-14`` for a DA) are written
+    empty: highdicom copies patient and study attributes into every output and refuses such
+    values, and an output must not fail (or quote patient data in an error) over them.
+    """
     header = Dataset()
     for element in ds:
-        if element.tag != 0x7FE00010:
-            header.add(element)
+        if element.tag == 0x7FE00010:
+            continue
+        if element.VR in ("DA", "TM", "DT") and not _valid_temporal(element.VR, element.value):
+            logger.warning(
+                "source attribute %s has a value that is not a valid %s; written empty in the "
+                "outputs",
+                element.keyword or element.tag,
+                element.VR,
+            )
+            header.add_new(element.tag, element.VR, "")
+            continue
+        header.add(element)
     if hasattr(ds, "file_meta"):
         header.file_meta = ds.file_meta
     for keyword in _TYPE2_PATIENT_STUDY:
@@ -521,7 +551,9 @@ def _with_slice_thickness(
     )
     copies = []
     for ds in images:
-        copy = ds.copy()
+        copy = ds.copy()  # shallow: replace the element, never change the shared one
+        if "SliceThickness" in copy:
+            del copy.SliceThickness
         copy.SliceThickness = round(slice_mm, 6)
         copies.append(copy)
     return copies

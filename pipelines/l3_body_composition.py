@@ -34,6 +34,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from scipy import ndimage
 
+from pipelines.acquisition import contrast_recorded
 from pipelines.errors import PipelineError, UnsupportedInputError
 from pipelines.spine import (
     SpineLabelling,
@@ -704,8 +705,7 @@ def run_l3_body_composition(
         height_m = None
     bmi = weight_kg / height_m**2 if (weight_kg and height_m) else None
     smi = sma_cm2 / height_m**2 if height_m else None
-    contrast_agent = str(header.get("ContrastBolusAgent", "") or "").strip()
-    contrast = bool(contrast_agent)
+    contrast = contrast_recorded(header)
     kvp = _header_float(header, "KVP")
     thickness = _header_float(header, "SliceThickness")
     kernel = header.get("ConvolutionKernel")
@@ -746,23 +746,39 @@ def run_l3_body_composition(
     low_smi_reason = low_hu_reason = "no cut-off set configured (cutoff_set = 'none')"
     if p.cutoff_set != "none":
         cut = CUTOFFS[p.cutoff_set]
-        missing = [name for name, v in (("Patient's Sex (M/F)", sex if sex in ("M", "F") else None),
-                                        ("Patient's Size", height_m)) if v is None]
-        if cut.needs_bmi and weight_kg is None:
-            missing.append("Patient's Weight (needed for BMI)")
-        if missing:
-            low_smi_reason = low_hu_reason = (
-                f"cut-off set {cut.name} cannot be applied: missing {', '.join(missing)}"
+        sex_missing = [] if sex in ("M", "F") else ["Patient's Sex (M/F)"]
+        bmi_missing = []
+        if cut.needs_bmi:
+            bmi_missing = [
+                name
+                for name, value in (("Patient's Size", height_m), ("Patient's Weight", weight_kg))
+                if value is None
+            ]
+        smi_missing = sex_missing + (["Patient's Size"] if height_m is None else []) + [
+            f"{name} (for BMI)" for name in bmi_missing if name != "Patient's Size"
+        ]
+        hu_missing = sex_missing + [f"{name} (for BMI)" for name in bmi_missing]
+        if cut.hu_men is None and cut.hu_women is None:
+            hu_missing = []  # the set has no attenuation cut-off: nothing is missing for it
+        if smi_missing:
+            low_smi_reason = (
+                f"cut-off set {cut.name} cannot be applied to SMI: missing {', '.join(smi_missing)}"
             )
             warnings.append(low_smi_reason)
-        else:
+        if hu_missing:
+            low_hu_reason = (
+                f"cut-off set {cut.name} cannot be applied to muscle attenuation: missing "
+                f"{', '.join(hu_missing)}"
+            )
+            warnings.append(low_hu_reason)
+        if not (smi_missing and hu_missing):
             smi_cut = _cutoff_value(cut.smi_men if sex == "M" else cut.smi_women, bmi)
             hu_cut = _cutoff_value(cut.hu_men if sex == "M" else cut.hu_women, bmi)
-            if smi_cut is not None and smi is not None:
+            if smi_cut is not None and smi is not None and not smi_missing:
                 low_smi = smi < smi_cut
                 low_smi_reason = f"SMI {smi:.1f} vs cut-off < {smi_cut:g} cm²/m² ({cut.source})"
                 findings.append(QualitativeFinding(LOW_SMI_CONCEPT, SCT_YES if low_smi else SCT_NO))
-            if hu_cut is not None:
+            if hu_cut is not None and not hu_missing:
                 low_hu = muscle_mean < hu_cut
                 low_hu_reason = f"muscle {muscle_mean:.1f} HU vs cut-off < {hu_cut:g} HU ({cut.source})"
                 findings.append(
@@ -773,7 +789,7 @@ def run_l3_body_composition(
                         "6-9 HU (van Vugt 2017; Paris 2018), so the low-attenuation cut-offs, "
                         "derived largely on unenhanced/mixed scans, under-call myosteatosis"
                     )
-            else:
+            elif hu_cut is None:
                 low_hu_reason = f"cut-off set {cut.name} has no attenuation cut-off"
     if contrast:
         warnings.append(

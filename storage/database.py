@@ -249,11 +249,21 @@ class JobDatabase:
                             received_at=now,
                         )
                     )
-                    new_count += 1
                 else:
+                    if instance.series_instance_uid != record.series_instance_uid:
+                        # Re-sent under another series (e.g. a PACS correction): the instance
+                        # leaves its old series and counts as new in the one it joins.
+                        old_series = session.get(Series, instance.series_instance_uid)
+                        if old_series is not None and old_series.instance_count > 0:
+                            old_series.instance_count -= 1
+                        instance.series_instance_uid = record.series_instance_uid
+                        instance.study_instance_uid = record.study_instance_uid
+                        is_new = True
                     instance.path = record.path
                     instance.transfer_syntax_uid = record.transfer_syntax_uid
+                    instance.sop_class_uid = record.sop_class_uid
                     instance.received_at = now
+                new_count += int(is_new)
                 series = session.get(Series, record.series_instance_uid)
                 if series is None:
                     session.add(
@@ -708,6 +718,26 @@ class JobDatabase:
                     )
                 )
             return [job.id for job in jobs if job.state == JobState.QUEUED]
+
+    def release_job(self, job_id: int) -> None:
+        """Put back a running job that the node stopped on purpose (shutdown, not a crash).
+
+        The attempt does not count: an ordinary restart must not use up ``max_job_attempts``.
+        """
+        with self.session() as session:
+            job = session.get_one(Job, job_id)
+            if job.state != JobState.RUNNING:
+                return
+            job.state = JobState.QUEUED
+            job.attempts = max(0, job.attempts - 1)
+            job.lease_expires_at = None
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    level="warning",
+                    message="the node was stopped while the job ran; it will run again",
+                )
+            )
 
     def expire_leases(self, now: dt.datetime | None = None) -> list[int]:
         """Re-queue running jobs whose lease expired (their worker died or hangs)."""

@@ -112,3 +112,35 @@ def test_demo_puts_seg_sr_sc_into_the_local_pacs(pacs: str) -> None:
     held = out.split("now holds:")[1]
     assert all(f"  {kind}" in held for kind in ("SEG", "SR ", "SC "))
     assert ("Orthanc" in out) == (pacs == "orthanc")
+
+
+def test_malformed_patient_dates_do_not_fail_the_job_or_reach_the_output(
+    real_ct_slice_path: Path, tmp_path: Path
+) -> None:
+    ds = pydicom.dcmread(real_ct_slice_path)
+    with pytest.warns(UserWarning):
+        ds.PatientBirthDate = "1975-03-14"  # not a DA (YYYYMMDD)
+    source = tmp_path / "bad-dates.dcm"
+    ds.save_as(source)
+    result = ainode("run", "--protocol", "l3-body-composition", str(source),
+                    "--out", str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert "1975" not in result.stdout + result.stderr
+    (entry,) = json.loads(result.stdout)
+    seg = pydicom.dcmread(entry["outputs"]["SEG"])
+    assert seg.PatientBirthDate == ""
+
+
+def test_jobs_list_state_choices_are_the_job_states() -> None:
+    from node.cli import build_parser
+    from storage.models import JobState
+
+    jobs = next(a for a in build_parser()._subparsers._group_actions[0].choices["jobs"]._subparsers._group_actions)  # type: ignore[union-attr]
+    state = next(a for a in jobs.choices["list"]._actions if a.dest == "state")
+    assert list(state.choices) == [s.value for s in JobState]
+
+
+def test_jobs_commands_name_the_missing_database(tmp_path: Path) -> None:
+    result = ainode("jobs", "list", "--data-dir", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "no job database at" in result.stderr and "--data-dir" in result.stderr

@@ -6,6 +6,8 @@ realised (noisy) truth, measured slice within one slice of the true mid-L3 slice
 
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 from pathlib import Path
 
@@ -207,7 +209,7 @@ def test_interfaces_allow_a_replacement_segmenter(phantom: AbdomenPhantom,
 
 
 def test_non_ct_volume_is_refused(hfs_volume: CTVolume) -> None:
-    datasets = [ds.copy() for ds in hfs_volume.datasets]
+    datasets = [copy.deepcopy(ds) for ds in hfs_volume.datasets]  # ds.copy() shares elements
     for ds in datasets:
         ds.Modality = "MR"
     volume = dataclasses.replace(hfs_volume, datasets=datasets)
@@ -229,3 +231,20 @@ def test_volume_without_l3_raises(phantom: AbdomenPhantom, tmp_path: Path) -> No
     volume = _load(phantom, tmp_path, slice_indices=range(first_l2, phantom.hu.shape[0]))
     with pytest.raises(PipelineError, match="L3 could not be identified"):
         run_l3_body_composition(volume)
+
+
+def test_headers_without_height_still_get_the_sex_only_attenuation_flag(
+    hfs_volume: CTVolume,
+) -> None:
+    volume = copy.copy(hfs_volume)
+    volume.datasets = [copy.deepcopy(ds) for ds in hfs_volume.datasets]
+    for ds in volume.datasets:
+        del ds.PatientSize
+        ds.ContrastBolusAgent = "NONE"  # sites write this for unenhanced scans
+    werf = run_l3_body_composition(volume, L3Parameters(cutoff_set="van-der-werf-2018")).summary
+    assert werf["low_smi"] is None and "Patient's Size" in str(werf["low_smi_reason"])
+    assert werf["low_muscle_attenuation"] is False  # sex-only HU cut-off: height not needed
+    assert werf["contrast"] is False
+    for ds in volume.datasets:
+        ds.ContrastBolusAgent = "IOHEXOL 350"
+    assert run_l3_body_composition(volume).summary["contrast"] is True

@@ -161,3 +161,22 @@ def test_pending_sends_to_a_removed_destination_fail_and_settle_the_job(database
     assert job is not None and job.state == JobState.FAILED
     assert any("no longer in the configuration" in e.message for e in job.events)
     assert database.fail_sends_to_unknown_destinations(["NEWPACS@h:104"]) == 0
+
+
+def test_instance_resent_under_another_series_moves_to_it(database: JobDatabase) -> None:
+    _record(database, "1.2.11.1", series="1.2.11")
+    _record(database, "1.2.11.2", series="1.2.11")
+    assert _record(database, "1.2.11.2", series="1.2.12")  # new to series 1.2.12
+    assert [i.sop_instance_uid for i in database.series_instances("1.2.11")] == ["1.2.11.1"]
+    assert [i.sop_instance_uid for i in database.series_instances("1.2.12")] == ["1.2.11.2"]
+    jobs = {database.get_job(j).series_instance_uid: database.get_job(j) for j in database.complete_quiet_series(0)}  # type: ignore[union-attr]
+    assert jobs["1.2.11"].instance_count == 1 and jobs["1.2.12"].instance_count == 1  # type: ignore[union-attr]
+
+
+def test_a_job_released_at_shutdown_keeps_its_attempts(database: JobDatabase) -> None:
+    job_id = _queued_job(database, "1.2.13")
+    for _ in range(3):  # three ordinary restarts while the job ran
+        assert database.claim_job("w", 60) is not None
+        database.release_job(job_id)
+    job = database.get_job(job_id)
+    assert job is not None and job.state == JobState.QUEUED and job.attempts == 0
