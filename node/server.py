@@ -58,19 +58,6 @@ def pixel_region_of(files: Sequence[str]) -> Any:
         return RegionGuess(["unknown"], f"pixels could not be analysed: {exc}", {})
 
 
-def read_series_headers(files: Sequence[str]) -> tuple[list[Any], list[str]]:
-    """Read the headers (no pixel data) of a series' files; unreadable files become errors."""
-    from pipelines.volume import read_instance
-
-    headers, errors = [], []
-    for path in files:
-        try:
-            headers.append(read_instance(path, stop_before_pixels=True))
-        except InvalidInputError as exc:
-            errors.append(str(exc))
-    return headers, errors
-
-
 class Node:
     """An ainode node built from :class:`node.config.Settings`.
 
@@ -234,8 +221,11 @@ class Node:
 
     def route_job(self, job_id: int, series_instance_uid: str) -> None:
         """Choose the protocol of a job (or ignore/fail it) and record why."""
+        from pipelines.volume import read_instances
+
         files = [i.path for i in self.database.series_instances(series_instance_uid)]
-        headers, errors = read_series_headers(files)
+        read = read_instances(files, stop_before_pixels=True)
+        headers, errors = read.datasets, read.errors
         if errors:
             for error in errors[:5]:
                 self.database.add_event(job_id, error, level="error")
