@@ -122,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from node.execution import JobSpec, execute_job
-    from node.routing import default_rules, route_series
+    from node.routing import configured_rules, route_series
     from node.server import pixel_region_of, software_version
     from pipelines.volume import expand_paths, group_by_series, read_instances
 
@@ -135,6 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not series:
         print("no DICOM series found in the inputs", file=sys.stderr)
         return EXIT_FAILURE
+    rules = configured_rules(settings.routing_rules)
     out_root = Path(args.out)
     results = []
     status = EXIT_OK
@@ -143,19 +144,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         protocol = args.protocol
         if protocol is None:
             decision = route_series(
-                headers, default_rules(), pixel_region=functools.partial(pixel_region_of, files)
+                headers, rules, pixel_region=functools.partial(pixel_region_of, files)
             )
             protocol = decision.protocol
             if protocol is None:
                 results.append({"series_instance_uid": series_uid, "ignored": decision.reason})
                 continue
-        params = {"cutoff_set": settings.l3.cutoff_set} if protocol == "l3-body-composition" else {}
         spec = JobSpec(
             job_id=0,
             protocol=protocol,
             files=files,
             out_dir=str(out_root / series_uid),
-            params=params,
+            params=settings.protocol_params(protocol),
             validate_outputs=not args.no_validate,
             software_version=software_version(),
         )
@@ -335,17 +335,12 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from node.routing import default_rules, load_rules, route_series
+    from node.routing import configured_rules, route_series
     from node.server import pixel_region_of
-    from pipelines.registry import PROTOCOLS
     from pipelines.volume import expand_paths, group_by_series, read_instances
 
     settings = _settings(args)
-    rules = (
-        load_rules(settings.routing_rules, known_protocols=PROTOCOLS)
-        if settings.routing_rules is not None
-        else default_rules()
-    )
+    rules = configured_rules(settings.routing_rules)
     read = read_instances(expand_paths(args.inputs), stop_before_pixels=True)
     for error in read.errors:
         print(f"skipped: {error}")
@@ -378,8 +373,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from node.config import load_settings, settings_reference
-    from node.routing import default_rules, load_rules
-    from pipelines.registry import PROTOCOLS
+    from node.routing import configured_rules
 
     if args.reference:
         print(settings_reference())
@@ -389,11 +383,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     settings = load_settings(args.file)
     try:
-        rules = (
-            load_rules(settings.routing_rules, known_protocols=PROTOCOLS)
-            if settings.routing_rules is not None
-            else default_rules()
-        )
+        rules = configured_rules(settings.routing_rules)
     except RoutingError as exc:
         raise ConfigError(str(exc)) from exc
     print(f"{args.file}: valid")

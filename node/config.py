@@ -195,6 +195,12 @@ class Settings(BaseSettings):
             return [Destination.parse(v) if isinstance(v, str) else v for v in value]
         return value
 
+    def protocol_params(self, protocol: str) -> dict[str, Any]:
+        """Pipeline parameters of ``protocol`` from these settings (empty when it has none)."""
+        if protocol == "l3-body-composition":
+            return {"cutoff_set": self.l3.cutoff_set}
+        return {}
+
     @property
     def resolved_database_url(self) -> str:
         """The job database URL (default: SQLite in the data directory)."""

@@ -40,8 +40,8 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.errors import AINodeError, RoutingError
 from pipelines.acquisition import contrast_recorded
+from pipelines.errors import AINodeError, RoutingError
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -722,6 +722,25 @@ def load_rules(
             )
         rules.append(rule)
     return rules
+
+
+def configured_rules(rules: Sequence[RoutingRule | dict[str, Any]] | None) -> list[RoutingRule]:
+    """The routing table a node uses: ``rules`` from its settings, or the shipped defaults.
+
+    Configured rules are checked against the protocols ainode knows
+    (:data:`pipelines.registry.PROTOCOLS`), so a misspelt protocol stops the configuration from
+    loading instead of failing jobs later.
+
+    Raises
+    ------
+    RoutingError
+        If a configured rule is invalid.
+    """
+    if rules is None:
+        return default_rules()
+    from pipelines.registry import PROTOCOLS
+
+    return load_rules(rules, known_protocols=PROTOCOLS)
 
 
 def default_rules() -> list[RoutingRule]:

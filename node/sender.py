@@ -205,7 +205,7 @@ class DestinationSender(threading.Thread):
             )
         except SendError as exc:
             outcomes = [SendOutcome(path, False, str(exc)) for _, _, path, _ in due]
-        except Exception as exc:  # noqa: BLE001 - count it as a failed attempt, never hang
+        except Exception as exc:
             logger.exception("sending to %s failed unexpectedly", self.destination.name)
             message = f"unexpected error while sending: {type(exc).__name__}: {exc}"
             outcomes = [SendOutcome(path, False, message) for _, _, path, _ in due]

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from node.config import Settings
-from node.routing import RoutingRule, default_rules, load_rules, route_series
+from node.routing import RoutingRule, configured_rules, route_series
 from node.runner import LocalProcessRunner
 from node.scp import StorageSCP
 from node.sender import DestinationSender
 from pipelines.errors import AINodeError, InvalidInputError
-from pipelines.registry import PROTOCOLS, get_protocol
+from pipelines.registry import get_protocol
 from storage.database import JobDatabase
 from storage.instance_store import InstanceStore
 from storage.models import JobState
@@ -69,11 +69,7 @@ class Node:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = InstanceStore(settings.data_dir)
         self.database = JobDatabase(settings.resolved_database_url)
-        self.rules: list[RoutingRule] = (
-            load_rules(settings.routing_rules, known_protocols=PROTOCOLS)
-            if settings.routing_rules is not None
-            else default_rules()
-        )
+        self.rules: list[RoutingRule] = configured_rules(settings.routing_rules)
         self.version = software_version()
         self.senders = [
             DestinationSender(
@@ -92,7 +88,7 @@ class Node:
             workers=settings.workers,
             job_timeout_seconds=settings.job_timeout_seconds,
             destinations=[d.name for d in settings.destinations],
-            params_for=self.params_for,
+            params_for=settings.protocol_params,
             validate_outputs=settings.validate_outputs,
             software_version=self.version,
             device=settings.device,
@@ -110,12 +106,6 @@ class Node:
         )
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
-
-    def params_for(self, protocol: str) -> dict[str, Any]:
-        """Pipeline parameters of ``protocol`` from the settings."""
-        if protocol == "l3-body-composition":
-            return {"cutoff_set": self.settings.l3.cutoff_set}
-        return {}
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -212,7 +202,7 @@ class Node:
         for job in self.database.jobs_in_state(JobState.RECEIVED):
             try:
                 self.route_job(job.id, job.series_instance_uid)
-            except Exception as exc:  # noqa: BLE001 - one bad job must not block the others
+            except Exception as exc:
                 logger.exception("job %d: routing failed", job.id)
                 self.database.fail_job(job.id, f"routing failed: {type(exc).__name__}: {exc}")
         self.database.expire_leases()

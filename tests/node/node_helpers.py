@@ -15,14 +15,24 @@ from storage.models import JobState
 FINAL_STATES = (JobState.DONE, JobState.FAILED, JobState.IGNORED)
 
 
-def c_store(path_or_ds: Any, port: int, ae_title: str = "AINODE", calling: str = "TESTSCU") -> int:
-    """C-STORE one file or dataset to 127.0.0.1:port with pynetdicom; returns the status."""
-    ds = pydicom.dcmread(path_or_ds) if isinstance(path_or_ds, (str, Path)) else path_or_ds
+def c_store(
+    path_or_ds: Any, port: int, ae_title: str = "AINODE", calling: str = "TESTSCU", raw: bool = False
+) -> int:
+    """C-STORE one file or dataset to 127.0.0.1:port with pynetdicom; returns the status.
+
+    With ``raw`` a file's bytes are sent as they are: pynetdicom sends a path without decoding
+    the dataset (used to send truncated files).
+    """
+    ds = (
+        pydicom.dcmread(path_or_ds, stop_before_pixels=raw)
+        if isinstance(path_or_ds, (str, Path))
+        else path_or_ds
+    )
     ae = AE(ae_title=calling)
     ae.add_requested_context(ds.SOPClassUID, [str(ds.file_meta.TransferSyntaxUID)])
     assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
     assert assoc.is_established, f"association with the node on port {port} failed"
-    status = assoc.send_c_store(ds)
+    status = assoc.send_c_store(path_or_ds if raw else ds)
     assoc.release()
     return int(status.Status)
 
@@ -53,14 +63,3 @@ def wait_for_jobs(
     summary = [(j.id, str(j.state), j.error) for j in db.list_jobs(limit=20)]
     raise AssertionError(f"timed out waiting for {count} job(s) in {states}: {summary}")
 
-
-def c_store_raw_file(path: Path, port: int, ae_title: str = "AINODE") -> int:
-    """C-STORE a file's bytes as they are (pynetdicom sends a path without decoding the dataset)."""
-    meta = pydicom.dcmread(path, stop_before_pixels=True)
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(meta.SOPClassUID, [str(meta.file_meta.TransferSyntaxUID)])
-    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
-    assert assoc.is_established, f"association with the node on port {port} failed"
-    status = assoc.send_c_store(path)
-    assoc.release()
-    return int(status.Status)

@@ -144,3 +144,17 @@ def test_jobs_commands_name_the_missing_database(tmp_path: Path) -> None:
     result = ainode("jobs", "list", "--data-dir", str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert "no job database at" in result.stderr and "--data-dir" in result.stderr
+
+
+def test_run_uses_the_configured_routing_rules(real_ct_slice_path: Path, tmp_path: Path) -> None:
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        "routing_rules:\n"
+        "  - name: no-ct-here\n"
+        "    protocol: null\n"
+        "    match: {modality: [CT]}\n"
+    )
+    result = ainode("run", "--config", str(config), str(real_ct_slice_path),
+                    "--out", str(tmp_path / "out"), "--json")
+    (entry,) = json.loads(result.stdout)
+    assert "ignored" in entry, result.stdout + result.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from node_helpers import c_echo, c_store, c_store_raw_file, wait_for_jobs
+from node_helpers import c_echo, c_store, wait_for_jobs
 from peers import require_binary, storescu
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -316,7 +316,7 @@ def test_truncated_file_is_acknowledged_then_failed_with_a_reason(
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size - 200_000])
     node = make_node()
-    assert c_store_raw_file(cut, node.scp.port) == 0  # stored as received ...
+    assert c_store(cut, node.scp.port, raw=True) == 0  # stored as received ...
     (job,) = wait_for_jobs(node.database, 1)
     assert job.state == JobState.FAILED, _describe(job)  # ... and failed with the reason
     assert "truncated" in job.error
