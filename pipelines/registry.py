@@ -16,7 +16,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from pipelines.errors import InvalidInputError, UnsupportedInputError
-from pipelines.types import CodedTerm, PipelineResult
+from pipelines.types import CodedTerm, LearnedModel, PipelineResult
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +44,12 @@ class ProtocolSpec:
     modalities: tuple[str, ...]
     procedure_code: CodedTerm
     implemented: bool
-    runner: Callable[[Sequence[Dataset], Mapping[str, Any]], PipelineResult] | None = None
+    runner: Callable[..., PipelineResult] | None = None
 
 
-def _run_l3(datasets: Sequence[Dataset], params: Mapping[str, Any]) -> PipelineResult:
+def _run_l3(
+    datasets: Sequence[Dataset], params: Mapping[str, Any], model: LearnedModel | None = None
+) -> PipelineResult:
     from pipelines.l3_body_composition import L3Parameters, run_l3_body_composition
     from pipelines.volume import load_ct_volume
 
@@ -56,6 +58,30 @@ def _run_l3(datasets: Sequence[Dataset], params: Mapping[str, Any]) -> PipelineR
     result = run_l3_body_composition(volume, parameters)
     result.warnings[:0] = [w for w in volume.warnings if w not in result.warnings]
     return result
+
+
+def _run_chest(
+    datasets: Sequence[Dataset], params: Mapping[str, Any], model: LearnedModel | None = None
+) -> PipelineResult:
+    from pipelines.chest_respiratory_muscle import run_from_datasets
+
+    return run_from_datasets(datasets, params, model=model)
+
+
+def _run_rds(
+    datasets: Sequence[Dataset], params: Mapping[str, Any], model: LearnedModel | None = None
+) -> PipelineResult:
+    from pipelines.neonatal_rds import run_from_datasets
+
+    return run_from_datasets(datasets, params, model=model)
+
+
+def _run_brain(
+    datasets: Sequence[Dataset], params: Mapping[str, Any], model: LearnedModel | None = None
+) -> PipelineResult:
+    from pipelines.brain_gwr import run_from_datasets
+
+    return run_from_datasets(datasets, params, model=model)
 
 
 PROTOCOLS: dict[str, ProtocolSpec] = {
@@ -76,7 +102,8 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
             title="Chest CT respiratory muscles",
             modalities=("CT",),
             procedure_code=CodedTerm("77477000", "SCT", "Computed tomography"),
-            implemented=False,
+            implemented=True,
+            runner=_run_chest,
         ),
         ProtocolSpec(
             name="neonatal-rds",
@@ -84,14 +111,16 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
             modalities=("CR", "DX"),
             # Not in pydicom's PS3.16 tables: check before this protocol writes an SR.
             procedure_code=CodedTerm("363680008", "SCT", "Radiographic imaging procedure"),
-            implemented=False,
+            implemented=True,
+            runner=_run_rds,
         ),
         ProtocolSpec(
             name="brain-gwr",
             title="Post-cardiac-arrest brain CT gray-to-white-matter ratio",
             modalities=("CT",),
             procedure_code=CodedTerm("303653007", "SCT", "Computed tomography of head"),
-            implemented=False,
+            implemented=True,
+            runner=_run_brain,
         ),
     )
 }
@@ -114,7 +143,10 @@ def get_protocol(name: str) -> ProtocolSpec:
 
 
 def run_protocol(
-    name: str, datasets: Sequence[Dataset], params: Mapping[str, Any] | None = None
+    name: str,
+    datasets: Sequence[Dataset],
+    params: Mapping[str, Any] | None = None,
+    model: LearnedModel | None = None,
 ) -> PipelineResult:
     """Run protocol ``name`` on the datasets of one series.
 
@@ -126,6 +158,9 @@ def run_protocol(
         The series' datasets with pixel data, any order.
     params:
         Protocol parameters from the settings (e.g. ``{"cutoff_set": "martin-2013"}``).
+    model:
+        A trained network for this protocol (loaded by :mod:`models`), or ``None`` for the
+        protocol's reference method.
 
     Returns
     -------
@@ -152,4 +187,4 @@ def run_protocol(
             f"protocol {name!r} measures {'/'.join(spec.modalities)} images, but the series has "
             f"Modality {', '.join(sorted(modalities)) or '(missing)'}; check the routing rules"
         )
-    return spec.runner(datasets, params or {})
+    return spec.runner(datasets, params or {}, model=model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -237,3 +238,34 @@ UCUM_PERCENT = CodedTerm("%", "UCUM", "percent")
 SCT_TISSUE = CodedTerm("85756007", "SCT", "Tissue")
 SCT_ANATOMICAL_STRUCTURE = CodedTerm("91723000", "SCT", "Anatomical Structure")
 PRIVATE_SCHEME = "99AINODE"
+
+
+@dataclass(frozen=True)
+class LearnedModel:
+    """A trained network, loaded and wrapped by :mod:`models` for one protocol's pipeline.
+
+    Pipelines stay pure functions of the image and parameters: the node (or ``ainode run``)
+    loads the model chosen in the configuration and passes this wrapper in; without one the
+    pipeline runs its reference method. Pipelines never import torch or read model files.
+
+    Attributes
+    ----------
+    algorithm: AlgorithmInfo
+        Name, version and validation status of the model (from its model card); written into
+        the SEG, the SR and the key image in place of the reference method's.
+    predict: Callable
+        The segmentation, with the signature the protocol module documents (e.g. for a CT
+        protocol ``predict(hu, spacing_mm) -> label_map``: ``hu`` a ``(slices, rows, columns)``
+        float32 Hounsfield-unit volume in canonical HPL orientation, ``spacing_mm`` its voxel
+        spacing, the result a ``uint8`` array of the same shape in the protocol's label numbering).
+    classify: Callable | None
+        An image-level classifier where the protocol has one (neonatal RDS), with the signature
+        the protocol module documents; ``None`` otherwise.
+    device: str
+        ``"cuda"`` or ``"cpu"``: where inference runs (recorded in the job).
+    """
+
+    algorithm: AlgorithmInfo
+    predict: Callable[..., np.ndarray]
+    classify: Callable[..., Any] | None = None
+    device: str = "cpu"

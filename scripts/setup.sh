@@ -14,6 +14,12 @@ command -v storescu >/dev/null 2>&1 || missing+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
 # PostgreSQL server binaries: the database tests start a throw-away cluster of their own.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# Brain template and atlases (Colin27, AAL, JHU) for the brain-gwr reference method's build step.
+[ -f /usr/share/mricron/templates/ch2.nii.gz ] || missing+=(mricron-data)
+# RabbitMQ: broker of the Celery runner backend (the scale-out tests start their own server).
+command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
+# Chromium: the dashboard tests drive it headless with Playwright.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -21,9 +27,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
   # The Debian orthanc package starts a system service on port 4242/8042; ainode's tests and demo
   # start their own Orthanc on free ports and do not need it.
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet orthanc 2>/dev/null; then
-    $SUDO systemctl stop orthanc || true
-  fi
+  for service in orthanc rabbitmq-server; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+      $SUDO systemctl stop "$service" || true
+    fi
+  done
 fi
 
 PYTHON="${PYTHON:-python3}"
