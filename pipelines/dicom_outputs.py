@@ -14,6 +14,23 @@ Every protocol's results are encoded here, the same way, with highdicom:
 * **SC** — :class:`highdicom.sc.SCImage` of the rendered RGB key image, Burned In Annotation
   YES, Conversion Type WSD (Series Number :data:`SC_SERIES_NUMBER`).
 
+Projection radiographs (CR, DX: one frame, no Frame of Reference and no Image Position/Orientation
+(Patient), see :func:`is_projection_image`) go through the same path, with these differences:
+
+* the SEG has no Frame of Reference either; its Patient Orientation (0020,0020, General Image
+  Module, Type 2C when there is no Frame of Reference) is copied from the source (empty when
+  the source has none);
+* no Slice Thickness is invented for the SEG's Pixel Measures (it is only needed for
+  volumetric sources, PS3.3 C.7.6.16.2.1);
+* a source Pixel Spacing (0028,0030) with a value that is not positive (e.g. ``0\\0``, seen in
+  real CR headers) is left out of the SEG rather than copied (dciodvfy: "Value is zero"); the
+  pipeline reports in its SR which spacing (Pixel Spacing, Imager Pixel Spacing, none) it used;
+* a key image whose :attr:`~pipelines.types.KeyImage.pixel_spacing_mm` is not positive (spacing
+  unknown) gets no Pixel Spacing in the SC.
+
+The SR is unchanged: single-frame segments get a planar ROI group whose SCOORD polygon lies on
+the radiograph (column, row image coordinates).
+
 All UIDs are derived deterministically from the sorted source SOP Instance UIDs, the protocol,
 the algorithm name and version and the output kind (:func:`derive_uid`): sending the same series
 through the same algorithm version again produces the same SOP/Series Instance UIDs, so the PACS
@@ -120,6 +137,34 @@ class OutputObjects:
             ("sc", self.sc),
         ]
         return [(kind, ds) for kind, ds in pairs if ds is not None]
+
+
+def is_projection_image(ds: Dataset) -> bool:
+    """Whether ``ds`` is a 2-D projection image without patient-space geometry.
+
+    True when the header has neither Frame of Reference UID (0020,0052) nor Image Position
+    (Patient) (0020,0032): CR and DX images (PS3.3 A.2, A.26: no Frame of Reference or Image
+    Plane Module), whose orientation is given by Patient Orientation (0020,0020) only.
+
+    Parameters
+    ----------
+    ds:
+        A source image header.
+
+    Returns
+    -------
+    bool
+    """
+    return "FrameOfReferenceUID" not in ds and "ImagePositionPatient" not in ds
+
+
+def _positive_pair(value: object) -> bool:
+    """Whether a DS pair such as Pixel Spacing holds two positive numbers."""
+    try:
+        numbers = [float(v) for v in value]  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return False
+    return len(numbers) == 2 and all(n > 0 for n in numbers)
 
 
 def derive_uid(*parts: str) -> str:
@@ -471,11 +516,15 @@ def _build_seg(
         description.SegmentDescription = segment.description[:64]
         descriptions.append(description)
 
+    projection = is_projection_image(headers[0])
+    seg_sources = (
+        _projection_sources([headers[i] for i in labelled])
+        if projection
+        else _with_slice_thickness([headers[i] for i in labelled], headers)
+    )
     try:
         seg = hd.seg.Segmentation(
-            source_images=_with_slice_thickness(
-                [headers[i] for i in labelled], headers
-            ),
+            source_images=seg_sources,
             pixel_array=pixel_array,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
@@ -508,6 +557,11 @@ def _build_seg(
     )
     if any(_uses_private(s) for s in segments_present):
         seg.CodingSchemeIdentificationSequence = [_private_scheme_item()]
+    if projection and "FrameOfReferenceUID" not in seg:
+        # General Image Module: Patient Orientation is Type 2C, required without a Frame of
+        # Reference (PS3.3 C.7.6.1); the SEG frame lies on the source pixels, so it is the same.
+        orientation = headers[labelled[0]].get("PatientOrientation")
+        seg.PatientOrientation = list(orientation) if orientation else None
 
     # SEG frame numbers (1-based) of each SEG segment.
     frames_of: dict[int, list[int]] = {}
@@ -515,6 +569,26 @@ def _build_seg(
         number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         frames_of.setdefault(number, []).append(frame_number)
     return seg, seg_number_of, frames_of
+
+
+def _projection_sources(images: list[Dataset]) -> list[Dataset]:
+    """Copies of projection-image headers for highdicom to copy into the SEG.
+
+    A Pixel Spacing whose values are not positive (``0\\0`` in some CR headers) is removed, so
+    that the SEG states no spacing rather than an invalid one; a warning is logged.
+    """
+    copies = []
+    for ds in images:
+        if "PixelSpacing" in ds and not _positive_pair(ds.PixelSpacing):
+            logger.warning(
+                "source image %s has Pixel Spacing %s (not positive); left out of the SEG",
+                ds.SOPInstanceUID,
+                list(ds.PixelSpacing) if ds.PixelSpacing is not None else None,
+            )
+            ds = ds.copy()
+            del ds.PixelSpacing
+        copies.append(ds)
+    return copies
 
 
 def _with_slice_thickness(
@@ -580,12 +654,18 @@ def _largest_component_polygon(mask: np.ndarray) -> np.ndarray | None:
     are at +0.5), first point repeated at the end; ``None`` for an empty mask. Holes are
     filled (a polygon cannot have holes).
     """
+    # Work on the bounding box of the mask only (same result, much faster on large images
+    # such as radiographs); (row0, column0) is added back to the coordinates.
+    nonzero_rows = np.flatnonzero(np.any(mask, axis=1))
+    if nonzero_rows.size == 0:
+        return None
+    nonzero_columns = np.flatnonzero(np.any(mask, axis=0))
+    row0, column0 = int(nonzero_rows[0]), int(nonzero_columns[0])
+    mask = mask[row0 : int(nonzero_rows[-1]) + 1, column0 : int(nonzero_columns[-1]) + 1]
     components, count = ndimage.label(mask)
     if count == 0:
         return None
-    sizes = ndimage.sum_labels(
-        np.ones_like(components), components, index=range(1, count + 1)
-    )
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
     largest = ndimage.binary_fill_holes(components == (int(np.argmax(sizes)) + 1))
     padded = np.pad(largest.astype(np.float32), 1)
     contours = measure.find_contours(padded, 0.5)
@@ -593,8 +673,8 @@ def _largest_component_polygon(mask: np.ndarray) -> np.ndarray | None:
     contour = measure.approximate_polygon(contour, tolerance=0.5)
     if len(contour) < 4:  # 3 distinct points plus the closing point
         return None
-    rows = contour[:, 0] - 1.0 + 0.5
-    columns = contour[:, 1] - 1.0 + 0.5
+    rows = contour[:, 0] - 1.0 + 0.5 + row0
+    columns = contour[:, 1] - 1.0 + 0.5 + column0
     polygon = np.stack([columns, rows], axis=1).astype(np.float32)
     if not np.array_equal(polygon[0], polygon[-1]):
         polygon = np.vstack([polygon, polygon[:1]])
@@ -882,6 +962,12 @@ def _build_sc(
             f"outside the {len(headers)} source datasets"
         )
     source = headers[key_image.source_index]
+    # No Pixel Spacing when the key image's spacing is unknown (e.g. a CR whose header has none).
+    sc_pixel_spacing = (
+        (float(key_image.pixel_spacing_mm[0]), float(key_image.pixel_spacing_mm[1]))
+        if _positive_pair(key_image.pixel_spacing_mm)
+        else None
+    )
     try:
         sc = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=source,
@@ -894,10 +980,7 @@ def _build_sc(
             sop_instance_uid=derive_uid(*key, "sc", "instance"),
             instance_number=1,
             manufacturer=equipment.manufacturer,
-            pixel_spacing=(  # type: ignore[arg-type]  # highdicom's hint says int
-                float(key_image.pixel_spacing_mm[0]),
-                float(key_image.pixel_spacing_mm[1]),
-            ),
+            pixel_spacing=sc_pixel_spacing,  # type: ignore[arg-type]  # highdicom's hint says int
             patient_orientation=patient_orientation or ("L", "P"),
             transfer_syntax_uid=ExplicitVRLittleEndian,
         )
@@ -995,6 +1078,7 @@ __all__ = [
     "OutputObjects",
     "build_outputs",
     "derive_uid",
+    "is_projection_image",
     "summarise_outputs",
     "write_outputs",
 ]
