@@ -55,7 +55,7 @@ def _run_l3(
 
     volume = load_ct_volume(datasets)
     parameters = L3Parameters(**dict(params)) if params else L3Parameters()
-    result = run_l3_body_composition(volume, parameters)
+    result = run_l3_body_composition(volume, parameters, model=model)
     result.warnings[:0] = [w for w in volume.warnings if w not in result.warnings]
     return result
 
@@ -109,8 +109,8 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
             name="neonatal-rds",
             title="Neonatal RDS on chest radiograph",
             modalities=("CR", "DX"),
-            # Not in pydicom's PS3.16 tables: check before this protocol writes an SR.
-            procedure_code=CodedTerm("363680008", "SCT", "Radiographic imaging procedure"),
+            # In pydicom 3.0.2's PS3.16 tables (CID 10005); no chest-specific radiography code is.
+            procedure_code=CodedTerm("168537006", "SCT", "Plain radiography"),
             implemented=True,
             runner=_run_rds,
         ),

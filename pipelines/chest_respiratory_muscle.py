@@ -1,0 +1,1286 @@
+"""Chest CT respiratory muscles: volume and density of pectoralis, erector spinae, intercostal
+muscles (and, lower-confidence, the diaphragm), plus the single-slice PMA at T4 and ESMA at T12.
+
+Protocol ``chest-respiratory-muscle``. Research use only, not for diagnosis; checked on digital
+phantoms and one real (cropped) chest slice only.
+
+Structure
+---------
+``segment_reference(hu, spacing_mm, params)`` → label map (numbering :data:`LABELS`) and the
+anatomy it found; ``measure(volume, label_map, ...)`` → :class:`~pipelines.types.PipelineResult`.
+A trained network replaces the first step: ``model.predict(hu, spacing_mm) -> label_map`` with
+``hu`` the ``(slices, rows, columns)`` ``float32`` HU volume in canonical HPL orientation
+(:mod:`pipelines.volume`), ``spacing_mm`` its (slice, row, column) spacing, and the result a
+``uint8`` array of the same shape in the numbering of :data:`LABELS` (the seed study's classes:
+Choi I et al., PLoS One 2024;19(7):e0306789, Attention U-Net). Measurement and outputs are the
+same for both.
+
+Reference method (no trained weights), canonical axes: slices feet→head, rows anterior→posterior,
+columns right→left
+-------------------------------------------------------------------------------------------------
+1. Body: per slice, :func:`pipelines.spine.find_body_mask` (largest region above -500 HU).
+2. Lungs: 3-D connected regions below ``lung_threshold_hu`` that are not outside air (air touching
+   the image border with median below -960 HU), whose median HU is above ``gas_max_median_hu``
+   (bowel gas is about -1000 HU), which fill at least ``min_lung_fraction`` of the body in some
+   slice and lie at least half inside the body's convex outline (not the air between the back
+   and a curved table). The measured slab is the slices holding lung.
+3. Bone: ``HU > bone_threshold_hu``.
+4. Skeletal muscle: -29..+150 HU (Alberta protocol, usually credited to Mitsiopoulos et al., J Appl
+   Physiol 1998; clinical.md §1.1) inside the body minus ``skin_mm``, outside lungs and bone.
+5. Mid-sagittal plane: through the median vertebral-body centre
+   (:func:`pipelines.spine.find_vertebra_in_slice`), directed along the minor axis of the body
+   outline (the chest is wider than deep); left/right = side of this plane.
+6. Classes, in this order:
+
+   * diaphragm (optional, lower-confidence): muscle-band voxels directly below a lung base (lung
+     within ``diaphragm_thickness_mm`` above in the same column, none within
+     ``diaphragm_clear_below_mm`` below);
+   * intercostal: muscle with rib bone both above and below it in its column within
+     ``intercostal_max_gap_mm`` ("between adjacent ribs"), outside the paravertebral region;
+   * erector spinae: muscle in the paravertebral region (``|lateral| < paravertebral_half_width_mm``)
+     more than ``erector_min_depth_mm`` dorsal to the vertebral-body centre (dorsal to the
+     transverse processes);
+   * thoracic cavity (excluded): per slice, the convex hull of the lungs and of the rib bone within
+     ``cage_window_mm`` (outside the paravertebral region): heart, liver, mediastinum;
+   * pectoralis: the remaining (superficial) muscle within ``pectoralis_max_angle_deg`` of the
+     anterior direction about the lungs' centre, at least ``pectoralis_apex_margin_mm`` below the
+     lung apices (so sternocleidomastoid and scalenes are not counted);
+   * other thoracic skeletal muscle: the rest (serratus, latissimus, trapezius, ...).
+
+7. Levels: T12 = last rib-bearing vertebra, counted upwards to T4
+   (:func:`pipelines.spine.label_vertebrae`); cross-checked with T1 when a rib-less vertebra (C7)
+   lies above the first rib-bearing one. PMA = pectoralis area on the mid-T4 slice (T4 convention
+   of Moon SW et al., J Cachexia Sarcopenia Muscle 2022; McDonald et al. use the slice just above
+   the aortic arch); ESMA = erector spinae area on the mid-T12 slice (Tanimura et al., Ann Am Thorac
+   Soc 2016;13(3):334-341).
+
+Measurements: per class and side volume (cm³), mean and median HU and the low-attenuation fraction
+(share of muscle voxels from -29 to +29 HU, i.e. below the +30..+150 HU "normal attenuation" band of
+Kim DW et al., Korean J Radiol 2021; a myosteatosis measure); total respiratory-muscle volume (the
+three seed classes) and total thoracic skeletal muscle; volume / height² when Patient's Size is
+present; PMA and ESMA (cm², mean HU). Each carries its slab in ``summary``.
+
+Limits (honest)
+---------------
+* The diaphragm is a 5 mm sheet assumed under the lung bases; against liver, spleen and heart it
+  has no HU contrast, and its crura and the central tendon under the heart are missed.
+* Intercostal muscle needs neighbouring slices; on a single slice it cannot be separated and is
+  counted with the superficial muscle. Thick slices (> ~5 mm) blur the rib-above/rib-below rule.
+* Trapezius and rhomboids overlying the erector spinae inside the paravertebral region are counted
+  as erector spinae; breast tissue and axillary soft tissue in the band can be counted as
+  pectoralis; arms lying against the trunk add "other" muscle.
+* Costal cartilage (often in the muscle band) beside the sternum is counted as muscle where it is
+  not calcified.
+* Vertebral levels: transitional anatomy (11 or 13 rib pairs) shifts T4 and T12 by one level.
+* Checked on digital phantoms only; not clinically validated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+from pydicom.dataset import Dataset
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+from pipelines.acquisition import contrast_recorded
+from pipelines.errors import ConfigError, PipelineError, UnsupportedInputError
+from pipelines.spine import (
+    SpineLabelling,
+    find_body_mask,
+    find_vertebra_in_slice,
+    label_vertebrae_array,
+)
+from pipelines.types import (
+    DCM_ATTENUATION,
+    PRIVATE_SCHEME,
+    RESEARCH_USE_DISCLAIMER,
+    SCT_ANATOMICAL_STRUCTURE,
+    SCT_AREA,
+    SCT_MEAN,
+    SCT_MEDIAN,
+    SCT_TISSUE,
+    SCT_VOLUME,
+    UCUM_CM2,
+    UCUM_CM3,
+    UCUM_HU,
+    UCUM_PERCENT,
+    AlgorithmInfo,
+    CodedTerm,
+    KeyImage,
+    LearnedModel,
+    Measurement,
+    PipelineResult,
+    SegmentDefinition,
+    ValidationStatus,
+)
+from pipelines.volume import CTVolume, load_ct_volume
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_NAME = "chest-respiratory-muscle"
+
+ALGORITHM = AlgorithmInfo(
+    name="ainode-chest-muscle-reference",
+    version="0.1.0",
+    validation_status=ValidationStatus.REFERENCE_METHOD,
+    is_ai=False,
+    source=(
+        "Rule-based: muscle band -29..150 HU (Alberta protocol); classes of Choi et al., PLoS One "
+        "2024 by anatomy (ribs, spine, lungs); T4/T12 by counting rib-bearing vertebrae"
+    ),
+)
+
+#: Label numbering of the label map (reference method and networks alike).
+LABEL_PECTORALIS_RIGHT = 1
+LABEL_PECTORALIS_LEFT = 2
+LABEL_ERECTOR_SPINAE_RIGHT = 3
+LABEL_ERECTOR_SPINAE_LEFT = 4
+LABEL_INTERCOSTAL_RIGHT = 5
+LABEL_INTERCOSTAL_LEFT = 6
+LABEL_DIAPHRAGM_RIGHT = 7
+LABEL_DIAPHRAGM_LEFT = 8
+LABEL_OTHER_MUSCLE = 9
+
+#: label value -> (class key, side) for every label of the map.
+LABELS: dict[int, tuple[str, str | None]] = {
+    LABEL_PECTORALIS_RIGHT: ("pectoralis", "right"),
+    LABEL_PECTORALIS_LEFT: ("pectoralis", "left"),
+    LABEL_ERECTOR_SPINAE_RIGHT: ("erector_spinae", "right"),
+    LABEL_ERECTOR_SPINAE_LEFT: ("erector_spinae", "left"),
+    LABEL_INTERCOSTAL_RIGHT: ("intercostal", "right"),
+    LABEL_INTERCOSTAL_LEFT: ("intercostal", "left"),
+    LABEL_DIAPHRAGM_RIGHT: ("diaphragm", "right"),
+    LABEL_DIAPHRAGM_LEFT: ("diaphragm", "left"),
+    LABEL_OTHER_MUSCLE: ("other_thoracic_muscle", None),
+}
+#: The seed study's three respiratory-muscle classes (Choi et al. 2024).
+RESPIRATORY_LABELS = (1, 2, 3, 4, 5, 6)
+
+_RIGHT = CodedTerm("24028007", "SCT", "Right")
+_LEFT = CodedTerm("7771000", "SCT", "Left")
+_PECTORALIS = CodedTerm("60005003", "SCT", "Pectoralis major muscle")
+_ERECTOR = CodedTerm("44947003", "SCT", "Erector spinae muscle")
+_CHEST_WALL_MUSCLE = CodedTerm("372074006", "SCT", "Chest wall muscle")
+_DIAPHRAGM = CodedTerm("5798000", "SCT", "Diaphragm")
+_MUSCLE = CodedTerm("91727004", "SCT", "Muscle")
+_THORAX = CodedTerm("816094009", "SCT", "Thorax")
+
+_CLASS_TEXT = {
+    "pectoralis": ("Pectoralis", "Pectoralis major and minor", _PECTORALIS, (230, 60, 60)),
+    "erector_spinae": ("Erector spinae", "Erector spinae (paravertebral)", _ERECTOR,
+                       (60, 200, 90)),
+    "intercostal": ("Intercostal", "Intercostal muscles (between ribs)", _CHEST_WALL_MUSCLE,
+                    (70, 120, 255)),
+    "diaphragm": ("Diaphragm", "Diaphragm below lung bases (lower confidence)", _DIAPHRAGM,
+                  (250, 210, 60)),
+}
+
+
+def _segments() -> list[SegmentDefinition]:
+    segments: list[SegmentDefinition] = []
+    for number, (key, side) in LABELS.items():
+        if key == "other_thoracic_muscle":
+            segments.append(SegmentDefinition(
+                number=number, label="Other thoracic muscle",
+                description="Other thoracic skeletal muscle, -29..150 HU",
+                category=SCT_TISSUE, property_type=_MUSCLE, anatomic_region=_THORAX,
+                tracking_id="Other thoracic skeletal muscle", display_rgb=(170, 110, 200)))
+            continue
+        label, description, code, rgb = _CLASS_TEXT[key]
+        assert side is not None
+        if side == "left":
+            rgb = tuple(min(255, int(v * 0.6 + 100)) for v in rgb)  # type: ignore[assignment]
+        segments.append(SegmentDefinition(
+            number=number, label=f"{label}, {side}",
+            description=f"{description}, {side}, -29..150 HU",
+            category=SCT_ANATOMICAL_STRUCTURE, property_type=code,
+            anatomic_region=_RIGHT if side == "right" else _LEFT,
+            tracking_id=f"{label}, {side}", display_rgb=rgb))  # type: ignore[arg-type]
+    return segments
+
+
+#: One SEG segment per class and side; laterality in the label and as anatomic region (see docs).
+SEGMENTS: list[SegmentDefinition] = _segments()
+
+# Private concepts (no standard concept exists; clinical.md §5).
+LOW_ATTENUATION_FRACTION = CodedTerm("LOWATTFRAC", PRIVATE_SCHEME,
+                                     "Low-attenuation muscle fraction -29..29 HU")
+TOTAL_RESPIRATORY_VOLUME = CodedTerm("RESPMUSVOL", PRIVATE_SCHEME,
+                                     "Total respiratory muscle volume")
+TOTAL_THORACIC_VOLUME = CodedTerm("THORMUSVOL", PRIVATE_SCHEME,
+                                  "Total thoracic skeletal muscle volume")
+RESPIRATORY_INDEX = CodedTerm("RESPMUSIDX", PRIVATE_SCHEME,
+                              "Respiratory muscle volume / height squared")
+UCUM_CM3_PER_M2 = CodedTerm("cm3/m2", "UCUM", "cubic centimeter per square meter")
+SLAB_LENGTH = CodedTerm("SLABLEN", PRIVATE_SCHEME, "Length of the measured slab")
+UCUM_MM = CodedTerm("mm", "UCUM", "millimeter")
+
+
+def _slice_concept(code: str, meaning: str) -> CodedTerm:
+    return CodedTerm(code, PRIVATE_SCHEME, meaning)
+
+
+@dataclass(frozen=True)
+class ChestParameters:
+    """Parameters of the chest respiratory-muscle protocol (keys of the node's ``params``).
+
+    Attributes
+    ----------
+    muscle_hu:
+        Skeletal-muscle band, HU: -29..150 (Alberta protocol; Mitsiopoulos et al. 1998).
+    low_attenuation_hu:
+        Low-attenuation muscle band, HU: -29..29, below the +30..+150 "normal attenuation" band
+        (Kim DW et al., Korean J Radiol 2021).
+    bone_threshold_hu, lung_threshold_hu:
+        Bone (above) and lung/air (below) thresholds, HU.
+    gas_max_median_hu:
+        Air regions with a median at or below this are gas, not lung (bowel gas about -1000 HU).
+    min_lung_fraction:
+        A lung fills at least this fraction of the body in some slice.
+    min_slab_mm:
+        Shortest lung slab measured (shorter series are rejected as too short).
+    skin_mm:
+        Skin stripped from the body outline, mm.
+    intercostal_max_gap_mm:
+        Rib above and below an intercostal voxel must lie within this distance, mm.
+    paravertebral_half_width_mm:
+        Half-width of the paravertebral region (erector spinae; no intercostals), mm.
+    erector_min_depth_mm:
+        Erector spinae lies more than this dorsal to the vertebral-body centre, mm.
+    erector_extension_mm:
+        The erector spinae is also measured this far below the lowest lung slice (so that the
+        mid-T12 ESMA exists when the lungs end above it), mm.
+    cage_window_mm:
+        Rib bone within this cranio-caudal distance spans the thoracic cavity of a slice, mm.
+    pectoralis_max_angle_deg:
+        Superficial muscle within this angle of the anterior direction is pectoralis, degrees.
+    pectoralis_apex_margin_mm:
+        Pectoralis is looked for only this far below the lung apices, mm.
+    include_diaphragm:
+        Segment the (lower-confidence) diaphragm.
+    diaphragm_thickness_mm, diaphragm_clear_below_mm:
+        Sheet thickness below a lung base, and lung-free distance below it, mm.
+    """
+
+    muscle_hu: tuple[float, float] = (-29.0, 150.0)
+    low_attenuation_hu: tuple[float, float] = (-29.0, 29.0)
+    bone_threshold_hu: float = 200.0
+    lung_threshold_hu: float = -400.0
+    gas_max_median_hu: float = -975.0
+    min_lung_fraction: float = 0.05
+    min_slab_mm: float = 40.0
+    skin_mm: float = 3.0
+    intercostal_max_gap_mm: float = 25.0
+    paravertebral_half_width_mm: float = 60.0
+    erector_min_depth_mm: float = 15.0
+    erector_extension_mm: float = 40.0
+    cage_window_mm: float = 20.0
+    pectoralis_max_angle_deg: float = 65.0
+    pectoralis_apex_margin_mm: float = 20.0
+    include_diaphragm: bool = True
+    diaphragm_thickness_mm: float = 5.0
+    diaphragm_clear_below_mm: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("muscle_hu", "low_attenuation_hu"):
+            lower, upper = (float(v) for v in getattr(self, name))
+            if not lower < upper:
+                raise ConfigError(f"{name} = {getattr(self, name)}: lower must be < upper")
+
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Any] | None) -> ChestParameters:
+        """Build from the node's parameter mapping.
+
+        Raises
+        ------
+        ConfigError
+            If a key is not a field of this class (the message lists the valid keys).
+        """
+        params = dict(params or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {unknown} for protocol {PROTOCOL_NAME}; valid keys: "
+                f"{', '.join(sorted(names))}"
+            )
+        for key in ("muscle_hu", "low_attenuation_hu"):
+            if key in params:
+                params[key] = tuple(float(v) for v in params[key])
+        return cls(**params)
+
+
+@dataclass
+class ChestAnatomy:
+    """What :func:`segment_reference` found (for measurement, key image and tests).
+
+    Attributes
+    ----------
+    lungs: numpy.ndarray
+        ``(slices, rows, columns)`` bool.
+    slab: tuple[int, int]
+        First and last canonical slice holding lung (inclusive).
+    origin_rc: tuple[float, float]
+        (row, column) of the vertebral-body centre, canonical pixels.
+    ap_unit_rc: tuple[float, float]
+        Unit vector (row, column components, in mm space) pointing posterior along the
+        mid-sagittal plane.
+    lung_centre_rc: tuple[float, float]
+        (row, column) of the lungs' centroid.
+    rotation_deg: float
+        Angle of the mid-sagittal plane from the row axis, degrees.
+    body_touches_edge: bool
+        The body outline reaches at least two edges of the image in the slab (cropped field of
+        view).
+    evidence: list[str]
+        Human-readable notes.
+    """
+
+    lungs: np.ndarray
+    slab: tuple[int, int]
+    origin_rc: tuple[float, float]
+    ap_unit_rc: tuple[float, float]
+    lung_centre_rc: tuple[float, float]
+    rotation_deg: float
+    body_touches_edge: bool = False
+    evidence: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------
+# Reference segmentation.
+# ------------------------------------------------------------------------------------------
+
+
+def _disk(radius_px: float) -> np.ndarray:
+    r = max(1, round(radius_px))
+    yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
+    return np.asarray(xx * xx + yy * yy <= r * r)
+
+
+def find_lungs(
+    hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, float, float],
+    params: ChestParameters | None = None,
+) -> np.ndarray:
+    """Lung mask of a canonical volume (step 2 of the reference method).
+
+    Parameters
+    ----------
+    hu:
+        ``(slices, rows, columns)`` HU, canonical HPL.
+    body:
+        ``(slices, rows, columns)`` bool body outline (holes filled).
+    spacing_mm:
+        (slice, row, column) spacing, mm.
+    params:
+        Thresholds.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(slices, rows, columns)`` bool.
+    """
+    p = params or ChestParameters()
+    air = hu < p.lung_threshold_hu
+    labels, n = ndimage.label(air)
+    if n == 0:
+        return np.zeros(hu.shape, dtype=bool)
+    n_slices = hu.shape[0]
+    border = np.zeros(n + 1, dtype=bool)
+    for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
+        border[np.unique(edge)] = True
+    body_area = body.reshape(n_slices, -1).sum(axis=1).astype(float)
+    flat = labels.reshape(n_slices, -1)
+    best_fraction = np.zeros(n + 1)
+    for k in range(n_slices):
+        if body_area[k] > 0:
+            counts = np.bincount(flat[k], minlength=n + 1).astype(float)
+            np.maximum(best_fraction, counts / body_area[k], out=best_fraction)
+    best_fraction[0] = 0.0
+    keep = np.zeros(n + 1, dtype=bool)
+    objects = ndimage.find_objects(labels)
+    candidates = np.flatnonzero(best_fraction >= p.min_lung_fraction)
+    hulls: dict[int, np.ndarray] = {}
+    for lab in candidates:
+        region = objects[lab - 1]
+        if region is None:
+            continue
+        component = labels[region] == lab
+        median = float(np.median(hu[region][component]))
+        outside_air = bool(border[lab]) and median < -960.0
+        gas = median <= p.gas_max_median_hu
+        if outside_air or gas:
+            continue
+        # Lungs lie within the body's convex outline (air under the back on a curved table
+        # does not).
+        inside = 0
+        for i, k in enumerate(range(region[0].start, region[0].stop)):
+            if k not in hulls:
+                edge = body[k] & ~ndimage.binary_erosion(body[k])
+                hulls[k] = _hull_mask(edge)
+            inside += int((component[i] & hulls[k][region[1:]]).sum())
+        keep[lab] = inside >= 0.5 * component.sum()
+    return np.asarray(keep[labels])
+
+
+def _touches_edges(body: np.ndarray) -> bool:
+    """Whether the body reaches at least two of the four image edges (cropped field of view)."""
+    edges = [body[:, 0, :], body[:, -1, :], body[:, :, 0], body[:, :, -1]]
+    return sum(bool(edge.sum() > 0.05 * edge.size) for edge in edges) >= 2
+
+
+def _hull_mask(points_mask: np.ndarray) -> np.ndarray:
+    """Filled convex hull of the True pixels of a 2-D mask (empty if fewer than 3 points)."""
+    pts = np.argwhere(points_mask)
+    out = np.zeros(points_mask.shape, dtype=bool)
+    if len(pts) < 3:
+        return out
+    try:
+        hull = ConvexHull(pts)
+    except QhullError:
+        return out
+    vertices = pts[hull.vertices]
+    canvas = Image.new("1", (points_mask.shape[1], points_mask.shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([(float(c), float(r)) for r, c in vertices], fill=1)
+    out = np.asarray(canvas, dtype=bool).copy()
+    out[points_mask] = True
+    return out
+
+
+def _midsagittal(
+    hu: np.ndarray, body: np.ndarray, slab: tuple[int, int], spacing_mm: tuple[float, float, float],
+    params: ChestParameters, evidence: list[str],
+) -> tuple[tuple[float, float], tuple[float, float], float]:
+    """Vertebral-body centre and posterior unit vector of the mid-sagittal plane."""
+    dr, dc = float(spacing_mm[1]), float(spacing_mm[2])
+    k0, k1 = slab
+    samples = np.unique(np.linspace(k0, k1, num=min(15, k1 - k0 + 1)).round().astype(int))
+    centres = []
+    for k in samples:
+        found = find_vertebra_in_slice(hu[k], (dr, dc), body[k], params.bone_threshold_hu)
+        if found is not None:
+            centres.append(found.body_centre_rc)
+    footprint = body[k0 : k1 + 1].sum(axis=0).astype(float)
+    rows, cols = np.nonzero(footprint)
+    weights = footprint[rows, cols]
+    if centres:
+        origin = (float(np.median([c[0] for c in centres])),
+                  float(np.median([c[1] for c in centres])))
+        evidence.append(f"vertebral-body centre found in {len(centres)} of {len(samples)} "
+                        f"sampled slices at row {origin[0]:.0f}, column {origin[1]:.0f}")
+    else:
+        # Fallback: the largest bone component near the left-right centre.
+        k = int(samples[len(samples) // 2])
+        bone = (hu[k] > params.bone_threshold_hu) & body[k]
+        lab, _ = ndimage.label(bone)
+        centre_col = float(np.average(cols, weights=weights)) if len(cols) else hu.shape[2] / 2
+        best, best_size = None, 0
+        for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+            if sl is None:
+                continue
+            comp = lab[sl] == i
+            cr, cc = ndimage.center_of_mass(comp)
+            cc += sl[1].start
+            size = int(comp.sum())
+            if abs(cc - centre_col) * dc <= 45.0 and size > best_size:
+                best, best_size = (cr + sl[0].start, cc), size
+        if best is None:
+            raise PipelineError(
+                "no vertebra found near the left-right centre of the body, so left and right "
+                "cannot be told apart; the series must be an axial chest CT including the spine"
+            )
+        origin = (float(best[0]), float(best[1]))
+        evidence.append("vertebral body not recognised; the largest midline bone was used as "
+                        "the spine centre (lower confidence)")
+    # Orientation: minor axis of the body outline (weighted second moments, in mm).
+    if len(rows) > 10:
+        y = (rows - np.average(rows, weights=weights)) * dr
+        x = (cols - np.average(cols, weights=weights)) * dc
+        cov = np.cov(np.vstack([y, x]), aweights=weights)
+        evals, evecs = np.linalg.eigh(cov)
+        minor = evecs[:, 0]
+        anisotropy = float(np.sqrt(evals[1] / max(evals[0], 1e-9)))
+    else:
+        minor, anisotropy = np.array([1.0, 0.0]), 1.0
+    if anisotropy < 1.1:
+        minor = np.array([1.0, 0.0])
+        evidence.append("body outline nearly round or cropped: mid-sagittal plane taken along "
+                        "the image rows")
+    if minor[0] < 0:
+        minor = -minor
+    angle = float(np.degrees(np.arctan2(minor[1], minor[0])))
+    if abs(angle) > 30.0:
+        evidence.append(f"body outline suggests {angle:.0f} degrees rotation; limited to the "
+                        "image rows (implausible)")
+        minor, angle = np.array([1.0, 0.0]), 0.0
+    evidence.append(f"mid-sagittal plane rotated {angle:.1f} degrees from the image rows")
+    return origin, (float(minor[0]), float(minor[1])), angle
+
+
+def segment_reference(
+    hu: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    params: ChestParameters | None = None,
+) -> tuple[np.ndarray, ChestAnatomy]:
+    """Reference segmentation of the thoracic muscles (steps 1-6 of the module docstring).
+
+    Parameters
+    ----------
+    hu:
+        ``(slices, rows, columns)`` ``float32`` HU, canonical HPL (feet→head, anterior→posterior,
+        right→left).
+    spacing_mm:
+        (slice, row, column) spacing, mm.
+    params:
+        Method parameters.
+
+    Returns
+    -------
+    tuple[numpy.ndarray, ChestAnatomy]
+        ``uint8`` label map of the shape of ``hu`` (numbering :data:`LABELS`; 0 outside the lung
+        slab, except the erector spinae, measured down to ``erector_extension_mm`` below it) and
+        the anatomy found.
+
+    Raises
+    ------
+    UnsupportedInputError
+        If no lungs are found, or the lung slab is shorter than ``min_slab_mm`` (volumes).
+    PipelineError
+        If no spine is found to tell left from right.
+    """
+    p = params or ChestParameters()
+    dz, dr, dc = (float(s) for s in spacing_mm)
+    n_slices = hu.shape[0]
+    body = np.zeros(hu.shape, dtype=bool)
+    for k in range(n_slices):
+        body[k] = find_body_mask(hu[k], (dr, dc))
+    lungs = find_lungs(hu, body, spacing_mm, p)
+    with_lung = np.flatnonzero(lungs.reshape(n_slices, -1).any(axis=1))
+    if len(with_lung) == 0:
+        raise UnsupportedInputError(
+            "no lungs found (no air region below "
+            f"{p.lung_threshold_hu:.0f} HU filling {100 * p.min_lung_fraction:.0f} % of the body "
+            "in any slice, other than bowel gas); this protocol measures chest CT. Route "
+            "abdomen or head CT elsewhere"
+        )
+    slab = (int(with_lung[0]), int(with_lung[-1]))
+    slab_mm = (slab[1] - slab[0] + 1) * dz
+    if n_slices > 1 and slab_mm < p.min_slab_mm:
+        raise UnsupportedInputError(
+            f"the lungs cover only {slab_mm:.0f} mm ({slab[1] - slab[0] + 1} slice(s)); at least "
+            f"{p.min_slab_mm:.0f} mm are needed to measure muscle volumes. Send a chest CT from "
+            "the lung apices to below the diaphragm"
+        )
+    evidence = [f"lungs in slices {slab[0]}-{slab[1]} ({slab_mm:.0f} mm)"]
+    origin, ap_unit, angle = _midsagittal(hu, body, slab, spacing_mm, p, evidence)
+    lung_rc = np.argwhere(lungs[slab[0] : slab[1] + 1].any(axis=0))
+    lung_centre = (float(lung_rc[:, 0].mean()), float(lung_rc[:, 1].mean()))
+
+    # In-plane frame (mm): ap positive posterior, lat positive to the patient's left.
+    rr, cc = np.meshgrid(np.arange(hu.shape[1]), np.arange(hu.shape[2]), indexing="ij")
+    ry, rx = (rr - origin[0]) * dr, (cc - origin[1]) * dc
+    ap = ry * ap_unit[0] + rx * ap_unit[1]
+    lat = -ry * ap_unit[1] + rx * ap_unit[0]
+    ly, lx = (rr - lung_centre[0]) * dr, (cc - lung_centre[1]) * dc
+    ap_c = ly * ap_unit[0] + lx * ap_unit[1]
+    lat_c = -ly * ap_unit[1] + lx * ap_unit[0]
+    from_anterior_deg = np.degrees(np.arctan2(np.abs(lat_c), -ap_c))
+    # Spine region: vertebral body (from 25 mm ventral of its centre) and everything dorsal.
+    paravertebral = (np.abs(lat) < p.paravertebral_half_width_mm) & (ap > -25.0)
+    spine_crop = (np.abs(lat) < 25.0) & (ap > -30.0) & (ap < 70.0)
+    erector_zone = (np.abs(lat) < p.paravertebral_half_width_mm) & (ap > p.erector_min_depth_mm)
+    left = lat > 0.0
+
+    k0, k1 = slab
+    sub = slice(k0, k1 + 1)
+    bone = hu > p.bone_threshold_hu
+    skin_px = p.skin_mm / min(dr, dc)
+    # The erector spinae is also measured below the lungs (down to mid-T12 and beyond).
+    ke0 = max(0, k0 - round(p.erector_extension_mm / dz)) if n_slices > 1 else k0
+    muscle = (hu >= p.muscle_hu[0]) & (hu <= p.muscle_hu[1]) & ~lungs & ~bone
+    for k in range(ke0, k1 + 1):
+        muscle[k] &= ndimage.binary_erosion(body[k], structure=_disk(skin_px))
+    muscle[:ke0] = False
+    muscle[k1 + 1 :] = False
+    # Spinal canal and marrow: what the vertebra's bone encloses, carried over the discs.
+    enclosed = np.zeros(hu.shape, dtype=bool)
+    closing = _disk(4.0 / min(dr, dc))
+    for k in range(ke0, k1 + 1):
+        spine_bone = ndimage.binary_closing(bone[k] & spine_crop, structure=closing)
+        enclosed[k] = ndimage.binary_fill_holes(spine_bone) & ~bone[k]
+    n_disc = max(1, round(10.0 / dz))
+    enclosed = ndimage.maximum_filter1d(enclosed.view(np.uint8), size=2 * n_disc + 1,
+                                        axis=0).astype(bool)
+    muscle &= ~enclosed
+    del enclosed
+
+    below_slab = muscle[:k0].copy()
+    muscle[:k0] = False
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+
+    def assign(mask: np.ndarray, right: int, left_label: int | None) -> None:
+        labels[mask & ~left] = right
+        labels[mask & left] = left_label if left_label is not None else right
+
+    # Diaphragm: directly below a lung base.
+    taken = np.zeros(hu.shape, dtype=bool)
+    if p.include_diaphragm and n_slices > 1:
+        n_above = max(1, round(p.diaphragm_thickness_mm / dz))
+        n_below = max(1, round(p.diaphragm_clear_below_mm / dz))
+        above = np.zeros(hu.shape, dtype=bool)
+        below = np.zeros(hu.shape, dtype=bool)
+        for j in range(1, n_above + 1):
+            above[:-j] |= lungs[j:]
+        for j in range(1, n_below + 1):
+            below[j:] |= lungs[:-j]
+        dia = muscle & above & ~below
+        del above, below
+        assign(dia, LABEL_DIAPHRAGM_RIGHT, LABEL_DIAPHRAGM_LEFT)
+        taken |= dia
+
+    # Intercostal: rib bone above and below in the same column.
+    if n_slices > 1:
+        n_gap = max(1, int(np.ceil(p.intercostal_max_gap_mm / dz)))
+        rib = bone & ~paravertebral[None]
+        above = np.zeros(hu.shape, dtype=bool)
+        below = np.zeros(hu.shape, dtype=bool)
+        for j in range(1, n_gap + 1):
+            above[:-j] |= rib[j:]
+            below[j:] |= rib[:-j]
+        ic = muscle & above & below & ~taken & ~paravertebral[None]
+        del above, below
+        assign(ic, LABEL_INTERCOSTAL_RIGHT, LABEL_INTERCOSTAL_LEFT)
+        taken |= ic
+
+    muscle[:k0] = below_slab
+    del below_slab
+    es = muscle & erector_zone[None] & ~taken
+    assign(es, LABEL_ERECTOR_SPINAE_RIGHT, LABEL_ERECTOR_SPINAE_LEFT)
+    taken |= es
+
+    # Thoracic cavity per slice: hull of lungs and nearby rib bone (outside the spine region).
+    n_window = max(0, round(p.cage_window_mm / dz))
+    rib_outside = bone & ~paravertebral[None] & body
+    window = (ndimage.maximum_filter1d(rib_outside[sub].view(np.uint8), size=2 * n_window + 1,
+                                       axis=0, mode="constant").astype(bool)
+              if n_window > 0 else rib_outside[sub])
+    apex_limit = k1 - round(p.pectoralis_apex_margin_mm / dz)
+    pec_zone = from_anterior_deg < p.pectoralis_max_angle_deg
+    for i, k in enumerate(range(k0, k1 + 1)):
+        remaining = muscle[k] & ~taken[k]
+        if not remaining.any():
+            continue
+        cavity = _hull_mask(lungs[k] | window[i])
+        superficial = remaining & ~cavity
+        pec = superficial & pec_zone if (k <= apex_limit or n_slices == 1) else \
+            np.zeros_like(superficial)
+        labels[k][pec & ~left] = LABEL_PECTORALIS_RIGHT
+        labels[k][pec & left] = LABEL_PECTORALIS_LEFT
+        labels[k][superficial & ~pec] = LABEL_OTHER_MUSCLE
+    anatomy = ChestAnatomy(
+        lungs=lungs, slab=slab, origin_rc=origin, ap_unit_rc=ap_unit, lung_centre_rc=lung_centre,
+        rotation_deg=angle, evidence=evidence,
+        body_touches_edge=_touches_edges(body[k0 : k1 + 1]),
+    )
+    return labels, anatomy
+
+
+# ------------------------------------------------------------------------------------------
+# Levels.
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LevelSlices:
+    """Mid-vertebral slices of T4 and T12 (canonical indices) and how they were found.
+
+    Attributes
+    ----------
+    t4, t12: int | None
+        Canonical slice at the middle of the vertebral body, or ``None`` if not found.
+    method: str
+        Counting method of :func:`pipelines.spine.label_vertebrae` plus the T1 check.
+    confidence: float
+        0..1.
+    evidence: list[str]
+        Human-readable reasons.
+    """
+
+    t4: int | None
+    t12: int | None
+    method: str
+    confidence: float
+    evidence: list[str]
+
+
+def locate_levels(
+    hu: np.ndarray, spacing_mm: tuple[float, float, float]
+) -> LevelSlices:
+    """Find mid-T4 and mid-T12 by counting rib-bearing vertebrae.
+
+    Uses :func:`pipelines.spine.label_vertebrae_array` (T12 = last rib-bearing vertebra, labels
+    counted upwards). When a vertebra without ribs lies above the first rib-bearing one (C7), the
+    first rib-bearing one is T1 and the count from it must agree (confidence 0.9); otherwise the
+    spine module's confidence is kept.
+
+    Parameters
+    ----------
+    hu:
+        ``(slices, rows, columns)`` HU, canonical HPL.
+    spacing_mm:
+        (slice, row, column) spacing, mm.
+
+    Returns
+    -------
+    LevelSlices
+        Never raises for a missing level: the level is ``None`` and the evidence says why.
+    """
+    try:
+        labelling: SpineLabelling = label_vertebrae_array(hu, spacing_mm)
+    except PipelineError as exc:
+        return LevelSlices(None, None, "none", 0.0, [str(exc)])
+    evidence = list(labelling.evidence)
+    method, confidence = labelling.method, labelling.confidence
+    vertebrae = labelling.vertebrae
+    ribbed = [i for i, v in enumerate(vertebrae) if v.bears_ribs]
+    t12_index = next((i for i, v in enumerate(vertebrae) if v.label == "T12"), None)
+    if ribbed and ribbed[-1] + 1 < len(vertebrae) and not vertebrae[ribbed[-1] + 1].bears_ribs:
+        t1_index = ribbed[-1]
+        if t12_index is not None and t1_index - t12_index == 11:
+            method, confidence = f"{method}+T1", max(confidence, 0.9)
+            evidence.append("counts from the last rib (T12) and from the first rib (T1) agree "
+                            "(12 rib-bearing vertebrae)")
+        elif t12_index is not None:
+            confidence = min(confidence, 0.3)
+            evidence.append(f"{t1_index - t12_index + 1} vertebrae from the first to the last "
+                            "rib-bearing one instead of 12 (transitional anatomy or a missed "
+                            "disc); T4/T12 counted from the last rib")
+    found: dict[str, int | None] = {}
+    for name in ("T4", "T12"):
+        v = labelling.find(name)
+        found[name] = None if v is None or v.truncated else v.centre_slice
+        if v is None:
+            evidence.append(f"{name} not identified in the volume")
+        elif v.truncated:
+            evidence.append(f"{name} touches the edge of the volume; its middle is unknown")
+    return LevelSlices(found["T4"], found["T12"], method, confidence, evidence)
+
+
+# ------------------------------------------------------------------------------------------
+# Measurement.
+# ------------------------------------------------------------------------------------------
+
+
+def _header_float(ds: Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _slab(volume: CTVolume, mask: np.ndarray) -> dict[str, float | int] | None:
+    """Cranio-caudal extent of a canonical mask: slices and patient z (mm) of their centres."""
+    ks = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if len(ks) == 0:
+        return None
+    affine = np.asarray(volume.volume.affine)
+    z = [float((affine @ np.array([k, 0, 0, 1.0]))[2]) for k in (ks[0], ks[-1])]
+    return {
+        "first_slice": int(ks[0]),
+        "last_slice": int(ks[-1]),
+        "z_min_mm": round(min(z), 2),
+        "z_max_mm": round(max(z), 2),
+        "length_mm": round(float((ks[-1] - ks[0] + 1) * volume.spacing_mm[0]), 1),
+    }
+
+
+def measure(
+    volume: CTVolume,
+    label_map: np.ndarray,
+    params: ChestParameters | None = None,
+    *,
+    algorithm: AlgorithmInfo = ALGORITHM,
+    levels: LevelSlices | None = None,
+    anatomy: ChestAnatomy | None = None,
+    warnings: list[str] | None = None,
+) -> PipelineResult:
+    """Measure a canonical label map (reference or network) and build the result.
+
+    Parameters
+    ----------
+    volume:
+        The canonical CT volume.
+    label_map:
+        ``(slices, rows, columns)`` ``uint8`` in the numbering of :data:`LABELS`.
+    params:
+        HU bands.
+    algorithm:
+        The algorithm that produced ``label_map`` (reference method or the network's card).
+    levels:
+        Mid-T4/T12 slices (:func:`locate_levels`); ``None`` for a single slice.
+    anatomy:
+        What the reference segmentation found (lung slab, for the coverage statement).
+    warnings:
+        Warnings collected so far (extended in place).
+
+    Returns
+    -------
+    PipelineResult
+
+    Raises
+    ------
+    PipelineError
+        If the label map has the wrong shape, unknown labels or no muscle at all.
+    """
+    p = params or ChestParameters()
+    warnings = warnings if warnings is not None else []
+    label_map = np.asarray(label_map)
+    if label_map.shape != volume.hu.shape:
+        raise PipelineError(
+            f"label map shape {label_map.shape} differs from the volume {volume.hu.shape}"
+        )
+    unknown = sorted(set(np.unique(label_map).tolist()) - {0, *LABELS})
+    if unknown:
+        raise PipelineError(f"label map holds values {unknown} outside {sorted(LABELS)}")
+    if not label_map.any():
+        raise PipelineError("no thoracic skeletal muscle was found in the lung slab")
+    label_map = label_map.astype(np.uint8, copy=False)
+    single = volume.is_single_slice
+    dz, dr, dc = volume.spacing_mm
+    voxel_cm3 = dz * dr * dc / 1000.0
+    pixel_cm2 = dr * dc / 100.0
+    hu = volume.hu
+    low0, low1 = p.low_attenuation_hu
+
+    header = volume.datasets[0]
+    height_m = _header_float(header, "PatientSize")
+    if height_m is not None and not 0.4 <= height_m <= 2.5:
+        warnings.append(f"Patient's Size {height_m:g} is not a height in metres; no index")
+        height_m = None
+
+    measurements: list[Measurement] = []
+    classes: dict[str, dict[str, Any]] = {}
+    counts = np.bincount(label_map.ravel(), minlength=max(LABELS) + 1)
+    for number, (key, side) in LABELS.items():
+        mask = label_map == number
+        name = key if side is None else f"{key}_{side}"
+        if not counts[number]:
+            if single and key in ("intercostal", "diaphragm"):
+                classes[name] = {"area_cm2": None, "slab": None,
+                                 "not_measured": "needs the neighbouring slices"}
+            else:
+                classes[name] = {"area_cm2" if single else "volume_cm3": 0.0, "slab": None}
+            continue
+        values = hu[mask]
+        mean = float(values.mean())
+        median = float(np.median(values))
+        low_fraction = 100.0 * float(((values >= low0) & (values <= low1)).mean())
+        entry: dict[str, Any] = {
+            "mean_hu": round(mean, 2), "median_hu": round(median, 2),
+            "low_attenuation_percent": round(low_fraction, 2), "slab": _slab(volume, mask),
+        }
+        segment_label = next(s.label for s in SEGMENTS if s.number == number)
+        if single:
+            area = float(counts[number] * pixel_cm2)
+            entry["area_cm2"] = round(area, 2)
+            measurements.append(Measurement(f"{name}_area_cm2", SCT_AREA, area, UCUM_CM2, number,
+                                            None, f"{segment_label} area"))
+        else:
+            vol = float(counts[number] * voxel_cm3)
+            entry["volume_cm3"] = round(vol, 2)
+            measurements.append(Measurement(f"{name}_volume_cm3", SCT_VOLUME, vol, UCUM_CM3,
+                                            number, None, f"{segment_label} volume"))
+        measurements += [
+            Measurement(f"{name}_mean_hu", DCM_ATTENUATION, mean, UCUM_HU, number, SCT_MEAN,
+                        f"{segment_label} mean HU"),
+            Measurement(f"{name}_median_hu", DCM_ATTENUATION, median, UCUM_HU, number,
+                        SCT_MEDIAN, f"{segment_label} median HU"),
+            Measurement(f"{name}_low_attenuation_percent", LOW_ATTENUATION_FRACTION,
+                        low_fraction, UCUM_PERCENT, number, None,
+                        f"{segment_label} -29..29 HU fraction"),
+        ]
+        classes[name] = entry
+
+    summary: dict[str, Any] = {
+        "protocol": PROTOCOL_NAME,
+        "algorithm": algorithm.name,
+        "algorithm_version": algorithm.version,
+        "validation_status": algorithm.validation_status.value,
+        "disclaimer": RESEARCH_USE_DISCLAIMER,
+        "single_slice": single,
+        "classes": classes,
+        "hu_bands": {"muscle": list(p.muscle_hu), "low_attenuation": list(p.low_attenuation_hu)},
+        "height_m": height_m,
+        "contrast": contrast_recorded(header),
+        "kvp": _header_float(header, "KVP"),
+        "slice_thickness_mm": _header_float(header, "SliceThickness"),
+        "spacing_mm": [round(float(s), 4) for s in volume.spacing_mm],
+    }
+    resp = np.isin(label_map, RESPIRATORY_LABELS)
+    all_muscle = label_map > 0
+    summary["respiratory_muscle_slab"] = _slab(volume, resp)
+    summary["thoracic_muscle_slab"] = _slab(volume, all_muscle)
+    if not single:
+        resp_cm3 = float(resp.sum() * voxel_cm3)
+        total_cm3 = float(all_muscle.sum() * voxel_cm3)
+        summary["total_respiratory_muscle_cm3"] = round(resp_cm3, 2)
+        summary["total_thoracic_muscle_cm3"] = round(total_cm3, 2)
+        measurements += [
+            Measurement("total_respiratory_muscle_cm3", TOTAL_RESPIRATORY_VOLUME, resp_cm3,
+                        UCUM_CM3, None, None, "Respiratory muscle volume"),
+            Measurement("total_thoracic_muscle_cm3", TOTAL_THORACIC_VOLUME, total_cm3, UCUM_CM3,
+                        None, None, "Thoracic skeletal muscle volume"),
+        ]
+        slab = summary["thoracic_muscle_slab"]
+        if slab is not None:
+            measurements.append(Measurement("measured_slab_length_mm", SLAB_LENGTH,
+                                            float(slab["length_mm"]), UCUM_MM, None, None,
+                                            "Slab length"))
+        if height_m is not None:
+            index = resp_cm3 / height_m**2
+            summary["respiratory_muscle_index_cm3_per_m2"] = round(index, 2)
+            measurements.append(Measurement("respiratory_muscle_index_cm3_per_m2",
+                                            RESPIRATORY_INDEX, index, UCUM_CM3_PER_M2, None,
+                                            None, "Respiratory muscle volume / height2"))
+        else:
+            summary["respiratory_muscle_index_cm3_per_m2"] = None
+            warnings.append("Patient's Size (0010,1020) missing: volume not indexed to height²")
+    else:
+        summary["total_thoracic_muscle_cm2"] = round(float(all_muscle.sum() * pixel_cm2), 2)
+
+    # Single-slice measures at T4 (pectoralis) and T12 (erector spinae).
+    slice_measures: dict[str, Any] = {}
+    for level, key, short, numbers in (
+        ("T4", "pma_t4", "PMA", (LABEL_PECTORALIS_RIGHT, LABEL_PECTORALIS_LEFT)),
+        ("T12", "esma_t12", "ESMA", (LABEL_ERECTOR_SPINAE_RIGHT, LABEL_ERECTOR_SPINAE_LEFT)),
+    ):
+        k = None if levels is None else (levels.t4 if level == "T4" else levels.t12)
+        if k is None:
+            slice_measures[key] = None
+            if not single:
+                warnings.append(f"{short} not measured: mid-{level} not identified")
+            continue
+        lab_k = label_map[k]
+        both = np.isin(lab_k, numbers)
+        right, left_mask = lab_k == numbers[0], lab_k == numbers[1]
+        area = float(both.sum() * pixel_cm2)
+        mean = float(hu[k][both].mean()) if both.any() else float("nan")
+        source = volume.source_frame_of_slice(k)
+        entry = {
+            "slice_index": int(k),
+            "source_sop_instance_uid": (str(volume.datasets[source].SOPInstanceUID)
+                                        if source is not None else None),
+            "area_cm2": round(area, 2),
+            "area_right_cm2": round(float(right.sum() * pixel_cm2), 2),
+            "area_left_cm2": round(float(left_mask.sum() * pixel_cm2), 2),
+            "mean_hu": round(mean, 2) if both.any() else None,
+            "slab": _slab(volume, (np.arange(hu.shape[0]) == k)[:, None, None]),
+        }
+        slice_measures[key] = entry
+        code = short + "-" + level
+        measurements += [
+            Measurement(f"{key}_cm2", _slice_concept(code, f"{short} at mid-{level}"), area,
+                        UCUM_CM2, None, None, f"{short} {level}"),
+            Measurement(f"{key}_right_cm2", _slice_concept(code + "-R",
+                        f"{short} at mid-{level}, right"), entry["area_right_cm2"], UCUM_CM2,
+                        None, None, f"{short} {level} right"),
+            Measurement(f"{key}_left_cm2", _slice_concept(code + "-L",
+                        f"{short} at mid-{level}, left"), entry["area_left_cm2"], UCUM_CM2,
+                        None, None, f"{short} {level} left"),
+        ]
+        if both.any():
+            measurements.append(Measurement(
+                f"{key}_mean_hu", _slice_concept(code + "-HU", f"{short} mean HU at mid-{level}"),
+                mean, UCUM_HU, None, None, f"{short} {level} HU"))
+    summary.update(slice_measures)
+    if levels is not None:
+        summary["levels"] = {"t4_slice": levels.t4, "t12_slice": levels.t12,
+                             "method": levels.method, "confidence": round(levels.confidence, 2),
+                             "evidence": list(levels.evidence)}
+        if levels.confidence < 0.9 and (levels.t4 is not None or levels.t12 is not None):
+            warnings.append(f"vertebral levels not verified ({levels.method}, confidence "
+                            f"{levels.confidence:.1f}); check T4/T12 on the key image")
+    if not single and (counts[LABEL_DIAPHRAGM_RIGHT] or counts[LABEL_DIAPHRAGM_LEFT]):
+        warnings.append("diaphragm: lower-confidence estimate (a sheet under the lung bases; "
+                        "no HU contrast against liver, spleen and heart)")
+    if anatomy is not None and anatomy.body_touches_edge:
+        warnings.append("the body touches the edges of the image: the field of view cuts the "
+                        "body, so areas and volumes of muscles at the edges are lower bounds")
+
+    # Coverage of the thorax.
+    coverage: dict[str, Any] = {}
+    if anatomy is not None:
+        k0, k1 = anatomy.slab
+        n = hu.shape[0]
+        coverage = {
+            "lung_slab": _slab(volume, anatomy.lungs),
+            "lung_apices_included": bool(k1 < n - 1) or single,
+            "lung_bases_included": bool(k0 > 0) or single,
+            "rotation_deg": round(anatomy.rotation_deg, 1),
+            "evidence": list(anatomy.evidence),
+        }
+        if not single and k1 >= n - 1:
+            warnings.append("the lung apices reach the top of the series: upper-chest muscle "
+                            "volumes are incomplete")
+        if not single and k0 <= 0:
+            warnings.append("the lung bases reach the bottom of the series: the diaphragm and "
+                            "lower-chest muscle volumes are incomplete")
+    summary["coverage"] = coverage
+    if single:
+        warnings.append(
+            "single slice: volumes, the T4/T12 levels, the intercostal muscles (which need the "
+            "neighbouring slices to find the ribs above and below) and the diaphragm could not "
+            "be measured; intercostal muscle on this slice is counted with the superficial "
+            "muscle. Areas are of this slice only, level unknown"
+        )
+    if summary["contrast"]:
+        warnings.append("contrast agent recorded: muscle HU is higher than on an unenhanced scan")
+    return PipelineResult(
+        protocol=PROTOCOL_NAME,
+        algorithm=algorithm,
+        source_datasets=list(volume.datasets),
+        segments=list(SEGMENTS),
+        label_map=volume.to_source_frames(label_map),
+        measurements=measurements,
+        summary=summary,
+        warnings=warnings,
+        key_image=_key_image(volume, label_map, levels, summary, algorithm),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Key image.
+# ------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _resample_nn(image: np.ndarray, spacing: tuple[float, float], target_mm: float
+                 ) -> np.ndarray:
+    rows = max(1, round(image.shape[0] * spacing[0] / target_mm))
+    cols = max(1, round(image.shape[1] * spacing[1] / target_mm))
+    ri = np.minimum((np.arange(rows) * image.shape[0] / rows).astype(int), image.shape[0] - 1)
+    ci = np.minimum((np.arange(cols) * image.shape[1] / cols).astype(int), image.shape[1] - 1)
+    return image[np.ix_(ri, ci)]
+
+
+def compose_key_panels(
+    volume: CTVolume, label_map: np.ndarray, slices: Sequence[int | None]
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Coronal reformat plus axial slices side by side, at one pixel spacing.
+
+    The coronal panel shows the CT at the row of the lungs' centre (head up, patient's right on
+    the image left) with, for each (slice, column), the label most frequent along the
+    anterior-posterior ray, so every class is visible. Axial panels are canonical slices
+    (anterior up, patient's right on the left).
+
+    Parameters
+    ----------
+    volume:
+        Canonical CT volume.
+    label_map:
+        ``(slices, rows, columns)`` labels.
+    slices:
+        Canonical axial slices to add (``None`` entries are skipped).
+
+    Returns
+    -------
+    tuple[numpy.ndarray, numpy.ndarray, float]
+        HU image, label image (same 2-D shape) and their square pixel spacing in mm.
+    """
+    dz, dr, dc = volume.spacing_mm
+    target = float(min(dr, dc))
+    hu = volume.hu
+    panels: list[tuple[np.ndarray, np.ndarray]] = []
+    if hu.shape[0] > 1:
+        labelled_rows = np.flatnonzero(label_map.any(axis=(0, 2)))
+        row = int(np.median(labelled_rows)) if len(labelled_rows) else hu.shape[1] // 2
+        coronal_hu = hu[::-1, row, :]
+        onehot = np.stack([(label_map == n).sum(axis=1) for n in range(max(LABELS) + 1)])
+        onehot[0] = 0
+        coronal_lab = np.where(onehot.max(axis=0) > 0, onehot.argmax(axis=0), 0)[::-1]
+        panels.append((_resample_nn(coronal_hu, (dz, dc), target),
+                       _resample_nn(coronal_lab.astype(np.uint8), (dz, dc), target)))
+    for k in slices:
+        if k is None:
+            continue
+        panels.append((_resample_nn(hu[k], (dr, dc), target),
+                       _resample_nn(label_map[k], (dr, dc), target)))
+    height = max(p[0].shape[0] for p in panels)
+    gap = 4
+    width = sum(p[0].shape[1] for p in panels) + gap * (len(panels) - 1)
+    out_hu = np.full((height, width), -1024.0, dtype=np.float32)
+    out_lab = np.zeros((height, width), dtype=np.uint8)
+    x = 0
+    for image, labels in panels:
+        top = (height - image.shape[0]) // 2
+        out_hu[top : top + image.shape[0], x : x + image.shape[1]] = image
+        out_lab[top : top + image.shape[0], x : x + image.shape[1]] = labels
+        x += image.shape[1] + gap
+    return out_hu, out_lab, target
+
+
+def _key_image(
+    volume: CTVolume, label_map: np.ndarray, levels: LevelSlices | None,
+    summary: dict[str, Any], algorithm: AlgorithmInfo,
+) -> KeyImage | None:
+    from pipelines.render import apply_window, display_grid, render_key_image_gray
+
+    t4 = levels.t4 if levels else None
+    t12 = levels.t12 if levels else None
+    axial = [t4, t12] if volume.hu.shape[0] > 1 else [0]
+    image_hu, image_lab, spacing = compose_key_panels(volume, label_map, axial)
+    classes = summary["classes"]
+
+    def vol(name: str) -> str:
+        entry = classes.get(name, {})
+        if volume.is_single_slice:
+            value = entry.get("area_cm2")
+            return "-" if value is None else f"{value:.1f}"
+        value = entry.get("volume_cm3")
+        return "-" if value is None else f"{value:.0f}"
+
+    unit = "cm2" if volume.is_single_slice else "cm3"
+    lines = [
+        "Coronal (class projection)" + (", mid-T4, mid-T12 axial" if volume.hu.shape[0] > 1
+                                         else "; single axial slice, level unknown"),
+    ]
+    for key, text in (("pectoralis", "Pectoralis"), ("erector_spinae", "Erector spinae"),
+                      ("intercostal", "Intercostal"), ("diaphragm", "Diaphragm*")):
+        hu_r = classes.get(f"{key}_right", {}).get("mean_hu")
+        hu_l = classes.get(f"{key}_left", {}).get("mean_hu")
+        lines.append(f"{text} R/L {vol(key + '_right')}/{vol(key + '_left')} {unit}, "
+                     f"{_fmt(hu_r)}/{_fmt(hu_l)} HU")
+    if not volume.is_single_slice:
+        lines.append(f"Respiratory muscle {summary.get('total_respiratory_muscle_cm3', 0):.0f} "
+                     f"cm3; thoracic muscle {summary.get('total_thoracic_muscle_cm3', 0):.0f} cm3"
+                     + (f"; {summary['respiratory_muscle_index_cm3_per_m2']:.0f} cm3/m2"
+                        if summary.get("respiratory_muscle_index_cm3_per_m2") else ""))
+        for key, short in (("pma_t4", "PMA T4"), ("esma_t12", "ESMA T12")):
+            entry = summary.get(key)
+            lines.append(f"{short}: not measured" if not entry else
+                         f"{short} {entry['area_cm2']:.1f} cm2 (R {entry['area_right_cm2']:.1f}, "
+                         f"L {entry['area_left_cm2']:.1f}), "
+                         f"{_fmt(entry['mean_hu'])} HU")
+    lines.append("*diaphragm: lower confidence. "
+                 f"{algorithm.name} {algorithm.version} ({algorithm.validation_status.value})")
+    gray = apply_window(image_hu, (-160.0, 240.0))
+    pixels = render_key_image_gray(gray, image_lab, list(SEGMENTS), lines,
+                                   pixel_spacing_mm=(spacing, spacing))
+    _, display_spacing = display_grid(image_hu.shape, (spacing, spacing))
+    source = None
+    for k in (t4, t12, 0):
+        if k is not None:
+            source = volume.source_frame_of_slice(k)
+            if source is not None:
+                break
+    return KeyImage(pixels_rgb=pixels, source_index=int(source or 0),
+                    pixel_spacing_mm=display_spacing, patient_orientation=None)
+
+
+# ------------------------------------------------------------------------------------------
+# Entry points.
+# ------------------------------------------------------------------------------------------
+
+
+def run_chest_respiratory_muscle(
+    volume: CTVolume,
+    params: ChestParameters | None = None,
+    model: LearnedModel | None = None,
+) -> PipelineResult:
+    """Run the protocol on a canonical CT volume.
+
+    Parameters
+    ----------
+    volume:
+        Canonical CT volume (:func:`pipelines.volume.load_ct_volume`), axial, ideally from the lung
+        apices to below the diaphragm; a single axial slice is measured as areas with a statement
+        of what could not be measured.
+    params:
+        Method parameters.
+    model:
+        A trained network (``model.predict(hu, spacing_mm) -> label_map``, numbering
+        :data:`LABELS`); ``None`` runs the reference method.
+
+    Returns
+    -------
+    PipelineResult
+
+    Raises
+    ------
+    UnsupportedInputError
+        Not CT, not axial, no lungs, or a lung slab too short.
+    PipelineError
+        No spine to tell left from right, or no muscle found.
+    """
+    p = params or ChestParameters()
+    modalities = {str(ds.get("Modality", "")) for ds in volume.datasets}
+    if modalities != {"CT"}:
+        raise UnsupportedInputError(
+            f"chest respiratory muscles need CT images, got Modality {sorted(modalities)}"
+        )
+    if not volume.is_single_slice and not volume.slice_axis_is_axial:
+        raise UnsupportedInputError(
+            "the series is not axial (sagittal or coronal reconstruction); send the axial series"
+        )
+    if volume.hu.shape[0] == 1 and not volume.is_single_slice:
+        raise UnsupportedInputError("the series has one axial slice position; send the volume")
+    if volume.is_single_slice and volume.hu.shape[0] != 1:
+        raise UnsupportedInputError("the single image is not an axial slice")
+    warnings = list(volume.warnings)
+    labels, anatomy = segment_reference(volume.hu, volume.spacing_mm, p)
+    algorithm = ALGORITHM
+    if model is not None:
+        predicted = np.asarray(model.predict(volume.hu, volume.spacing_mm))
+        if predicted.shape != volume.hu.shape:
+            raise PipelineError(
+                f"model {model.algorithm.name} returned shape {predicted.shape}, expected "
+                f"{volume.hu.shape}"
+            )
+        labels = predicted.astype(np.uint8)
+        algorithm = model.algorithm
+    levels = None if volume.is_single_slice else locate_levels(volume.hu, volume.spacing_mm)
+    result = measure(volume, labels, p, algorithm=algorithm, levels=levels, anatomy=anatomy,
+                     warnings=warnings)
+    for message in result.warnings:
+        logger.info("chest respiratory muscle: %s", message)
+    return result
+
+
+def run_from_datasets(
+    datasets: Sequence[Dataset], params: Mapping[str, Any], model: LearnedModel | None = None
+) -> PipelineResult:
+    """Registry entry point: datasets of one series (with pixel data) → result.
+
+    Parameters
+    ----------
+    datasets:
+        The series' datasets, any order.
+    params:
+        Plain mapping of :class:`ChestParameters` fields (unknown keys → :class:`ConfigError`).
+    model:
+        Optional trained network (see module docstring).
+
+    Returns
+    -------
+    PipelineResult
+
+    Raises
+    ------
+    ConfigError, UnsupportedInputError, InvalidInputError, PipelineError
+    """
+    parameters = ChestParameters.from_mapping(params)
+    volume = load_ct_volume(datasets)
+    return run_chest_respiratory_muscle(volume, parameters, model=model)
