@@ -57,6 +57,7 @@ from scipy import ndimage
 from skimage import measure
 
 from pipelines.errors import OutputError
+from pipelines.headers import header_copy
 from pipelines.types import (
     PRIVATE_SCHEME,
     RESEARCH_USE_DISCLAIMER,
@@ -310,6 +311,21 @@ def _check_result(result: PipelineResult) -> np.ndarray:
             f"protocol {result.protocol!r}: measurements {stray} refer to segment numbers that "
             "have no SegmentDefinition"
         )
+    bad_frames = [
+        m.key
+        for m in result.measurements
+        if m.frame_index is not None
+        and (
+            m.segment_number is None
+            or not 0 <= m.frame_index < label_map.shape[0]
+            or not (label_map[m.frame_index] == m.segment_number).any()
+        )
+    ]
+    if bad_frames:
+        raise OutputError(
+            f"protocol {result.protocol!r}: slice measurements {bad_frames} need a segment "
+            "number and a frame index of a source frame where that segment is present"
+        )
     return (
         label_map.astype(np.uint8, copy=False)
         if label_map.max(initial=0) <= 255
@@ -514,6 +530,12 @@ def _build_seg(
             display_color=hd.color.CIELabColor.from_rgb(*segment.display_rgb),
         )
         description.SegmentDescription = segment.description[:64]
+        if segment.laterality is not None:
+            # Laterality of a paired structure: Segmented Property Type Modifier Code Sequence
+            # (PS3.3 C.8.20.2, Segment Description Macro; values from PS3.16 CID 244).
+            description.SegmentedPropertyTypeCodeSequence[
+                0
+            ].SegmentedPropertyTypeModifierCodeSequence = [_concept(segment.laterality)]
         descriptions.append(description)
 
     projection = is_projection_image(headers[0])
@@ -571,6 +593,18 @@ def _build_seg(
     return seg, seg_number_of, frames_of
 
 
+def _seg_frame_on_source(seg: Dataset, seg_number: int, source: Dataset) -> int | None:
+    """1-based SEG frame number of segment ``seg_number`` derived from image ``source``."""
+    for frame_number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
+        if int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != seg_number:
+            continue
+        for derivation in item.DerivationImageSequence:
+            for ref in derivation.SourceImageSequence:
+                if ref.ReferencedSOPInstanceUID == source.SOPInstanceUID:
+                    return frame_number
+    return None
+
+
 def _projection_sources(images: list[Dataset]) -> list[Dataset]:
     """Copies of projection-image headers for highdicom to copy into the SEG.
 
@@ -585,8 +619,7 @@ def _projection_sources(images: list[Dataset]) -> list[Dataset]:
                 ds.SOPInstanceUID,
                 list(ds.PixelSpacing) if ds.PixelSpacing is not None else None,
             )
-            ds = ds.copy()
-            del ds.PixelSpacing
+            ds = header_copy(ds, ("PixelSpacing",))
         copies.append(ds)
     return copies
 
@@ -719,8 +752,23 @@ def _build_sr(
                 algorithm_id=algorithm_id,
             )
             for m in result.measurements
-            if m.segment_number == segment_number
+            if m.segment_number == segment_number and m.frame_index is None
         ]
+
+    def frame_measurements_of(segment_number: int) -> dict[int, list[hd.sr.Measurement]]:
+        by_frame: dict[int, list[hd.sr.Measurement]] = {}
+        for m in result.measurements:
+            if m.segment_number == segment_number and m.frame_index is not None:
+                by_frame.setdefault(m.frame_index, []).append(
+                    hd.sr.Measurement(
+                        name=_concept(m.name),
+                        value=float(m.value),
+                        unit=_concept(m.unit),
+                        derivation=_concept(m.derivation) if m.derivation else None,
+                        algorithm_id=algorithm_id,
+                    )
+                )
+        return by_frame
 
     groups: list[
         hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
@@ -732,9 +780,17 @@ def _build_sr(
     for number, seg_number in seg_number_of.items():
         assert seg is not None
         segment = by_number[number]
+        site = segment.anatomic_region
+        if site is None and segment.laterality is not None:
+            site = segment.property_type
         finding_sites = (
-            [hd.sr.FindingSite(anatomic_location=_concept(segment.anatomic_region))]
-            if segment.anatomic_region
+            [
+                hd.sr.FindingSite(
+                    anatomic_location=_concept(site),
+                    laterality=_concept(segment.laterality) if segment.laterality else None,
+                )
+            ]
+            if site is not None
             else None
         )
         tracking = hd.sr.TrackingIdentifier(
@@ -790,6 +846,33 @@ def _build_sr(
             reference_volume = hd.sr.ReferencedSegment.from_segmentation(
                 seg, segment_number=seg_number
             )
+            # Single-slice measurements of this segment (e.g. an area at one vertebral level):
+            # one planar ROI group per slice, referencing the SEG frame on that slice.
+            for frame_index, frame_measurements in sorted(frame_measurements_of(number).items()):
+                seg_frame = _seg_frame_on_source(seg, seg_number, headers[frame_index])
+                if seg_frame is None:
+                    raise OutputError(
+                        f"protocol {result.protocol!r}: a slice measurement of segment "
+                        f"{segment.label!r} refers to source frame {frame_index}, where the "
+                        "segment is empty"
+                    )
+                groups.append(
+                    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                        tracking_identifier=hd.sr.TrackingIdentifier(
+                            uid=derive_uid(*key, "sr-slice", segment.tracking_id, str(frame_index)),
+                            identifier=(
+                                f"{segment.tracking_id} slice {headers[frame_index].SOPInstanceUID}"
+                            )[:64],
+                        ),
+                        referenced_segment=hd.sr.ReferencedSegmentationFrame.from_segmentation(
+                            seg, frame_number=seg_frame, segment_number=seg_number
+                        ),
+                        finding_type=finding_type,
+                        algorithm_id=algorithm_id,
+                        finding_sites=finding_sites,
+                        measurements=frame_measurements,
+                    )
+                )
             groups.append(
                 hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                     tracking_identifier=tracking,

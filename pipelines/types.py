@@ -95,6 +95,10 @@ class SegmentDefinition:
         Tracking Identifier used in the SR measurement group of this segment.
     display_rgb: tuple[int, int, int]
         Colour used for this segment on the key image and as the SEG recommended display colour.
+    laterality: CodedTerm | None
+        Side of a paired structure (:data:`SCT_RIGHT` or :data:`SCT_LEFT`, PS3.16 CID 244),
+        written as Segmented Property Type Modifier in the SEG and as the laterality of the
+        finding site in the SR; ``None`` for unpaired structures.
     """
 
     number: int
@@ -105,6 +109,7 @@ class SegmentDefinition:
     anatomic_region: CodedTerm | None
     tracking_id: str
     display_rgb: tuple[int, int, int]
+    laterality: CodedTerm | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,11 @@ class Measurement:
         Derivation, e.g. ``CodedTerm("373098007", "SCT", "Mean")`` for a mean HU.
     label: str
         Short human label for printing, e.g. ``"SMA"``.
+    frame_index: int | None
+        For a single-slice measurement of a segment that spans several frames (e.g. pectoralis
+        muscle area at T4): index into :attr:`PipelineResult.source_datasets` of the slice
+        measured. Such measurements go into a planar ROI group that references that SEG frame;
+        ``None`` for measurements of the whole segment.
     """
 
     key: str
@@ -137,6 +147,7 @@ class Measurement:
     segment_number: int | None
     derivation: CodedTerm | None
     label: str
+    frame_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +249,8 @@ UCUM_PERCENT = CodedTerm("%", "UCUM", "percent")
 SCT_TISSUE = CodedTerm("85756007", "SCT", "Tissue")
 SCT_ANATOMICAL_STRUCTURE = CodedTerm("91723000", "SCT", "Anatomical Structure")
 PRIVATE_SCHEME = "99AINODE"
+SCT_RIGHT = CodedTerm("24028007", "SCT", "Right")
+SCT_LEFT = CodedTerm("7771000", "SCT", "Left")
 
 
 @dataclass(frozen=True)

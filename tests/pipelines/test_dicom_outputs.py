@@ -650,3 +650,67 @@ def test_dciodvfy_output_parsing_redacts_patient_values() -> None:
     assert len(report.warnings) == 1 and "DOE_J" not in report.warnings[0]
     assert "DOE_J" not in report.raw and "<redacted>" in report.raw
     assert not report.ok
+
+
+def test_laterality_and_slice_measurements_are_encoded(
+    series_result: PipelineResult, tmp_path: Path
+) -> None:
+    """A paired segment carries its laterality (SEG property type modifier, SR finding site
+    laterality) and a single-slice measurement of a multi-frame segment gets its own planar
+    group referencing the SEG frame on that slice."""
+    from pipelines.types import SCT_RIGHT
+
+    muscle = replace(MUSCLE, laterality=SCT_RIGHT)
+    frame = _labelled_frames(series_result)[0]
+    assert (series_result.label_map[frame] == MUSCLE.number).any()
+    slice_area = Measurement(
+        "muscle_slice_cm2", SCT_AREA, 12.5, UCUM_CM2, MUSCLE.number, None, "Muscle slice",
+        frame_index=frame,
+    )
+    result = replace(
+        series_result,
+        segments=[muscle, SAT],
+        measurements=[*series_result.measurements, slice_area],
+    )
+    objects = build_outputs(result, software_version="0.1.0")
+    item = next(
+        s for s in objects.seg.SegmentSequence if s.SegmentLabel == MUSCLE.label
+    )
+    modifier = item.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence
+    assert (modifier[0].CodeValue, modifier[0].CodingSchemeDesignator) == ("24028007", "SCT")
+    report = hd.sr.Comprehensive3DSR.from_dataset(objects.sr).content
+    volumetric = report.get_volumetric_roi_measurement_groups()
+    assert [m.value for m in volumetric[0].get_measurements()] == [
+        pytest.approx(series_result.measurements[0].value)
+    ]
+    sites = volumetric[0].finding_sites
+    assert sites[0].laterality is not None and sites[0].laterality.value == "24028007"
+    slice_groups = [
+        g
+        for g in report.get_planar_roi_measurement_groups()
+        if str(g.tracking_identifier).startswith(f"{MUSCLE.tracking_id} slice")
+    ]
+    assert len(slice_groups) == 1
+    assert [m.value for m in slice_groups[0].get_measurements()] == [pytest.approx(12.5)]
+    referenced = slice_groups[0].referenced_segmentation_frame
+    assert referenced is not None
+    assert referenced.referenced_sop_instance_uid == str(objects.seg.SOPInstanceUID)
+    # The referenced source image is the measured slice.
+    assert str(result.source_datasets[frame].SOPInstanceUID) in str(slice_groups[0])
+    if dciodvfy_available():
+        for path in write_outputs(objects, tmp_path).values():
+            assert run_dciodvfy(path).errors == []
+
+
+def test_slice_measurement_on_an_empty_frame_is_refused(series_result: PipelineResult) -> None:
+    empty = [i for i in range(series_result.label_map.shape[0])
+             if not (series_result.label_map[i] == MUSCLE.number).any()]
+    bad = Measurement(
+        "muscle_slice_cm2", SCT_AREA, 1.0, UCUM_CM2, MUSCLE.number, None, "x",
+        frame_index=empty[0],
+    )
+    with pytest.raises(OutputError, match="slice measurements"):
+        build_outputs(
+            replace(series_result, measurements=[*series_result.measurements, bad]),
+            software_version="0.1.0",
+        )

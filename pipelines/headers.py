@@ -1,0 +1,51 @@
+"""Copies of DICOM headers that never change the caller's datasets.
+
+:meth:`pydicom.dataset.Dataset.copy` is shallow: the copy shares the element dictionary with the
+original, so deleting an attribute from the copy deletes it from the original too (pydicom
+3.0.2). Pipelines receive the caller's datasets and must not alter them; they use
+:func:`header_copy` instead.
+"""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+from pydicom.datadict import tag_for_keyword
+
+
+def header_copy(ds: Dataset, drop: tuple[str, ...] = ("PixelData",)) -> Dataset:
+    """A new dataset with the elements of ``ds`` except the keywords in ``drop``.
+
+    Parameters
+    ----------
+    ds:
+        Source dataset; not modified.
+    drop:
+        Keywords of top-level elements to leave out (default: Pixel Data).
+
+    Returns
+    -------
+    pydicom.Dataset
+        A dataset with its own element dictionary (elements are shared, so do not mutate element
+        values in place; assign new values instead) and the same File Meta Information and
+        original encoding.
+
+    Raises
+    ------
+    ValueError
+        If a keyword in ``drop`` is not a DICOM keyword.
+    """
+    tags = set()
+    for keyword in drop:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise ValueError(f"{keyword!r} is not a DICOM keyword")
+        tags.add(tag)
+    copy = Dataset()
+    for tag in ds.keys():
+        if tag not in tags:
+            copy[tag] = ds[tag]
+    if hasattr(ds, "file_meta"):
+        copy.file_meta = ds.file_meta
+    if ds.original_encoding[0] is not None:
+        copy.set_original_encoding(*ds.original_encoding, character_encoding=ds.original_character_set)
+    return copy
