@@ -406,6 +406,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from node.worker import cmd_worker as run_worker_command
+
+    return run_worker_command(args)
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from storage.retention import cmd_purge as run_purge_command
+
+    return run_purge_command(args)
+
+
 # -- parser -------------------------------------------------------------------------------------------
 
 
@@ -447,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_list.add_argument("--limit", type=int, default=50)
     jobs_list.add_argument(
         "--state",
-        choices=["received", "queued", "running", "sending", "done", "failed", "ignored"],
+        choices=["received", "queued", "running", "sending", "done", "failed", "ignored", "cancelled"],
         help="only jobs in this state",
     )
     jobs_list.set_defaults(func=cmd_jobs_list)
@@ -489,6 +501,89 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--verbose", "-v", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    # -- models, train, evaluate (command functions in models.commands, training.*) --
+    def _lazy(module: str, name: str) -> Any:
+        return lambda a: getattr(__import__(module, fromlist=[name]), name)(a)
+
+    models = sub.add_parser("models", help="list, show, install and verify trained models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_list = models_sub.add_parser("list", help="shipped and installed models")
+    _add_node_options(models_list)
+    models_list.add_argument("--json", action="store_true")
+    models_list.set_defaults(func=_lazy("models.commands", "cmd_models_list"))
+    models_show = models_sub.add_parser("show", help="a model's card, weights verified")
+    _add_node_options(models_show)
+    models_show.add_argument("name")
+    models_show.add_argument("--json", action="store_true")
+    models_show.set_defaults(func=_lazy("models.commands", "cmd_models_show"))
+    models_install = models_sub.add_parser("install", help="install a model directory or archive")
+    _add_node_options(models_install)
+    models_install.add_argument("source", metavar="DIR_OR_ARCHIVE")
+    models_install.add_argument("--replace", action="store_true", help="replace a model of that name")
+    models_install.set_defaults(func=_lazy("models.commands", "cmd_models_install"))
+    models_verify = models_sub.add_parser("verify", help="check cards and weights sha256")
+    _add_node_options(models_verify)
+    models_verify.add_argument("names", nargs="*", metavar="NAME")
+    models_verify.set_defaults(func=_lazy("models.commands", "cmd_models_verify"))
+
+    train = sub.add_parser("train", help="train a protocol's networks and write a model directory")
+    train.add_argument("protocol")
+    train.add_argument("--phantom", action="store_true", help="train on digital phantoms")
+    train.add_argument("--data", metavar="DIR", help="labelled data: NIfTI pairs or DICOM+SEG")
+    train.add_argument("--out", required=True, metavar="MODEL_DIR")
+    train.add_argument("--name", help="model name in the card (default l3-phantom-local / l3-local)")
+    train.add_argument("--model-version", default="0.1.0", help="model version in the card")
+    train.add_argument("--iterations", type=int, default=300, help="iterations per network")
+    train.add_argument("--level-iterations", type=int, help="iterations of the level network")
+    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--cases", type=int, default=12, help="phantom training cases")
+    train.add_argument("--eval-cases", type=int, default=4, help="held-out phantom cases")
+    train.add_argument("--phantom-size", choices=["standard", "small"], default="standard")
+    train.add_argument("--level-spacing-mm", type=float, default=1.0, help="MIP pixel size")
+    train.add_argument("--val-every", type=int, default=50)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument("--resume", action="store_true", help="continue from out/checkpoints")
+    train.set_defaults(func=_lazy("training.train", "cmd_train"))
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a model on phantoms or labelled data")
+    _add_node_options(evaluate)
+    evaluate.add_argument("model", metavar="MODEL_DIR_OR_NAME")
+    evaluate.add_argument("--phantom", action="store_true")
+    evaluate.add_argument("--data", metavar="DIR")
+    evaluate.add_argument("--cases", type=int, default=4, help="phantom cases")
+    evaluate.add_argument("--phantom-size", choices=["standard", "small"], default="standard")
+    evaluate.add_argument("--report", metavar="CSV", help="per-case report")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    evaluate.set_defaults(func=_lazy("training.evaluate", "cmd_evaluate"))
+
+    purge = sub.add_parser(
+        "purge", help="delete received instances and outputs of jobs finished long ago"
+    )
+    _add_node_options(purge)
+    purge.add_argument(
+        "--older-than", required=True, metavar="AGE",
+        help="age since the job finished: a number and w/d/h/m/s, e.g. 30d",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="only report what would go")
+    purge.add_argument("--json", action="store_true", help="print the report as JSON")
+    purge.set_defaults(func=cmd_purge)
+
+    worker = sub.add_parser(
+        "worker", help="run jobs from the RabbitMQ queues (scale-out, runner: celery)"
+    )
+    _add_node_options(worker)
+    worker.add_argument(
+        "--queues", help="comma-separated queues to take jobs from, e.g. gpu,cpu (default: all configured)"
+    )
+    worker.add_argument("--broker-url", help="RabbitMQ URL (default: celery.broker_url)")
+    worker.add_argument("--name", help="worker name recorded in the jobs (default host:pid/celery)")
+    worker.set_defaults(func=cmd_worker)
+
+    from node.web.commands import add_parsers as add_web_parsers
+
+    add_web_parsers(sub, _add_node_options)  # users add|list|remove, dashboard
     return parser
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -31,12 +31,46 @@ from pipelines.errors import ConfigError
 _DESTINATION_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
 
+class DestinationTLS(BaseModel):
+    """DICOM TLS towards one destination (the node is the TLS client)."""
+
+    ca_file: Path | None = Field(
+        default=None,
+        description=(
+            "PEM file of the CA certificate(s) the destination's certificate is checked against "
+            "(a self-signed destination: its own certificate). Unset: the system's CAs."
+        ),
+    )
+    certificate: Path | None = Field(
+        default=None,
+        description="PEM client certificate the node presents when the destination asks for one.",
+    )
+    key: Path | None = Field(default=None, description="PEM private key of `certificate`.")
+    server_name: str | None = Field(
+        default=None,
+        description=(
+            "Name checked against the destination's certificate (DNS name or IP address in its "
+            "subjectAltName). Unset: the destination's host."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _key_with_certificate(self) -> DestinationTLS:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("tls: give both certificate and key, or neither")
+        return self
+
+
 class Destination(BaseModel):
     """A DICOM node that receives the results (usually the PACS)."""
 
     ae_title: str = Field(description="Called AE title of the destination.", max_length=16)
     host: str = Field(description="Host name or IP address.")
     port: int = Field(description="TCP port.", ge=1, le=65535)
+    tls: DestinationTLS | None = Field(
+        default=None,
+        description="Send over DICOM TLS with these settings. Unset: a plain TCP association.",
+    )
 
     @property
     def name(self) -> str:
@@ -81,6 +115,269 @@ class L3Settings(BaseModel):
             "docs/pipelines/l3-body-composition.md). 'none' reports no flag."
         ),
     )
+
+
+class TLSSettings(BaseModel):
+    """DICOM TLS of the listener (PS3.15 Annex B.1, Basic TLS Secure Transport Connection Profile)."""
+
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "TCP port of the DICOM TLS listener (2762 is the IANA port of DICOM over TLS). "
+            "Unset: no TLS listener."
+        ),
+    )
+    tls_only: bool = Field(
+        default=False,
+        description=(
+            "Accept DICOM over TLS only: the plain listener on `port` is not opened. Needs "
+            "tls.port."
+        ),
+    )
+    certificate: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) the listener presents. Needed with tls.port.",
+    )
+    key: Path | None = Field(
+        default=None,
+        description=(
+            "PEM private key of the certificate, unencrypted; readable by the ainode user only."
+        ),
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description=(
+            "PEM file of the CA certificate(s) that callers' client certificates are checked "
+            "against. Needed with require_client_certificate."
+        ),
+    )
+    require_client_certificate: bool = Field(
+        default=False,
+        description=(
+            "Refuse TLS callers without a client certificate signed by a CA of ca_file (mutual "
+            "TLS). Off: any caller may connect over TLS (the AE allow-list still applies)."
+        ),
+    )
+    minimum_version: Literal["TLSv1.2", "TLSv1.3"] = Field(
+        default="TLSv1.2",
+        description=(
+            "Oldest TLS version the listener accepts (the sender always needs 1.2 or newer)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TLSSettings:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("give both tls.certificate and tls.key, or neither")
+        if self.port is not None and self.certificate is None:
+            raise ValueError("tls.port needs tls.certificate and tls.key")
+        if self.tls_only and self.port is None:
+            raise ValueError("tls.tls_only needs tls.port (the TLS listener)")
+        if self.require_client_certificate and self.ca_file is None:
+            raise ValueError("tls.require_client_certificate needs tls.ca_file")
+        return self
+
+
+class RetentionSettings(BaseModel):
+    """Deletion of old data and disk-space safety (see docs/operations.md, "Retention")."""
+
+    max_age_days: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Delete the received instances and the outputs of a finished job (done, failed, "
+            "ignored, cancelled; no send pending) this many days after it finished; the job's "
+            "history stays in the database. Unset: keep everything (delete by hand with "
+            "`ainode purge`)."
+        ),
+    )
+    interval_minutes: float = Field(
+        default=60.0, gt=0, description="How often the node applies max_age_days."
+    )
+    min_free_disk_mb: float = Field(
+        default=1024.0,
+        ge=0,
+        description=(
+            "Refuse new associations (and C-STOREs, status 0xA700) while the file system of "
+            "data_dir has less free space than this, in MB. 0: no limit."
+        ),
+    )
+    min_free_disk_percent: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="As min_free_disk_mb, in percent of the file system's size. 0: no limit.",
+    )
+
+
+class WebSettings(BaseModel):
+    """The admin dashboard and REST API (``ainode dashboard``, docs/dashboard.md)."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description=(
+            "Address the dashboard binds to. Loopback by default: put a TLS reverse proxy in "
+            "front of it rather than exposing it directly."
+        ),
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="Dashboard HTTP port.")
+    secret_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "File with the key that signs session cookies; created (mode 0600) when missing. "
+            "Default: web-secret.key in the data directory."
+        ),
+    )
+    session_lifetime_minutes: int = Field(
+        default=480, ge=1, description="A sign-in expires after this many minutes."
+    )
+    cookie_secure: bool = Field(
+        default=False,
+        description="Send the session cookie over HTTPS only (set true behind a TLS proxy).",
+    )
+    trusted_user_header: str | None = Field(
+        default=None,
+        description=(
+            "Header carrying the signed-in user name set by a reverse proxy (e.g. X-Remote-User); "
+            "believed only from trusted_proxies. The user must exist (`ainode users add`) and "
+            "gets the roles stored there. Unset = local sign-in only."
+        ),
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Client addresses (e.g. 127.0.0.1 for a proxy on the same host) whose "
+            "trusted_user_header and X-Forwarded-For are believed. Empty = none."
+        ),
+    )
+    metrics_public: bool = Field(
+        default=True,
+        description=(
+            "Serve /metrics without sign-in (counts only, no patient data). False = HTTP Basic "
+            "or a session is required."
+        ),
+    )
+
+
+class CelerySettings(BaseModel):
+    """The Celery + RabbitMQ runner backend (``runner: celery``; see docs/scaling.md)."""
+
+    broker_url: str = Field(
+        default="amqp://guest:guest@localhost:5672//",
+        description=(
+            "RabbitMQ URL (amqp://user:password@host:5672/vhost). RabbitMQ, not Redis: Redis "
+            "brokers re-deliver long jobs after their visibility timeout."
+        ),
+    )
+    queues: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Protocol name -> queue name (e.g. {brain-gwr: gpu, l3-body-composition: cpu}); "
+            "workers take jobs from the queues given to `ainode worker --queues`."
+        ),
+    )
+    default_queue: str = Field(
+        default="gpu", min_length=1, description="Queue of protocols not named in `queues`."
+    )
+    lease_seconds: float = Field(
+        default=60.0,
+        ge=2,
+        description=(
+            "A worker holds its job's lease this long and renews it every third of it; the "
+            "node re-queues a job whose lease expired (its worker died) and publishes it again."
+        ),
+    )
+    republish_after_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "The node publishes a queued job again when no worker claimed it this long after "
+            "its last message (a lost message). Duplicates are harmless: the claim decides."
+        ),
+    )
+    prefetch_multiplier: int = Field(
+        default=1,
+        ge=1,
+        description="Messages a worker reserves beyond the one it runs (1: none waits on a busy worker).",
+    )
+    isolate_jobs: bool = Field(
+        default=False,
+        description=(
+            "Run each job in a fresh child process of the worker, as the local runner does "
+            "(memory freed after every job), instead of in the worker process itself, which "
+            "keeps libraries, CUDA context and models loaded between jobs (seconds saved per "
+            "job). Either way a job over job_timeout_seconds is failed; in-process, the worker "
+            "then exits and must be restarted by its service manager."
+        ),
+    )
+    node_data_dir: Path | None = Field(
+        default=None,
+        description=(
+            "On a worker whose shared-storage mount differs from the node's: the node's "
+            "data_dir. Paths under it in the job database are mapped onto this machine's "
+            "data_dir and back. Unset: the same path on every machine."
+        ),
+    )
+
+
+#: Key under which :meth:`Settings.protocol_params` passes the model selection to the job's
+#: process; :func:`node.execution.execute_job` removes it before the pipeline sees the parameters.
+MODEL_PARAMS_KEY = "_model"
+
+_MODEL_SELECTION_RE = re.compile(r"^(reference|best-validated|[a-z0-9][a-z0-9._-]{0,63})$")
+_MODEL_SELECTION_HELP = (
+    "'reference' (the rule-based reference method, no network), a model name from `ainode "
+    "models list`, or 'best-validated' (the installed 'validated', else 'research', model of the "
+    "protocol with the best evaluation metric; phantom-only models are never chosen this way, "
+    "and without such a model the reference method runs)"
+)
+
+
+class ModelSettings(BaseModel):
+    """Which trained network each protocol runs, and how inference runs (docs/models.md)."""
+
+    l3_body_composition: str = Field(
+        default="reference", description=f"l3-body-composition: {_MODEL_SELECTION_HELP}."
+    )
+    chest_respiratory_muscle: str = Field(
+        default="reference", description="chest-respiratory-muscle: as for l3_body_composition."
+    )
+    neonatal_rds: str = Field(
+        default="reference", description="neonatal-rds: as for l3_body_composition."
+    )
+    brain_gwr: str = Field(default="reference", description="brain-gwr: as for l3_body_composition.")
+    sliding_window_overlap: float = Field(
+        default=0.25, ge=0.0, lt=1.0,
+        description="Overlap of neighbouring windows in sliding-window inference (MONAI).",
+    )
+    sw_batch_size: int = Field(
+        default=4, ge=1, le=256, description="Windows per forward pass in sliding-window inference."
+    )
+    amp: bool = Field(
+        default=True, description="Automatic mixed precision (float16) on CUDA; ignored on the CPU."
+    )
+    install_dir: Path | None = Field(
+        default=None,
+        description="Directory of installed models; default <data_dir>/models.",
+    )
+
+    @field_validator(
+        "l3_body_composition", "chest_respiratory_muscle", "neonatal_rds", "brain_gwr"
+    )
+    @classmethod
+    def _check_selection(cls, value: str) -> str:
+        if not _MODEL_SELECTION_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not 'reference', 'best-validated' or a model name (lower-case "
+                "letters, digits, '.', '_', '-')"
+            )
+        return value
+
+    def selection(self, protocol: str) -> str:
+        """The configured selection for ``protocol`` (``"reference"`` for unknown protocols)."""
+        return str(getattr(self, protocol.replace("-", "_"), "reference"))
 
 
 class Settings(BaseSettings):
@@ -135,6 +432,16 @@ class Settings(BaseSettings):
         ),
     )
     workers: int = Field(default=1, ge=1, le=64, description="Jobs run in parallel.")
+    runner: Literal["local", "celery"] = Field(
+        default="local",
+        description=(
+            "Where jobs run: 'local' child processes of the node (`workers` at a time), or "
+            "'celery' workers (`ainode worker`) on this or other machines, via RabbitMQ."
+        ),
+    )
+    celery: CelerySettings = Field(
+        default_factory=CelerySettings, description="Celery runner (runner: celery)."
+    )
     job_timeout_seconds: float = Field(
         default=900.0, gt=0, description="A job running longer is killed and failed."
     )
@@ -165,7 +472,7 @@ class Settings(BaseSettings):
         default="auto",
         description=(
             "Where trained networks run (auto = CUDA when torch sees a GPU). The reference "
-            "methods of this version use no network and run on the CPU."
+            "methods use no network and run on the CPU."
         ),
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -178,6 +485,17 @@ class Settings(BaseSettings):
         ),
     )
     l3: L3Settings = Field(default_factory=L3Settings, description="l3-body-composition.")
+    models: ModelSettings = Field(
+        default_factory=ModelSettings,
+        description="Trained networks per protocol and inference settings (docs/models.md).",
+    )
+    web: WebSettings = Field(
+        default_factory=WebSettings, description="Admin dashboard and REST API."
+    )
+    tls: TLSSettings = Field(default_factory=TLSSettings, description="DICOM TLS listener.")
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings, description="Retention and disk-space safety."
+    )
 
     @field_validator("destinations", mode="before")
     @classmethod
@@ -196,10 +514,45 @@ class Settings(BaseSettings):
         return value
 
     def protocol_params(self, protocol: str) -> dict[str, Any]:
-        """Pipeline parameters of ``protocol`` from these settings (empty when it has none)."""
+        """Pipeline parameters of ``protocol`` from these settings (empty when it has none).
+
+        When a trained model is configured for the protocol, the parameters also carry
+        :data:`MODEL_PARAMS_KEY` with :meth:`model_options`, which the job's process takes out
+        before the pipeline runs.
+        """
+        params: dict[str, Any] = {}
         if protocol == "l3-body-composition":
-            return {"cutoff_set": self.l3.cutoff_set}
-        return {}
+            params = {"cutoff_set": self.l3.cutoff_set}
+        options = self.model_options(protocol)
+        if options is not None:
+            params[MODEL_PARAMS_KEY] = options
+        return params
+
+    @property
+    def models_install_dir(self) -> Path:
+        """Directory of installed models (``models.install_dir`` or ``<data_dir>/models``)."""
+        return self.models.install_dir or (self.data_dir / "models")
+
+    def model_options(self, protocol: str) -> dict[str, Any] | None:
+        """Model selection and inference settings of ``protocol`` for the job's process.
+
+        Returns
+        -------
+        dict | None
+            ``None`` when the protocol runs its reference method; else ``selection``,
+            ``install_dir``, ``device``, ``overlap``, ``sw_batch_size`` and ``amp`` (JSON values).
+        """
+        selection = self.models.selection(protocol)
+        if selection == "reference":
+            return None
+        return {
+            "selection": selection,
+            "install_dir": str(self.models_install_dir),
+            "device": self.device,
+            "overlap": self.models.sliding_window_overlap,
+            "sw_batch_size": self.models.sw_batch_size,
+            "amp": self.models.amp,
+        }
 
     @property
     def resolved_database_url(self) -> str:

@@ -8,6 +8,12 @@ batches, off the association's thread (a crash in between is repaired at start-u
 :meth:`node.server.Node.recover`, which registers stored files the database lacks). Series
 completion drains the recorder first, so a series is never closed while some of its instances are
 still on the way into the database. Pixel data is never decoded here.
+
+With ``tls`` settings the same AE also listens for DICOM over TLS on ``tls.port`` (contexts from
+:mod:`node.tls`), beside the plain port or, with ``tls.tls_only``, instead of it. With a
+:class:`storage.retention.DiskGuard`, association requests are rejected (A-ASSOCIATE-RJ, transient,
+"local limit exceeded") and C-STOREs refused with 0xA700 (Out of Resources) while the data
+directory's file system is below its free-space threshold, each with a log line saying why.
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 
-from node.config import AllowedCaller
+from node.config import AllowedCaller, TLSSettings
 from pipelines.errors import StorageError
 from storage.database import InstanceRecord, JobDatabase
 from storage.instance_store import InstanceStore, check_uid
 from storage.models import utcnow
+from storage.retention import DiskGuard
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +45,11 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 REJECT_PERMANENT = 0x01
+REJECT_TRANSIENT = 0x02
 REJECT_SOURCE_SERVICE_USER = 0x01
+REJECT_SOURCE_SERVICE_PROVIDER_PRESENTATION = 0x03
 REJECT_CALLING_AE_NOT_RECOGNISED = 0x03
+REJECT_LOCAL_LIMIT_EXCEEDED = 0x02
 
 
 class IngestRecorder(threading.Thread):
@@ -125,6 +135,7 @@ class IngestCounters:
     rejected_associations: int = 0
     instances_stored: int = 0
     instances_refused: int = 0
+    refused_for_disk_space: int = 0
 
 
 class StorageSCP:
@@ -140,6 +151,10 @@ class StorageSCP:
         Calling-AE allow-list; empty accepts any caller.
     network_timeout_seconds:
         ACSE/DIMSE/network timeout.
+    tls:
+        DICOM TLS listener settings (``Settings.tls``); ``None`` or no ``tls.port``: plain only.
+    disk_guard:
+        Free-space check of the data directory; ``None``: no check.
     """
 
     def __init__(
@@ -152,8 +167,12 @@ class StorageSCP:
         database: JobDatabase,
         allowed_callers: list[AllowedCaller] | None = None,
         network_timeout_seconds: float = 30.0,
+        tls: TLSSettings | None = None,
+        disk_guard: DiskGuard | None = None,
     ) -> None:
         self.store = store
+        self.tls = tls if tls is not None and tls.port is not None else None
+        self.disk_guard = disk_guard
         self.database = database
         self.allowed_callers = list(allowed_callers or [])
         self.counters = IngestCounters()
@@ -170,6 +189,7 @@ class StorageSCP:
                 self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         self.address = (host, port)
         self._server: object | None = None
+        self._tls_server: object | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -185,34 +205,73 @@ class StorageSCP:
             (evt.EVT_C_STORE, self._on_c_store),
             (evt.EVT_C_ECHO, self._on_c_echo),
             (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
         ]
+        ssl_context = None
+        if self.tls is not None:
+            from node.tls import server_context
+
+            ssl_context = server_context(self.tls)  # ConfigError before anything listens
         if not self.recorder.is_alive():
             self.recorder.start()
+        if self.tls is None or not self.tls.tls_only:
+            self._server = self._listen(self.address, handlers, None, "--port")
+            logger.info(
+                "listening as %s on %s:%d", self.ae.ae_title, self.address[0], self.address[1]
+            )
+        if self.tls is not None and self.tls.port is not None:
+            address = (self.address[0], self.tls.port)
+            try:
+                self._tls_server = self._listen(address, handlers, ssl_context, "tls.port")
+            except StorageError:
+                self.stop()
+                raise
+            logger.info(
+                "listening as %s for DICOM over TLS on %s:%d (client certificate %s)",
+                self.ae.ae_title,
+                address[0],
+                address[1],
+                "required" if self.tls.require_client_certificate else "not required",
+            )
+
+    def _listen(
+        self, address: tuple[str, int], handlers: list[Any], ssl_context: Any, option: str
+    ) -> object:
         try:
-            self._server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
+            return self.ae.start_server(
+                address, block=False, evt_handlers=handlers, ssl_context=ssl_context
+            )
         except OSError as exc:
             raise StorageError(
-                f"cannot listen on {self.address[0]}:{self.address[1]}: {exc.strerror or exc}; "
-                "choose another --port or stop the program using it"
+                f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}; "
+                f"choose another {option} or stop the program using it"
             ) from exc
-        logger.info(
-            "listening as %s on %s:%d", self.ae.ae_title, self.address[0], self.address[1]
-        )
 
     def stop(self) -> None:
         """Stop listening; associations in progress are aborted."""
-        if self._server is not None:
-            self._server.shutdown()  # type: ignore[attr-defined]
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()  # type: ignore[attr-defined]
+        self._server = self._tls_server = None
         if self.recorder.is_alive():
             self.recorder.stop()
 
     @property
     def port(self) -> int:
-        """The bound TCP port."""
+        """The bound TCP port of the plain listener (of the TLS listener when TLS-only)."""
         if self._server is None:
+            if self.tls is not None and self.tls.tls_only:
+                return self.tls_port or self.address[1]
             return self.address[1]
         return int(self._server.server_address[1])  # type: ignore[attr-defined]
+
+    @property
+    def tls_port(self) -> int | None:
+        """The bound TCP port of the TLS listener, ``None`` without TLS."""
+        if self._tls_server is not None:
+            return int(self._tls_server.server_address[1])  # type: ignore[attr-defined]
+        return self.tls.port if self.tls is not None else None
 
     # -- handlers ---------------------------------------------------------------------------------
 
@@ -242,11 +301,32 @@ class StorageSCP:
                 calling,
                 address,
             )
+            self._log_association(calling, address, False, "calling AE not in allowed_callers")
             event.assoc.acse.send_reject(
                 REJECT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_CALLING_AE_NOT_RECOGNISED
             )
             # As pynetdicom does for its own AE-title check: kill() lets the DUL send the
             # A-ASSOCIATE-RJ before the connection closes.
+            event.assoc.kill()
+            return
+        shortage = self.disk_guard.shortage() if self.disk_guard is not None else None
+        if shortage is not None:
+            with self._lock:
+                self.counters.rejected_associations += 1
+                self.counters.refused_for_disk_space += 1
+            logger.error(
+                "rejected association from calling AE %r at %s: %s (A-ASSOCIATE-RJ transient, "
+                "local limit exceeded)",
+                calling,
+                address,
+                shortage,
+            )
+            self._log_association(calling, address, False, str(shortage))
+            event.assoc.acse.send_reject(
+                REJECT_TRANSIENT,
+                REJECT_SOURCE_SERVICE_PROVIDER_PRESENTATION,
+                REJECT_LOCAL_LIMIT_EXCEEDED,
+            )
             event.assoc.kill()
 
     def _on_c_echo(self, event: evt.Event) -> int:
@@ -260,6 +340,7 @@ class StorageSCP:
             study_instance_uid = str(dataset.StudyInstanceUID)
             series_instance_uid = str(dataset.SeriesInstanceUID)
             modality = str(dataset.get("Modality", ""))[:16]
+            accession_number = str(dataset.get("AccessionNumber", "") or "")[:16]
         except Exception as exc:  # noqa: BLE001 - any decoding failure is the sender's data
             return self._refuse(
                 STATUS_CANNOT_UNDERSTAND,
@@ -274,6 +355,14 @@ class StorageSCP:
                 check_uid(uid, what)
         except StorageError as exc:
             return self._refuse(STATUS_CANNOT_UNDERSTAND, f"C-STORE from {calling}: {exc}")
+        shortage = self.disk_guard.shortage() if self.disk_guard is not None else None
+        if shortage is not None:
+            with self._lock:
+                self.counters.refused_for_disk_space += 1
+            return self._refuse(
+                STATUS_OUT_OF_RESOURCES,
+                f"C-STORE {sop_instance_uid} from {calling} refused: {shortage}",
+            )
         try:
             stored = self.store.store(
                 study_instance_uid,
@@ -296,6 +385,7 @@ class StorageSCP:
                 path=str(stored.path),
                 calling_ae_title=calling,
                 received_at=utcnow(),
+                accession_number=accession_number,
             )
         )
         with self._lock:
@@ -307,3 +397,24 @@ class StorageSCP:
             self.counters.instances_refused += 1
         logger.error("%s (status 0x%04X)", message, status)
         return status
+
+    # -- association log (the dashboard's "associations in the last hour") ------------------------
+
+    def _on_accepted(self, event: evt.Event) -> None:
+        requestor = event.assoc.requestor
+        self._log_association(str(requestor.ae_title).strip(), str(requestor.address), True, None)
+
+    def _on_rejected(self, event: evt.Event) -> None:
+        # Rejections by pynetdicom itself (e.g. maximum_associations); ours are logged where made.
+        requestor = event.assoc.requestor
+        calling = str(getattr(requestor.primitive, "calling_ae_title", "") or "").strip()
+        self._log_association(calling, str(requestor.address), False, "rejected by pynetdicom")
+
+    def _log_association(self, calling: str, address: str, accepted: bool, reason: str | None) -> None:
+        """One row in the ``associations`` table; a database error never affects the peer."""
+        try:
+            self.database.record_association(
+                calling_ae_title=calling, address=address, accepted=accepted, reason=reason
+            )
+        except StorageError as exc:
+            logger.warning("could not log the association from %s in the job database: %s", calling, exc)

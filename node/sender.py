@@ -4,7 +4,8 @@ Each (output, destination) pair is a row in the ``sends`` table with its own att
 time, so a destination that is down only delays its own sends. A send counts as done only on a
 Success (0x0000) or Warning (0xB000, 0xB006, 0xB007) status from the peer; anything else is retried
 with exponential back-off up to ``send_max_attempts``, then the job fails with the reason and
-``ainode jobs retry ID`` resends it later.
+``ainode jobs retry ID`` resends it later. A destination with ``tls`` settings is reached over
+DICOM TLS (:func:`node.tls.client_context`: its certificate is verified, its name checked).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from node.config import Destination
-from pipelines.errors import SendError
+from node.tls import client_tls_args
+from pipelines.errors import ConfigError, SendError
 from storage.database import JobDatabase
 
 logger = logging.getLogger(__name__)
@@ -96,12 +98,24 @@ def send_files(
         ]
     for sop_class_uid, syntaxes in contexts.items():
         ae.add_requested_context(sop_class_uid, sorted(syntaxes))
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    try:
+        tls_args = client_tls_args(destination.host, destination.tls)
+    except ConfigError as exc:
+        raise SendError(f"cannot send to {destination.name} over TLS: {exc}") from exc
+    assoc = ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args
+    )
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
+        tls_hint = (
+            f"; over TLS: does its certificate verify against tls.ca_file and match "
+            f"{tls_args[1]!r}, and does it accept our client certificate?"
+            if tls_args is not None and not assoc.is_rejected
+            else ""
+        )
         raise SendError(
             f"association with {destination.name} {reason}: is the destination up, and does it "
-            f"accept calling AE {calling_ae_title!r}?"
+            f"accept calling AE {calling_ae_title!r}?{tls_hint}"
         )
     try:
         for index, (path, ds) in enumerate(datasets):

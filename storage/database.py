@@ -22,12 +22,14 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, Float, cast, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from pipelines.errors import StorageError
 from storage.models import (
+    AssociationRecord,
+    AuditEntry,
     Instance,
     Job,
     JobEvent,
@@ -37,6 +39,7 @@ from storage.models import (
     SendState,
     Series,
     SeriesState,
+    User,
     utcnow,
 )
 
@@ -129,6 +132,7 @@ class InstanceRecord:
     path: str
     calling_ae_title: str
     received_at: dt.datetime
+    accession_number: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,24 @@ class ClaimedJob:
     study_instance_uid: str
     protocol: str
     attempt: int
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a filtered job list (see :meth:`JobDatabase.query_jobs`)."""
+
+    jobs: list[Job]
+    total: int
+    offset: int
+    limit: int
+
+
+#: Days the association log (dashboard: "associations in the last hour") is kept.
+ASSOCIATION_LOG_DAYS = 7
+#: States in which a job may be cancelled (it has not settled yet).
+CANCELLABLE_STATES = (JobState.RECEIVED, JobState.QUEUED, JobState.RUNNING, JobState.SENDING)
+#: States in which a job may be deleted (nothing works on it any more).
+DELETABLE_STATES = (JobState.DONE, JobState.FAILED, JobState.IGNORED, JobState.CANCELLED)
 
 
 def input_fingerprint(sop_instance_uids: Sequence[str]) -> str:
@@ -198,6 +220,7 @@ class JobDatabase:
         path: str,
         calling_ae_title: str,
         received_at: dt.datetime | None = None,
+        accession_number: str = "",
     ) -> bool:
         """Record one stored instance; see :meth:`record_instances`.
 
@@ -216,6 +239,7 @@ class JobDatabase:
             path=path,
             calling_ae_title=calling_ae_title,
             received_at=received_at or utcnow(),
+            accession_number=accession_number,
         )
         return self.record_instances([record]) == 1
 
@@ -272,6 +296,7 @@ class JobDatabase:
                             study_instance_uid=record.study_instance_uid,
                             modality=record.modality,
                             calling_ae_title=record.calling_ae_title,
+                            accession_number=record.accession_number[:16],
                             state=SeriesState.OPEN,
                             instance_count=1,
                             first_received_at=now,
@@ -287,6 +312,8 @@ class JobDatabase:
                         series.instance_count += 1
                     series.last_received_at = max(series.last_received_at, now)
                     series.calling_ae_title = record.calling_ae_title or series.calling_ae_title
+                    if record.accession_number:
+                        series.accession_number = record.accession_number[:16]
                 session.flush()
         return new_count
 
@@ -340,6 +367,7 @@ class JobDatabase:
                     series_instance_uid=series.series_instance_uid,
                     modality=series.modality,
                     calling_ae_title=series.calling_ae_title,
+                    accession_number=series.accession_number,
                     state=JobState.RECEIVED,
                     instance_count=len(uids),
                     input_fingerprint=input_fingerprint(uids),
@@ -462,7 +490,16 @@ class JobDatabase:
             The job's new state (``queued`` or ``failed``).
         """
         with self.session() as session:
-            job = session.get_one(Job, job_id)
+            job = session.get_one(Job, job_id, with_for_update=True)
+            if job.state == JobState.CANCELLED:
+                session.add(
+                    JobEvent(
+                        job_id=job_id,
+                        level="warning",
+                        message=f"the cancelled job's run ended with an error: {error}",
+                    )
+                )
+                return job.state
             job.error = error
             job.lease_expires_at = None
             if retry and job.attempts < job.max_attempts:
@@ -494,10 +531,25 @@ class JobDatabase:
             ``(kind, sop_class_uid, sop_instance_uid, series_instance_uid, path)`` per object.
         destinations:
             ``AET@host:port`` names; with none the job is done once the outputs are stored.
+
+        A job cancelled while it ran keeps its ``cancelled`` state: the results are discarded
+        (an event says so) and nothing is sent.
         """
         now = utcnow()
         with self.session() as session:
-            job = session.get_one(Job, job_id)
+            job = session.get_one(Job, job_id, with_for_update=True)
+            if job.state == JobState.CANCELLED:
+                session.add(
+                    JobEvent(
+                        job_id=job_id,
+                        level="warning",
+                        message=(
+                            "the run finished after the job was cancelled: results discarded, "
+                            "nothing sent"
+                        ),
+                    )
+                )
+                return
             job.algorithm = algorithm
             job.results_json = json.dumps(results, sort_keys=True, default=str)
             job.lease_expires_at = None
@@ -822,3 +874,322 @@ class JobDatabase:
         with self.session() as session:
             rows = session.execute(select(Job.state, func.count(Job.id)).group_by(Job.state)).all()
             return {str(state): int(count) for state, count in rows}
+
+    # -- dashboard: filtered job list, cancel, delete -----------------------------------------------
+
+    def query_jobs(
+        self,
+        *,
+        state: str | None = None,
+        protocol: str | None = None,
+        calling_ae_title: str | None = None,
+        created_from: dt.datetime | None = None,
+        created_to: dt.datetime | None = None,
+        text: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> JobPage:
+        """A page of jobs, most recent first, filtered.
+
+        Parameters
+        ----------
+        state, protocol, calling_ae_title:
+            Exact matches (``None`` or ``""``: any).
+        created_from, created_to:
+            Creation time range, naive UTC, ``created_from <= created_at < created_to``.
+        text:
+            Substring of the Study or Series Instance UID or of the Accession Number; or the
+            exact SOP Instance UID of an input instance or an output; or a job id.
+        offset, limit:
+            Page (``limit`` is clamped to 1..500).
+
+        Returns
+        -------
+        JobPage
+            The jobs of the page (without events/outputs) and the total number matching.
+        """
+        limit = max(1, min(int(limit), 500))
+        offset = max(0, int(offset))
+        conditions: list[Any] = []
+        if state:
+            conditions.append(Job.state == state)
+        if protocol:
+            conditions.append(Job.protocol == protocol)
+        if calling_ae_title:
+            conditions.append(Job.calling_ae_title == calling_ae_title)
+        if created_from is not None:
+            conditions.append(Job.created_at >= created_from)
+        if created_to is not None:
+            conditions.append(Job.created_at < created_to)
+        if text and text.strip():
+            needle = text.strip()
+            pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            alternatives: list[Any] = [
+                Job.study_instance_uid.like(pattern, escape="\\"),
+                Job.series_instance_uid.like(pattern, escape="\\"),
+                Job.accession_number.like(pattern, escape="\\"),
+                # Uncorrelated: evaluated once, not per job row.
+                Job.series_instance_uid.in_(
+                    select(Instance.series_instance_uid).where(Instance.sop_instance_uid == needle)
+                ),
+                Job.id.in_(select(Output.job_id).where(Output.sop_instance_uid == needle)),
+            ]
+            if needle.isdigit() and len(needle) < 10:
+                alternatives.append(Job.id == int(needle))
+            conditions.append(or_(*alternatives))
+        with self.session() as session:
+            total = int(session.scalar(select(func.count(Job.id)).where(*conditions)) or 0)
+            jobs = list(
+                session.scalars(
+                    select(Job).where(*conditions).order_by(Job.id.desc()).offset(offset).limit(limit)
+                )
+            )
+        return JobPage(jobs=jobs, total=total, offset=offset, limit=limit)
+
+    def distinct_job_values(self) -> dict[str, list[str]]:
+        """Protocols and calling AE titles that occur in the jobs (for filter menus)."""
+        with self.session() as session:
+            protocols = session.scalars(
+                select(Job.protocol).where(Job.protocol.is_not(None)).distinct().order_by(Job.protocol)
+            ).all()
+            callers = session.scalars(
+                select(Job.calling_ae_title).distinct().order_by(Job.calling_ae_title)
+            ).all()
+        return {"protocol": [str(p) for p in protocols], "calling_ae_title": [str(c) for c in callers]}
+
+    def cancel_job(self, job_id: int, *, by: str = "") -> str:
+        """Cancel a job that has not settled yet.
+
+        A ``received`` or ``queued`` job is never run; a ``running`` job keeps running in its
+        worker (the dashboard cannot reach the worker process) but its results are discarded
+        when it ends (:meth:`record_results`); the pending sends of a ``sending`` job are failed
+        (a C-STORE already under way completes). A cancelled job can be run again with
+        :meth:`retry_job`.
+
+        Returns
+        -------
+        str
+            What was done.
+
+        Raises
+        ------
+        StorageError
+            If the job does not exist or has already settled (done, failed, ignored, cancelled).
+        """
+        with self.session() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise StorageError(f"no job {job_id}; see `ainode jobs list`")
+            if job.state not in CANCELLABLE_STATES:
+                raise StorageError(
+                    f"job {job_id} is {job.state}; only received, queued, running or sending "
+                    "jobs can be cancelled"
+                )
+            previous = JobState(job.state)
+            who = f" by {by}" if by else ""
+            job.state = JobState.CANCELLED
+            job.lease_expires_at = None
+            job.finished_at = utcnow()
+            if previous == JobState.RUNNING:
+                message = (
+                    f"cancelled{who} while running on {job.worker}: the run continues in its "
+                    "worker until it ends, then its results are discarded"
+                )
+            elif previous == JobState.SENDING:
+                pending = session.scalars(
+                    select(Send).where(Send.job_id == job_id, Send.state == SendState.PENDING)
+                ).all()
+                for send in pending:
+                    send.state = SendState.FAILED
+                    send.last_error = f"job cancelled{who}"
+                message = f"cancelled{who}: {len(pending)} pending send(s) dropped"
+            else:
+                message = f"cancelled{who} before it ran"
+            job.error = message
+            session.add(JobEvent(job_id=job_id, level="warning", message=message))
+            return message
+
+    def delete_job(self, job_id: int) -> str:
+        """Delete a settled job with its events, outputs and sends (the output files stay on disk).
+
+        Returns
+        -------
+        str
+            What was done.
+
+        Raises
+        ------
+        StorageError
+            If the job does not exist or is still in progress.
+        """
+        with self.session() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise StorageError(f"no job {job_id}; see `ainode jobs list`")
+            if job.state not in DELETABLE_STATES:
+                raise StorageError(
+                    f"job {job_id} is {job.state}; cancel it first, only done, failed, ignored "
+                    "or cancelled jobs can be deleted"
+                )
+            session.execute(delete(Send).where(Send.job_id == job_id))
+            session.execute(delete(Output).where(Output.job_id == job_id))
+            session.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
+            session.execute(delete(Job).where(Job.id == job_id))
+            return f"job {job_id} deleted from the job database (its files were kept)"
+
+    # -- dashboard: status and metrics -----------------------------------------------------------------
+
+    def queue_depth_by_protocol(self) -> dict[str, int]:
+        """Number of queued jobs per protocol."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Job.protocol, func.count(Job.id))
+                .where(Job.state == JobState.QUEUED)
+                .group_by(Job.protocol)
+            ).all()
+            return {str(protocol): int(count) for protocol, count in rows}
+
+    def running_jobs(self) -> list[Job]:
+        """Jobs now running (with their worker and lease), oldest first."""
+        return self.jobs_in_state(JobState.RUNNING)
+
+    def count_instances(self) -> int:
+        """Number of recorded instances."""
+        with self.session() as session:
+            return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
+
+    def count_sends_by_state(self) -> dict[str, int]:
+        """Number of sends per state."""
+        with self.session() as session:
+            rows = session.execute(select(Send.state, func.count(Send.id)).group_by(Send.state)).all()
+            return {str(state): int(count) for state, count in rows}
+
+    def job_duration_by_protocol(self) -> dict[str, tuple[int, float]]:
+        """Per protocol: number of done jobs and the sum of their durations (start to finish), s."""
+        if self.engine.dialect.name == "postgresql":
+            seconds: Any = func.extract("epoch", Job.finished_at - Job.started_at)
+        else:
+            seconds = (func.julianday(Job.finished_at) - func.julianday(Job.started_at)) * 86400.0
+        with self.session() as session:
+            rows = session.execute(
+                select(Job.protocol, func.count(Job.id), func.sum(cast(seconds, Float)))
+                .where(
+                    Job.state == JobState.DONE,
+                    Job.started_at.is_not(None),
+                    Job.finished_at.is_not(None),
+                    Job.protocol.is_not(None),
+                )
+                .group_by(Job.protocol)
+            ).all()
+            return {str(p): (int(n), float(total or 0.0)) for p, n, total in rows}
+
+    # -- dashboard: users, audit log, associations ------------------------------------------------------
+
+    def add_user(self, name: str, password_hash: str, roles: Sequence[str]) -> None:
+        """Create a local user (the hash comes from :mod:`node.users`).
+
+        Raises
+        ------
+        StorageError
+            If a user of that name exists.
+        """
+        with self.session() as session:
+            if session.scalar(select(User.id).where(User.name == name)) is not None:
+                raise StorageError(
+                    f"user {name!r} exists; remove it first (`ainode users remove {name}`)"
+                )
+            session.add(User(name=name, password_hash=password_hash, roles=",".join(roles)))
+
+    def get_user(self, name: str) -> User | None:
+        """The user of that name, or ``None``."""
+        with self.session() as session:
+            return session.scalar(select(User).where(User.name == name))
+
+    def list_users(self) -> list[User]:
+        """Every user, by name."""
+        with self.session() as session:
+            return list(session.scalars(select(User).order_by(User.name)))
+
+    def remove_user(self, name: str) -> bool:
+        """Delete a user; ``False`` if there was none."""
+        with self.session() as session:
+            result = session.execute(delete(User).where(User.name == name))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def set_password_hash(self, name: str, password_hash: str) -> None:
+        """Replace a user's password hash (re-hash after an Argon2 parameter change)."""
+        with self.session() as session:
+            session.execute(update(User).where(User.name == name).values(password_hash=password_hash))
+
+    def record_audit(
+        self,
+        *,
+        user_name: str,
+        action: str,
+        job_id: int | None,
+        remote_address: str,
+        outcome: str,
+    ) -> None:
+        """Append one entry to the audit log."""
+        with self.session() as session:
+            session.add(
+                AuditEntry(
+                    user_name=user_name,
+                    action=action,
+                    job_id=job_id,
+                    remote_address=remote_address[:64],
+                    outcome=outcome,
+                )
+            )
+
+    def list_audit(self, limit: int = 100, job_id: int | None = None) -> list[AuditEntry]:
+        """Most recent audit entries first (optionally of one job)."""
+        with self.session() as session:
+            query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            if job_id is not None:
+                query = query.where(AuditEntry.job_id == job_id)
+            return list(session.scalars(query))
+
+    def record_association(
+        self,
+        *,
+        calling_ae_title: str,
+        address: str,
+        accepted: bool,
+        reason: str | None = None,
+        at: dt.datetime | None = None,
+    ) -> None:
+        """Log one association request seen by the listener.
+
+        Rows older than :data:`ASSOCIATION_LOG_DAYS` days are deleted in the same transaction
+        (an indexed range delete, usually of nothing), so the log stays small.
+        """
+        at = at or utcnow()
+        with self.session() as session:
+            session.execute(
+                delete(AssociationRecord).where(
+                    AssociationRecord.at < at - dt.timedelta(days=ASSOCIATION_LOG_DAYS)
+                )
+            )
+            session.add(
+                AssociationRecord(
+                    at=at,
+                    calling_ae_title=calling_ae_title[:16],
+                    address=address[:64],
+                    accepted=accepted,
+                    reason=reason,
+                )
+            )
+
+    def association_counts(self, since: dt.datetime) -> dict[str, int]:
+        """Accepted and rejected association requests since ``since`` (naive UTC)."""
+        with self.session() as session:
+            rows = session.execute(
+                select(AssociationRecord.accepted, func.count(AssociationRecord.id))
+                .where(AssociationRecord.at >= since)
+                .group_by(AssociationRecord.accepted)
+            ).all()
+        counts = {"accepted": 0, "rejected": 0}
+        for accepted, count in rows:
+            counts["accepted" if accepted else "rejected"] += int(count)
+        return counts

@@ -3,7 +3,9 @@
 Tables: ``instances`` (every acknowledged C-STORE), ``series`` (arrival tracking for series
 completion), ``jobs`` (one per completed series), ``job_events`` (the timeline), ``outputs`` (the
 DICOM objects a job produced) and ``sends`` (one row per output and destination, with its own
-retry state, so one failing destination never holds up another). Constraint names are
+retry state, so one failing destination never holds up another). For the admin dashboard
+(revision 0002): ``users`` (local accounts, Argon2 hashes), ``audit_log`` (every retry, cancel
+and delete) and ``associations`` (every association request the listener saw). Constraint names are
 deterministic (naming convention below) so Alembic migrations are stable on SQLite and PostgreSQL.
 All times are naive UTC (:func:`utcnow`).
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -35,7 +37,11 @@ class Base(DeclarativeBase):
 
 
 class JobState(StrEnum):
-    """Job life cycle: received -> queued -> running -> sending -> done; or failed / ignored."""
+    """Job life cycle: received -> queued -> running -> sending -> done; or failed / ignored.
+
+    ``cancelled``: stopped by an admin (dashboard or API); a cancelled job is never claimed, its
+    pending sends are failed, and results of a run that was already under way are discarded.
+    """
 
     RECEIVED = "received"
     QUEUED = "queued"
@@ -44,6 +50,7 @@ class JobState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     IGNORED = "ignored"
+    CANCELLED = "cancelled"
 
 
 class SeriesState(StrEnum):
@@ -83,6 +90,7 @@ class Series(Base):
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
     state: Mapped[SeriesState] = mapped_column(String(16), default=SeriesState.OPEN, index=True)
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    accession_number: Mapped[str] = mapped_column(String(16), default="", server_default="")
     first_received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
@@ -113,6 +121,7 @@ class Job(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    accession_number: Mapped[str] = mapped_column(String(16), default="", server_default="")
 
     events: Mapped[list[JobEvent]] = relationship(
         back_populates="job", order_by="JobEvent.id", cascade="all, delete-orphan"
@@ -121,7 +130,11 @@ class Job(Base):
         back_populates="job", order_by="Output.id", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (Index("ix_jobs_state_id", "state", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_state_id", "state", "id"),
+        Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_protocol_state", "protocol", "state"),
+    )
 
 
 class JobEvent(Base):
@@ -170,3 +183,45 @@ class Send(Base):
     output: Mapped[Output] = relationship(back_populates="sends")
 
     __table_args__ = (Index("ix_sends_destination_state", "destination", "state"),)
+
+
+class User(Base):
+    """A local dashboard account; ``roles`` is a comma-separated subset of viewer, admin, phi."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    roles: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """One state-changing action of a dashboard/API user (retry, cancel, delete).
+
+    ``job_id`` is not a foreign key: the entry outlives a deleted job.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    user_name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    remote_address: Mapped[str] = mapped_column(String(64), default="")
+    outcome: Mapped[str] = mapped_column(Text, default="")
+
+
+class AssociationRecord(Base):
+    """One association request seen by the DICOM listener, accepted or rejected."""
+
+    __tablename__ = "associations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")
+    accepted: Mapped[bool] = mapped_column(Boolean, default=True)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)

@@ -1,0 +1,332 @@
+"""The admin dashboard: FastAPI app factory, server-rendered pages (Jinja2), /metrics.
+
+Pages: ``/login``, ``/jobs`` (filters, pages of 50), ``/jobs/{id}`` (timeline, routing, results,
+outputs with send status, SC key-image thumbnails, retry/cancel/delete for admins), ``/node``,
+``/audit`` (admins). REST API: :mod:`node.web.api`. Research use, not for diagnosis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.middleware.sessions import SessionMiddleware
+
+from node.config import Settings
+from node.users import CurrentUser, authenticate
+from node.web.api import build_router, perform_action
+from node.web.auth import (
+    BasicCredentialCache,
+    LoginThrottle,
+    csrf_ok,
+    csrf_token,
+    current_user,
+    sign_in,
+    sign_out,
+)
+from node.web.metrics import make_registry, render
+from node.web.status import node_status, software_version
+from node.web.views import (
+    job_detail,
+    job_summary,
+    source_has_burned_in_annotation,
+    thumbnail_png,
+)
+from storage.database import JobDatabase
+from storage.models import JobState
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+PAGE_SIZE = 50
+
+
+def load_secret_key(settings: Settings) -> str:
+    """The session-signing key from ``web.secret_key_file`` (created with mode 0600 if missing)."""
+    path = settings.web.secret_key_file or Path(settings.data_dir) / "web-secret.key"
+    path = Path(path)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        logger.info("created the dashboard session key %s", path)
+    key = path.read_text().strip()
+    if len(key) < 32:
+        from pipelines.errors import ConfigError
+
+        raise ConfigError(f"{path}: session key too short ({len(key)} characters, need 32)")
+    return key
+
+
+class _LoginRequired(Exception):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+
+def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
+    """Build the dashboard application.
+
+    Parameters
+    ----------
+    settings:
+        Node settings (``settings.web`` configures the dashboard; ``data_dir`` holds the
+        session key unless ``web.secret_key_file`` is set).
+    database:
+        The node's job database (shared with ``ainode serve``).
+
+    Returns
+    -------
+    FastAPI
+        Serve it with uvicorn (``ainode dashboard`` does).
+    """
+    app = FastAPI(
+        title="ainode admin API",
+        version=software_version(),
+        description="Jobs and node status of an ainode DICOM node. Research use, not for diagnosis.",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.throttle = LoginThrottle()
+    app.state.basic_cache = BasicCredentialCache()
+    app.state.metrics_registry = make_registry(database)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=load_secret_key(settings),
+        session_cookie="ainode_session",
+        max_age=settings.web.session_lifetime_minutes * 60,
+        same_site="strict",
+        https_only=settings.web.cookie_secure,
+    )
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    app.include_router(build_router())
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'",
+        )
+        if request.url.path.startswith(("/jobs", "/api", "/node", "/audit")):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(_LoginRequired)
+    async def _to_login(request: Request, exc: _LoginRequired) -> Response:
+        return RedirectResponse("/login?" + urlencode({"next": exc.target}), status_code=303)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if request.url.path.startswith("/api/") or request.url.path == "/metrics":
+            return await http_exception_handler(request, exc)
+        user = current_user(request)
+        return page(request, "error.html", user, status_code=exc.status_code,
+                    title=f"Error {exc.status_code}", message=exc.detail)
+
+    def page(request: Request, name: str, user: CurrentUser | None, status_code: int = 200,
+             **context: Any) -> HTMLResponse:
+        flash = request.session.pop("flash", None)
+        return templates.TemplateResponse(
+            request,
+            name,
+            {"user": user, "csrf": csrf_token(request), "flash": flash,
+             "version": software_version(), **context},
+            status_code=status_code,
+        )
+
+    def require_page_user(request: Request) -> CurrentUser:
+        user = current_user(request)
+        if user is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            raise _LoginRequired(target)
+        return user
+
+    # -- sign-in ---------------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def root() -> Response:
+        return RedirectResponse("/jobs", status_code=303)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(request: Request, next: str = "/jobs") -> Response:
+        return page(request, "login.html", current_user(request), next=_safe_next(next), error=None)
+
+    @app.post("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login(
+        request: Request,
+        username: str = Form(...),
+        password: str = Form(...),
+        csrf_token_field: str = Form("", alias="csrf_token"),
+        next: str = Form("/jobs"),
+    ) -> Response:
+        target = _safe_next(next)
+        if not csrf_ok(request, csrf_token_field):
+            return page(request, "login.html", None, status_code=403, next=target,
+                        error="The form expired; please sign in again.")
+        throttle: LoginThrottle = request.app.state.throttle
+        if throttle.blocked(username):
+            logger.warning("sign-in for %r refused: too many failures", username)
+            return page(request, "login.html", None, status_code=429, next=target,
+                        error="Too many failed sign-ins for this user; wait 15 minutes.")
+        user = authenticate(database, username, password)
+        if user is None:
+            throttle.failed(username)
+            logger.warning("failed sign-in for %r from %s", username,
+                           request.client.host if request.client else "?")
+            return page(request, "login.html", None, status_code=401, next=target,
+                        error="Wrong user name or password.")
+        throttle.succeeded(username)
+        sign_in(request, user)
+        logger.info("%s signed in", user.name)
+        return RedirectResponse(target, status_code=303)
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, csrf_token_field: str = Form("", alias="csrf_token")) -> Response:
+        if csrf_ok(request, csrf_token_field):
+            sign_out(request)
+        return RedirectResponse("/login", status_code=303)
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    @app.get("/jobs", response_class=HTMLResponse, include_in_schema=False)
+    def jobs_page(
+        request: Request,
+        state: str = "",
+        protocol: str = "",
+        calling_ae: str = "",
+        date_from: str = "",
+        date_to: str = "",
+        q: str = "",
+        page_number: int = 1,
+    ) -> Response:
+        user = require_page_user(request)
+        page_number = max(1, page_number)
+        filters = {"state": state, "protocol": protocol, "calling_ae": calling_ae,
+                   "date_from": date_from, "date_to": date_to, "q": q}
+        created_from = _parse_date(date_from)
+        created_to = _parse_date(date_to)
+        if created_to is not None:
+            created_to += dt.timedelta(days=1)
+        result = database.query_jobs(
+            state=state or None, protocol=protocol or None, calling_ae_title=calling_ae or None,
+            created_from=created_from, created_to=created_to, text=q or None,
+            offset=(page_number - 1) * PAGE_SIZE, limit=PAGE_SIZE,
+        )
+        pages = max(1, -(-result.total // PAGE_SIZE))
+        query_base = urlencode({k: v for k, v in filters.items() if v})
+        return page(
+            request, "jobs.html", user,
+            jobs=[job_summary(job, user) for job in result.jobs],
+            total=result.total, page_number=page_number, pages=pages, filters=filters,
+            query_base=query_base, states=[s.value for s in JobState],
+            choices=database.distinct_job_values(),
+        )
+
+    @app.get("/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
+    def job_page(request: Request, job_id: int) -> Response:
+        user = require_page_user(request)
+        job = database.get_job(job_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail=f"No job {job_id}.")
+        audit = database.list_audit(limit=20, job_id=job_id) if user.is_admin else []
+        return page(request, "job.html", user, job=job_detail(job, user, database), audit=audit)
+
+    @app.post("/jobs/{job_id}/{action}", include_in_schema=False)
+    def job_action(request: Request, job_id: int, action: str,
+                   csrf_token_field: str = Form("", alias="csrf_token")) -> Response:
+        user = require_page_user(request)
+        if action not in ("retry", "cancel", "delete"):
+            raise HTTPException(status_code=404, detail=f"No action {action!r}.")
+        if not csrf_ok(request, csrf_token_field):
+            raise HTTPException(status_code=403, detail="The form expired (CSRF check); reload the page.")
+        try:
+            message = perform_action(request, user, action, job_id)
+        except HTTPException as exc:
+            if exc.status_code == 409:
+                request.session["flash"] = {"level": "error", "message": str(exc.detail)}
+                return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+            raise
+        request.session["flash"] = {"level": "info", "message": f"Job {job_id}: {message}"}
+        target = "/jobs" if action == "delete" else f"/jobs/{job_id}"
+        return RedirectResponse(target, status_code=303)
+
+    @app.get("/jobs/{job_id}/outputs/{output_id}/thumbnail.png", include_in_schema=False)
+    def thumbnail(request: Request, job_id: int, output_id: int) -> Response:
+        user = require_page_user(request)
+        job = database.get_job(job_id)
+        output = next((o for o in job.outputs if o.id == output_id), None) if job else None
+        if job is None or output is None or output.kind != "SC":
+            raise HTTPException(status_code=404, detail="No such key image.")
+        if not user.sees_phi and source_has_burned_in_annotation(job, database):
+            raise HTTPException(
+                status_code=403,
+                detail="The source images declare burned-in annotation; the phi role is needed.",
+            )
+        try:
+            png = thumbnail_png(output.path)
+        except (OSError, ValueError, AttributeError) as exc:
+            raise HTTPException(status_code=404,
+                                detail=f"Key image not readable from the dashboard host: {exc}") from exc
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+    # -- node, audit, metrics --------------------------------------------------------------------
+
+    @app.get("/node", response_class=HTMLResponse, include_in_schema=False)
+    def node_page(request: Request) -> Response:
+        user = require_page_user(request)
+        return page(request, "node.html", user, status=node_status(settings, database))
+
+    @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
+    def audit_page(request: Request) -> Response:
+        user = require_page_user(request)
+        if not user.is_admin:
+            raise HTTPException(status_code=403, detail="The audit log needs the admin role.")
+        return page(request, "audit.html", user, entries=database.list_audit(limit=200))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        if not settings.web.metrics_public and current_user(request, allow_basic=True) is None:
+            return JSONResponse({"detail": "authentication required"}, status_code=401)
+        return Response(render(app.state.metrics_registry),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+def _safe_next(target: str) -> str:
+    """Only same-site paths (no open redirect)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/jobs"
+    return target
+
+
+def _parse_date(text: str) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%d")
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=f"Invalid date {text!r}: use YYYY-MM-DD.") from exc

@@ -1,0 +1,177 @@
+"""Jobs as the dashboard and the API show them: plain dicts, with PHI masked by role.
+
+The job database holds no patient name or Patient ID. For users with the ``phi`` role the job page
+reads them (and the Accession Number) from the header of the first stored instance of the
+series; for everyone else they, and the Accession Number stored with the job, are hidden.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from node.users import CurrentUser
+from storage.models import Job
+
+logger = logging.getLogger(__name__)
+
+THUMBNAIL_MAX_PX = 480
+HIDDEN = None
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """Naive UTC datetime as ISO 8601 with ``Z``."""
+    return value.isoformat(timespec="seconds") + "Z" if value else None
+
+
+def job_summary(job: Job, user: CurrentUser) -> dict[str, Any]:
+    """The list view of a job (no PHI unless the user has the phi role)."""
+    duration = (
+        (job.finished_at - job.started_at).total_seconds()
+        if job.finished_at and job.started_at
+        else None
+    )
+    return {
+        "id": job.id,
+        "state": str(job.state),
+        "protocol": job.protocol,
+        "modality": job.modality,
+        "calling_ae_title": job.calling_ae_title,
+        "study_instance_uid": job.study_instance_uid,
+        "series_instance_uid": job.series_instance_uid,
+        "accession_number": (job.accession_number or None) if user.sees_phi else HIDDEN,
+        "instances": job.instance_count,
+        "attempts": job.attempts,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "duration_s": round(duration, 1) if duration is not None else None,
+        "error": job.error,
+    }
+
+
+def job_detail(job: Job, user: CurrentUser, database: Any) -> dict[str, Any]:
+    """The job page / API detail: summary plus routing, results, outputs, sends, timeline."""
+    data = job_summary(job, user)
+    data.update(
+        routing_rule=job.routing_rule,
+        routing_reason=job.routing_reason,
+        algorithm=job.algorithm,
+        worker=job.worker,
+        lease_expires_at=iso(job.lease_expires_at),
+        results=json.loads(job.results_json) if job.results_json else None,
+        outputs=[
+            {
+                "id": o.id,
+                "kind": o.kind,
+                "sop_class_uid": o.sop_class_uid,
+                "sop_instance_uid": o.sop_instance_uid,
+                "series_instance_uid": o.series_instance_uid,
+                "created_at": iso(o.created_at),
+                "sends": [
+                    {
+                        "destination": s.destination,
+                        "state": str(s.state),
+                        "attempts": s.attempts,
+                        "last_error": s.last_error,
+                        "sent_at": iso(s.sent_at),
+                    }
+                    for s in o.sends
+                ],
+            }
+            for o in job.outputs
+        ],
+        events=[
+            {"at": iso(e.at), "level": e.level, "message": e.message} for e in job.events
+        ],
+        patient=patient_of(job, database) if user.sees_phi else HIDDEN,
+        phi_hidden=not user.sees_phi,
+    )
+    return data
+
+
+def patient_of(job: Job, database: Any) -> dict[str, str | None]:
+    """Patient name, Patient ID and Accession Number from the first stored instance's header.
+
+    Never logged. Values are ``None`` when the files are gone (retention) or unreadable.
+    """
+    import pydicom
+
+    instances = database.series_instances(job.series_instance_uid)
+    for instance in instances[:3]:
+        try:
+            ds = pydicom.dcmread(
+                instance.path,
+                stop_before_pixels=True,
+                specific_tags=["PatientName", "PatientID", "AccessionNumber"],
+            )
+        except Exception:  # noqa: BLE001, S112 - a missing/unreadable file only hides the values
+            continue
+        return {
+            "name": str(ds.get("PatientName", "")) or None,
+            "id": str(ds.get("PatientID", "")) or None,
+            "accession_number": str(ds.get("AccessionNumber", "")) or None,
+            "source": "stored instance header",
+        }
+    return {"name": None, "id": None, "accession_number": job.accession_number or None,
+            "source": "no stored instance readable from the dashboard host"}
+
+
+def source_has_burned_in_annotation(job: Job, database: Any) -> bool:
+    """Whether the job's first readable source instance declares Burned In Annotation YES.
+
+    ainode's key images burn in only measurements and the algorithm name (the SC itself says
+    ``BurnedInAnnotation YES`` for that text), but they copy the source pixels: a source image
+    with burned-in patient data would carry it into the key image.
+    """
+    import pydicom
+
+    for instance in database.series_instances(job.series_instance_uid)[:3]:
+        try:
+            ds = pydicom.dcmread(instance.path, stop_before_pixels=True,
+                                 specific_tags=["BurnedInAnnotation"])
+        except Exception:  # noqa: BLE001, S112 - unreadable: try the next one
+            continue
+        return str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
+    return False
+
+
+@functools.lru_cache(maxsize=64)
+def _thumbnail_png(path: str, mtime_ns: int) -> bytes:
+    import numpy as np
+    import pydicom
+    from PIL import Image
+
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array
+    if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
+        from pydicom.pixels import convert_color_space
+
+        pixels = convert_color_space(pixels, ds.PhotometricInterpretation, "RGB")
+    if pixels.ndim == 4:
+        pixels = pixels[0]
+    if pixels.dtype != np.uint8:
+        low, high = float(pixels.min()), float(pixels.max())
+        pixels = ((pixels - low) / max(high - low, 1.0) * 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    image.thumbnail((THUMBNAIL_MAX_PX, THUMBNAIL_MAX_PX))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def thumbnail_png(path: str) -> bytes:
+    """PNG thumbnail (at most 480 px) of a Secondary Capture key image file (cached).
+
+    Raises
+    ------
+    OSError
+        If the file cannot be read from the dashboard host.
+    """
+    stat = Path(path).stat()
+    return _thumbnail_png(path, stat.st_mtime_ns)
