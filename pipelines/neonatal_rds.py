@@ -195,9 +195,10 @@ _LUNG = CodedTerm("39607008", "SCT", "Lung")
 _RIGHT = CodedTerm("24028007", "SCT", "Right")
 _LEFT = CodedTerm("7771000", "SCT", "Left")
 
-#: SEG segments: Anatomical Structure / Lung (CID 7150 / 7155) with the laterality as anatomic
-#: region modifier-free region code (Right 24028007 / Left 7771000, CID 244); DICOM has no
-#: pre-coordinated right/left lung concept (clinical.md §5).
+#: SEG segments: Anatomical Structure / Lung (CID 7150 / 7155) with the laterality (Right
+#: 24028007 / Left 7771000, CID 244) as Segmented Property Type Modifier in the SEG and as the
+#: finding site's laterality in the SR; DICOM has no pre-coordinated right/left lung concept
+#: (clinical.md §5).
 SEGMENTS: list[SegmentDefinition] = [
     SegmentDefinition(
         number=LABEL_RIGHT_LUNG,
@@ -205,7 +206,8 @@ SEGMENTS: list[SegmentDefinition] = [
         description="Right lung field (projection)",
         category=SCT_ANATOMICAL_STRUCTURE,
         property_type=_LUNG,
-        anatomic_region=_RIGHT,
+        anatomic_region=None,
+        laterality=_RIGHT,
         tracking_id="right lung field",
         display_rgb=(240, 80, 60),
     ),
@@ -215,7 +217,8 @@ SEGMENTS: list[SegmentDefinition] = [
         description="Left lung field (projection)",
         category=SCT_ANATOMICAL_STRUCTURE,
         property_type=_LUNG,
-        anatomic_region=_LEFT,
+        anatomic_region=None,
+        laterality=_LEFT,
         tracking_id="left lung field",
         display_rgb=(60, 150, 255),
     ),
@@ -239,8 +242,8 @@ FLAG_NEONATE_IMPLAUSIBLE = CodedTerm(
 FLAG_ADULT_IMPLAUSIBLE = CodedTerm(
     "AREAADULT", PRIVATE_SCHEME, "Lung area implausible for an adult"
 )
-#: Procedure reported (TID 1500): the registry's radiographic imaging procedure.
-PROCEDURE = CodedTerm("363680008", "SCT", "Radiographic imaging procedure")
+#: Procedure reported (TID 1500): the registry's code, Plain radiography (PS3.16 CID 10005).
+PROCEDURE = CodedTerm("168537006", "SCT", "Plain radiography")
 
 #: Body Part Examined (0018,0015) values accepted as a chest (PS3.16 Annex L defined terms and
 #: the spellings the default routing rules accept, plus films that include the chest).
