@@ -198,6 +198,11 @@ class CTVolume:
         For each slice of :attr:`source_volume`, the index into :attr:`datasets`.
     warnings: list[str]
         Deviations tolerated while reading (localizers dropped, mixed geometry...).
+    frame_shift_px: list[tuple[float, float]] | None
+        Only for gantry-tilted (sheared) series: for each of :attr:`datasets`, the in-plane
+        (row, column) shift in pixels applied to that image to put it on the orthogonal grid of
+        :attr:`hu` (see :func:`gantry_tilt_shear`); :meth:`to_source_frames` shifts masks
+        back. ``None`` for orthogonal series.
     """
 
     hu: np.ndarray
@@ -207,6 +212,7 @@ class CTVolume:
     source_volume: hd.Volume
     frame_of_source_slice: list[int]
     warnings: list[str] = field(default_factory=list)
+    frame_shift_px: list[tuple[float, float]] | None = None
 
     @property
     def is_single_slice(self) -> bool:
@@ -243,6 +249,15 @@ class CTVolume:
         frames = np.zeros((len(self.datasets), *in_source.shape[1:]), dtype=mask.dtype)
         for slice_index, frame_index in enumerate(self.frame_of_source_slice):
             frames[frame_index] = in_source[slice_index]
+        if self.frame_shift_px is not None:
+            from scipy import ndimage
+
+            for frame_index, (shift_rows, shift_columns) in enumerate(self.frame_shift_px):
+                if shift_rows or shift_columns:
+                    frames[frame_index] = ndimage.shift(
+                        frames[frame_index], (-shift_rows, -shift_columns), order=0,
+                        mode="constant", cval=0,
+                    )
         return frames
 
     def source_frame_of_slice(self, canonical_slice: int) -> int | None:
@@ -377,6 +392,14 @@ def load_ct_volume(datasets: Sequence[Dataset]) -> CTVolume:
         return _load_multiframe(datasets[0])
     images, warnings = select_volume_frames(datasets)
     check_decodable(images)
+    # A gantry-tilted (sheared) stack is not an orthogonal volume: shear-correct it. In-plane
+    # offsets that are not proportional to the slice position are left to highdicom to judge.
+    try:
+        shear = gantry_tilt_shear(images)
+    except InvalidSeriesError:
+        shear = None
+    if shear is not None:
+        return _load_sheared(images, shear, warnings)
     try:
         source_volume = hd.get_volume_from_series(images, dtype=np.float32)
     except Exception as exc:
@@ -490,3 +513,181 @@ def _finish(source_volume: hd.Volume, images: list[Dataset], warnings: list[str]
         frame_of_source_slice=frame_of_source_slice,
         warnings=warnings,
     )
+
+
+#: In-plane offset (mm) between consecutive slice origins above which a series counts as
+#: sheared (gantry tilt) rather than orthogonal.
+_SHEAR_TOLERANCE_MM = 0.05
+
+
+def gantry_tilt_shear(datasets: Sequence[Dataset]) -> list[tuple[float, float]] | None:
+    """Detect a sheared stack (gantry tilt) and compute the per-image correction.
+
+    On a tilted gantry the image planes are tilted while the table moves along the patient's
+    z axis, so consecutive Image Position (Patient) values are offset *within* the image plane,
+    not only along its normal (PS3.3 C.7.6.2.1.1; Gantry/Detector Tilt (0018,1120) is not
+    needed, the geometry is read from the positions). Shifting every image in-plane by its
+    offset relative to the middle image turns the stack into an orthogonal volume.
+
+    Parameters
+    ----------
+    datasets:
+        Images of one geometry group (same Image Orientation (Patient), Pixel Spacing).
+
+    Returns
+    -------
+    list[tuple[float, float]] | None
+        For each dataset (same order), the (row, column) shift in pixels that moves its content
+        onto the orthogonal grid; ``None`` when the stack is not sheared (or has one image).
+
+    Raises
+    ------
+    InvalidSeriesError
+        If the in-plane offsets are not proportional to the slice position (not a tilt).
+    """
+    if len(datasets) < 2:
+        return None
+    iop = np.asarray(datasets[0].ImageOrientationPatient, dtype=float)
+    row_dir, col_dir = iop[:3], iop[3:]
+    normal = np.cross(row_dir, col_dir)
+    positions = np.array([np.asarray(ds.ImagePositionPatient, dtype=float) for ds in datasets])
+    along = positions @ normal
+    reference = positions[int(np.argsort(along)[len(along) // 2])]
+    offsets = positions - reference
+    offsets -= np.outer(offsets @ normal, normal)
+    if float(np.abs(offsets).max()) <= _SHEAR_TOLERANCE_MM:
+        return None
+    # Offsets must be linear in the position along the normal (a constant tilt).
+    relative = along - float(reference @ normal)
+    design = relative[:, None]
+    fit, *_ = np.linalg.lstsq(design, offsets, rcond=None)
+    residual = float(np.abs(offsets - design @ fit).max())
+    if residual > 0.5:
+        raise InvalidSeriesError(
+            f"the image positions are offset within the image plane by up to "
+            f"{float(np.abs(offsets).max()):.1f} mm, not proportionally to the slice position "
+            f"(residual {residual:.1f} mm): neither an orthogonal nor a gantry-tilted stack"
+        )
+    row_mm, col_mm = (float(v) for v in datasets[0].PixelSpacing)
+    # An offset along the column direction (down the rows) moves content by rows, and vice versa.
+    return [
+        (float(offset @ col_dir) / row_mm, float(offset @ row_dir) / col_mm)
+        for offset in offsets
+    ]
+
+
+def _load_sheared(
+    images: list[Dataset], shear: list[tuple[float, float]], warnings: list[str]
+) -> CTVolume:
+    """Shear-correct a gantry-tilted stack (linear interpolation in-plane) and load it."""
+    from pydicom.pixels import apply_modality_lut
+    from scipy import ndimage
+
+    iop = np.asarray(images[0].ImageOrientationPatient, dtype=float)
+    row_dir, col_dir = iop[:3], iop[3:]
+    row_mm, col_mm = (float(v) for v in images[0].PixelSpacing)
+    corrected: list[Dataset] = []
+    for ds, (shift_rows, shift_columns) in zip(images, shear, strict=True):
+        try:
+            hu = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+        except Exception as exc:  # any decoder failure
+            raise InvalidInputError(
+                f"SOP Instance UID {ds.SOPInstanceUID}: the pixel data cannot be decoded "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        moved = ndimage.shift(hu, (shift_rows, shift_columns), order=1, mode="constant",
+                              cval=float(hu.min()))
+        copy = detached_copy(ds, drop_pixel_data=True)
+        copy.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        copy.BitsAllocated = 16
+        copy.BitsStored = 16
+        copy.HighBit = 15
+        copy.PixelRepresentation = 1
+        copy.RescaleSlope = 1
+        copy.RescaleIntercept = 0
+        for keyword in ("ModalityLUTSequence", "FloatPixelData", "DoubleFloatPixelData"):
+            if keyword in copy:
+                delattr(copy, keyword)
+        copy.PixelData = np.clip(np.round(moved), -32768, 32767).astype("<i2").tobytes()
+        corrected.append(copy)
+    # Corrected positions on an exactly regular line along the normal (so that the volume's
+    # computed plane positions match them), from the first image's shifted position.
+    normal = np.cross(row_dir, col_dir)
+    along = np.array([np.asarray(ds.ImagePositionPatient, dtype=float) @ normal for ds in images])
+    order = np.argsort(along)
+    first = order[0]
+    spacing = float(np.median(np.diff(along[order]))) if len(images) > 1 else 0.0
+    origin = np.asarray(images[first].ImagePositionPatient, dtype=float) \
+        - shear[first][0] * row_mm * col_dir - shear[first][1] * col_mm * row_dir
+    for rank, index in enumerate(order):
+        position = np.round(origin + rank * spacing * normal, 4)
+        corrected[int(index)].ImagePositionPatient = [f"{v:.4f}" for v in position]
+    try:
+        source_volume = hd.get_volume_from_series(corrected, dtype=np.float32)
+    except Exception as exc:
+        raise InvalidSeriesError(
+            f"cannot build a volume from {len(images)} gantry-tilted image(s) after shear "
+            f"correction: {exc}. Check for missing slices"
+        ) from exc
+    # Give each corrected image exactly the plane position highdicom computed for it (nearest
+    # within 0.1 mm), so that _finish's position matching cannot trip over rounding.
+    planes = np.array([
+        np.asarray(source_volume.get_plane_position(k)[0].ImagePositionPatient, dtype=float)
+        for k in range(source_volume.spatial_shape[0])
+    ])
+    for copy in corrected:
+        position = np.asarray(copy.ImagePositionPatient, dtype=float)
+        distances = np.linalg.norm(planes - position, axis=1)
+        nearest = int(np.argmin(distances))
+        if distances[nearest] > 0.1:
+            raise InvalidSeriesError(
+                f"gantry-tilted series: an image at {position.round(2).tolist()} lies "
+                f"{distances[nearest]:.2f} mm from the nearest plane of the corrected volume; "
+                "check for missing slices"
+            )
+        copy.ImagePositionPatient = [float(v) for v in planes[nearest]]
+    tilt = float(images[0].get("GantryDetectorTilt", 0) or 0)
+    max_shift = max(max(abs(r), abs(c)) for r, c in shear)
+    warnings = [
+        *warnings,
+        (f"gantry-tilted series (Gantry/Detector Tilt {tilt:g} deg): images shifted in-plane by "
+         f"up to {max_shift:.1f} pixels onto an orthogonal grid (linear interpolation); content "
+         "shifted out of the field of view is lost"),
+    ]
+    volume = _finish(source_volume, corrected, warnings)
+    volume.datasets = [detached_copy(ds, drop_pixel_data=True) for ds in images]
+    volume.frame_shift_px = list(shear)
+    return volume
+
+
+def detached_copy(ds: Dataset, *, drop_pixel_data: bool = False) -> Dataset:
+    """A copy of ``ds`` that can be changed without changing ``ds``.
+
+    :meth:`pydicom.Dataset.copy` is shallow: the copy shares its data elements with the
+    original, so setting or deleting an attribute of the copy changes the original. This copies
+    every data element (deep copy), optionally without Pixel Data, and the File Meta
+    Information.
+
+    Parameters
+    ----------
+    ds:
+        The dataset.
+    drop_pixel_data:
+        Leave Pixel Data (7FE0,0010) out.
+
+    Returns
+    -------
+    pydicom.Dataset
+    """
+    import copy as copy_module
+
+    pixel_data_tag = 0x7FE00010
+    new = Dataset({
+        elem.tag: copy_module.deepcopy(elem)
+        for elem in ds.elements()
+        if not (drop_pixel_data and elem.tag == pixel_data_tag)
+    })
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        new.file_meta = copy_module.deepcopy(meta)
+    return new

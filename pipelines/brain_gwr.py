@@ -1,0 +1,1263 @@
+"""Post-cardiac-arrest head CT: gray-to-white-matter ratio (GWR) of the basal-ganglia landmarks.
+
+Reference method (no trained weights), see ``docs/pipelines/brain-gwr.md``:
+
+1. **Brain mask** (skull stripping): skull = voxels above ``bone_hu``; per axial slice the
+   closed skull ring is filled; brain = soft tissue (``brain_mask_hu``) inside it, not touching
+   bone, largest 3D component.
+2. **Registration** of the scan to the shipped Colin27 T1 template (``pipelines.brain_atlas``)
+   with SimpleITK: both brains masked, the scan windowed to the brain and resampled to
+   ``registration_spacing_mm``; centre-of-mass initialisation of the two brain masks, then a
+   rigid (Euler) and an affine stage, Mattes mutual information, multi-resolution.
+3. **Labels carried back** to the scan grid with nearest-neighbour interpolation; quality
+   check (Dice of the registered template brain mask against the scan's brain mask) and
+   coverage check (each landmark's carried-back volume against its expected volume).
+4. **Intensity refinement** (:func:`refine_landmarks`): only voxels within ``parenchyma_hu``
+   (default 10..60 HU: excludes CSF, calcification, bone, blood products above 60 HU) are kept,
+   and the in-band mask is eroded in-plane by ``erosion_mm`` against partial volume.
+5. **Measurement** (:func:`measure`): per landmark and side mean, median and SD of HU, voxel
+   count, volume; GWRs:
+
+   * GWR_BG = (CN + PU) / (CC + PIC) — ROI set of Metter et al., Resuscitation 2011
+     (doi 10.1016/j.resuscitation.2011.04.001), ratio introduced by Torbey et al., Stroke 2000;
+     each term is the mean HU of the landmark's *core* (segment eroded in-plane by
+     ``core_erosion_mm``, like the small central ROIs of the manual method); CN, PU, PIC are
+     the means of the right and left core means, CC the corpus callosum core mean; also per
+     side (the same formula with one side's CN, PU, PIC).
+   * PU / PIC — simplified ratio, Gentsch et al., Clin Neuroradiol 2015.
+   * GWR_cerebrum = (MC1 + MC2) / (MWM1 + MWM2) and GWR_average are *not* computed: the
+     medial-cortex / medial-white-matter ROIs are not in the shipped atlas.
+
+   A low-GWR flag is raised when GWR_BG < ``gwr_cutoff`` (default 1.18: 100 % predictive of
+   death in Torbey et al., Stroke 2000, n = 25). Cut-offs belong to small cohorts, CT timing,
+   temperature management and scanners (clinical.md §4.2, §6); never a stand-alone prognosis.
+
+Label numbering (:data:`LANDMARK_LABELS`): 1 caudate right, 2 caudate left, 3 putamen right,
+4 putamen left, 5 PLIC right, 6 PLIC left, 7 corpus callosum; 8 brain parenchyma (single-slice
+results only).
+
+A trained network replaces steps 1-3: ``model.predict(hu, spacing_mm) -> label_map`` with ``hu``
+the ``(slices, rows, columns)`` float32 HU volume in canonical HPL orientation
+(:class:`pipelines.volume.CTVolume`), ``spacing_mm`` its (slice, row, column) spacing, returning a
+``uint8`` array of the same shape in the numbering above (labels 1..7). Its label map goes
+through the same refinement, measurement and outputs.
+
+A single image cannot be registered in 3D: it is reported with its brain parenchyma (area,
+mean and median HU within ``parenchyma_hu``) and GWR "not measurable" with the reason.
+
+Research use only, not for diagnosis. Checked on digital phantoms built from the same atlas
+and on one real slice only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+from scipy import ndimage
+
+from pipelines.acquisition import contrast_recorded
+from pipelines.brain_atlas import (
+    LABEL_CAUDATE_LEFT,
+    LABEL_CAUDATE_RIGHT,
+    LABEL_CORPUS_CALLOSUM,
+    LABEL_PLIC_LEFT,
+    LABEL_PLIC_RIGHT,
+    LABEL_PUTAMEN_LEFT,
+    LABEL_PUTAMEN_RIGHT,
+    LANDMARK_LABELS,
+    BrainAtlas,
+    load_atlas,
+)
+from pipelines.errors import (
+    ConfigError,
+    InvalidInputError,
+    PipelineError,
+    UnsupportedInputError,
+)
+from pipelines.types import (
+    DCM_ATTENUATION,
+    PRIVATE_SCHEME,
+    RESEARCH_USE_DISCLAIMER,
+    SCT_ANATOMICAL_STRUCTURE,
+    SCT_AREA,
+    SCT_MEAN,
+    SCT_MEDIAN,
+    SCT_NO,
+    SCT_STANDARD_DEVIATION,
+    SCT_VOLUME,
+    SCT_YES,
+    UCUM_CM2,
+    UCUM_HU,
+    UCUM_MM3,
+    UCUM_NO_UNITS,
+    UCUM_RATIO,
+    AlgorithmInfo,
+    CodedTerm,
+    KeyImage,
+    LearnedModel,
+    Measurement,
+    PipelineResult,
+    QualitativeFinding,
+    SegmentDefinition,
+    ValidationStatus,
+)
+from pipelines.volume import CTVolume, detached_copy, load_ct_volume
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_NAME = "brain-gwr"
+
+ALGORITHM = AlgorithmInfo(
+    name="ainode-brain-gwr-reference",
+    version="0.1.0",
+    validation_status=ValidationStatus.REFERENCE_METHOD,
+    is_ai=False,
+    source=(
+        "Atlas registration (Colin27 T1, AAL, JHU labels; SimpleITK rigid+affine, Mattes MI) "
+        "with HU refinement; GWR of Torbey 2000 / Metter 2011"
+    ),
+)
+
+#: Label of the brain parenchyma segment of single-slice results.
+LABEL_BRAIN_PARENCHYMA = 8
+
+#: Published default cut-off: GWR_BG < 1.18, Torbey et al., Stroke 2000 (clinical.md §4.2).
+DEFAULT_GWR_CUTOFF = 1.18
+DEFAULT_GWR_CUTOFF_SOURCE = "Torbey et al., Stroke 2000 (GWR_BG < 1.18, 100 % predictive of death, n=25)"
+
+# Codes: PS3.16 / SNOMED CT as in pydicom 3.0.2's tables (clinical.md §5).
+SCT_CAUDATE = CodedTerm("11000004", "SCT", "Caudate Nucleus")
+SCT_PUTAMEN = CodedTerm("89278009", "SCT", "Putamen")
+SCT_INTERNAL_CAPSULE = CodedTerm("85637007", "SCT", "internal capsule")
+SCT_CORPUS_CALLOSUM = CodedTerm("88442005", "SCT", "Corpus callosum")
+SCT_BRAIN = CodedTerm("12738006", "SCT", "Brain")
+SCT_RIGHT = CodedTerm("24028007", "SCT", "Right")
+SCT_LEFT = CodedTerm("7771000", "SCT", "Left")
+
+#: Laterality of each landmark (PS3.16 CID 244); for a SEG Segmented Property Type Modifier /
+#: SR Laterality once the shared writer supports one. ``None`` = unpaired (midline).
+SEGMENT_LATERALITY: dict[int, CodedTerm | None] = {
+    LABEL_CAUDATE_RIGHT: SCT_RIGHT, LABEL_CAUDATE_LEFT: SCT_LEFT,
+    LABEL_PUTAMEN_RIGHT: SCT_RIGHT, LABEL_PUTAMEN_LEFT: SCT_LEFT,
+    LABEL_PLIC_RIGHT: SCT_RIGHT, LABEL_PLIC_LEFT: SCT_LEFT,
+    LABEL_CORPUS_CALLOSUM: None, LABEL_BRAIN_PARENCHYMA: None,
+}
+
+# Private concepts (no standard concept exists for a GWR, clinical.md §5).
+GWR_BG_CONCEPT = CodedTerm("GWR-BG", PRIVATE_SCHEME, "GWR (CN+PU)/(CC+PIC), Torbey 2000, Metter 2011")
+GWR_BG_RIGHT_CONCEPT = CodedTerm("GWR-BG-R", PRIVATE_SCHEME, "GWR right (CN+PU)/(CC+PIC), Metter 2011")
+GWR_BG_LEFT_CONCEPT = CodedTerm("GWR-BG-L", PRIVATE_SCHEME, "GWR left (CN+PU)/(CC+PIC), Metter 2011")
+GWR_PU_PIC_CONCEPT = CodedTerm("GWR-PU-PIC", PRIVATE_SCHEME, "GWR PU/PIC, Gentsch 2015")
+LOW_GWR_CONCEPT = CodedTerm("LOW-GWR", PRIVATE_SCHEME, "GWR below configured cut-off")
+GWR_MEASURABLE_CONCEPT = CodedTerm("GWR-MEASURABLE", PRIVATE_SCHEME, "GWR measurable")
+VOXEL_COUNT_CONCEPT = CodedTerm("VOXELS", PRIVATE_SCHEME, "Number of voxels")
+CORE_MEAN_CONCEPT = CodedTerm("CORE-HU", PRIVATE_SCHEME, "Attenuation of segment core (GWR ROI)")
+CORE_VOXEL_COUNT_CONCEPT = CodedTerm("CORE-VOXELS", PRIVATE_SCHEME, "Number of voxels in segment core")
+REGISTRATION_DICE_CONCEPT = CodedTerm("REG-DICE", PRIVATE_SCHEME, "Atlas registration brain Dice")
+
+_DISPLAY = {
+    LABEL_CAUDATE_RIGHT: (230, 80, 80), LABEL_CAUDATE_LEFT: (255, 150, 120),
+    LABEL_PUTAMEN_RIGHT: (80, 200, 80), LABEL_PUTAMEN_LEFT: (160, 240, 120),
+    LABEL_PLIC_RIGHT: (80, 120, 255), LABEL_PLIC_LEFT: (130, 190, 255),
+    LABEL_CORPUS_CALLOSUM: (240, 220, 60), LABEL_BRAIN_PARENCHYMA: (200, 120, 220),
+}
+_SHORT = {
+    LABEL_CAUDATE_RIGHT: ("CN R", "caudate_right"), LABEL_CAUDATE_LEFT: ("CN L", "caudate_left"),
+    LABEL_PUTAMEN_RIGHT: ("PU R", "putamen_right"), LABEL_PUTAMEN_LEFT: ("PU L", "putamen_left"),
+    LABEL_PLIC_RIGHT: ("PIC R", "plic_right"), LABEL_PLIC_LEFT: ("PIC L", "plic_left"),
+    LABEL_CORPUS_CALLOSUM: ("CC", "corpus_callosum"),
+    LABEL_BRAIN_PARENCHYMA: ("Brain", "brain_parenchyma"),
+}
+_TYPE = {
+    LABEL_CAUDATE_RIGHT: SCT_CAUDATE, LABEL_CAUDATE_LEFT: SCT_CAUDATE,
+    LABEL_PUTAMEN_RIGHT: SCT_PUTAMEN, LABEL_PUTAMEN_LEFT: SCT_PUTAMEN,
+    LABEL_PLIC_RIGHT: SCT_INTERNAL_CAPSULE, LABEL_PLIC_LEFT: SCT_INTERNAL_CAPSULE,
+    LABEL_CORPUS_CALLOSUM: SCT_CORPUS_CALLOSUM, LABEL_BRAIN_PARENCHYMA: SCT_BRAIN,
+}
+_NAMES = {**LANDMARK_LABELS, LABEL_BRAIN_PARENCHYMA: "brain parenchyma (single slice)"}
+
+
+def _segment(number: int) -> SegmentDefinition:
+    label, _key = _SHORT[number]
+    return SegmentDefinition(
+        number=number,
+        label=label,
+        description=_NAMES[number][:64],
+        category=SCT_ANATOMICAL_STRUCTURE,
+        property_type=_TYPE[number],
+        anatomic_region=None,
+        tracking_id=_NAMES[number][:64],
+        display_rgb=_DISPLAY[number],
+    )
+
+
+#: All segments of the protocol (one per landmark and side; parenchyma for single slices).
+SEGMENTS: list[SegmentDefinition] = [_segment(n) for n in (*LANDMARK_LABELS, LABEL_BRAIN_PARENCHYMA)]
+
+
+@dataclass(frozen=True)
+class BrainGWRParameters:
+    """Parameters of the ``brain-gwr`` protocol (keys of the node's ``params`` mapping).
+
+    Attributes
+    ----------
+    parenchyma_hu:
+        (lower, upper) HU kept in the landmarks: 10..60 HU. Non-contrast CT gray matter is
+        37-45 HU and white matter 20-30 HU (clinical.md §4.3, Buzug 2008); CSF lies below 10 HU,
+        calcification, blood and bone above 60 HU.
+    erosion_mm:
+        In-plane erosion radius of the in-band mask against partial volume, mm (at least one
+        pixel when > 0; 0 disables).
+    core_erosion_mm:
+        The GWR uses the mean HU of each segment's *core*: the segment eroded in-plane by this
+        radius (at least one pixel when > 0), which keeps the ROI away from the neighbouring
+        structure of the other tissue class when the registration is off by a voxel, as the
+        manual method places small ROIs in the centre of each structure (10 mm² circles,
+        SJTREM 2013;21:57). A segment whose core would be empty is used whole (warning).
+    gwr_cutoff:
+        GWR_BG below this is flagged; default 1.18 (Torbey et al., Stroke 2000).
+    bone_hu:
+        Skull threshold for skull stripping, HU.
+    brain_mask_hu:
+        (lower, upper) HU of tissue that may belong to the brain mask.
+    registration_spacing_mm:
+        Isotropic spacing at which the scan is registered to the template, mm.
+    registration_iterations:
+        Maximum optimiser iterations per stage and level.
+    min_brain_extent_mm:
+        The brain mask must span at least this head-feet extent, mm (the caudate-to-corpus
+        callosum range is about 50 mm).
+    min_landmark_coverage:
+        Each landmark's carried-back volume must reach this fraction of its expected volume
+        (atlas volume scaled by the registration), else the scan does not cover it.
+    min_registration_dice:
+        Dice of the registered template brain mask against the scan's brain mask below which
+        the registration is considered failed.
+    reject_contrast:
+        Refuse series whose headers record a contrast agent (contrast raises gray-matter HU).
+    atlas_path:
+        Alternative atlas asset (``.npz`` as built by ``training/build_brain_atlas.py``).
+    """
+
+    parenchyma_hu: tuple[float, float] = (10.0, 60.0)
+    erosion_mm: float = 1.0
+    core_erosion_mm: float = 2.0
+    gwr_cutoff: float = DEFAULT_GWR_CUTOFF
+    bone_hu: float = 300.0
+    brain_mask_hu: tuple[float, float] = (-15.0, 100.0)
+    registration_spacing_mm: float = 3.0
+    registration_iterations: int = 100
+    min_brain_extent_mm: float = 50.0
+    min_landmark_coverage: float = 0.7
+    min_registration_dice: float = 0.85
+    reject_contrast: bool = True
+    atlas_path: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("parenchyma_hu", "brain_mask_hu"):
+            lower, upper = getattr(self, name)
+            if not float(lower) < float(upper):
+                raise ConfigError(f"brain-gwr {name} = {getattr(self, name)}: lower must be < upper")
+        if not 0.5 <= float(self.gwr_cutoff) <= 3.0:
+            raise ConfigError(
+                f"brain-gwr gwr_cutoff = {self.gwr_cutoff}: expected a ratio near 1.1-1.3"
+            )
+        if not 1.0 <= float(self.registration_spacing_mm) <= 6.0:
+            raise ConfigError(
+                f"brain-gwr registration_spacing_mm = {self.registration_spacing_mm}: use 1..6 mm"
+            )
+        if float(self.erosion_mm) < 0:
+            raise ConfigError(f"brain-gwr erosion_mm = {self.erosion_mm}: must be >= 0")
+        if float(self.core_erosion_mm) < 0:
+            raise ConfigError(f"brain-gwr core_erosion_mm = {self.core_erosion_mm}: must be >= 0")
+
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Any] | None) -> BrainGWRParameters:
+        """Build from the node's settings mapping.
+
+        Raises
+        ------
+        ConfigError
+            For unknown keys or invalid values.
+        """
+        params = dict(params or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown brain-gwr parameter(s) {unknown}; known: {', '.join(sorted(known))}"
+            )
+        for name in ("parenchyma_hu", "brain_mask_hu"):
+            if name in params:
+                params[name] = tuple(float(v) for v in params[name])
+        try:
+            return cls(**params)
+        except TypeError as exc:
+            raise ConfigError(f"invalid brain-gwr parameters: {exc}") from exc
+
+
+# ------------------------------------------------------------------------------------------
+# Geometry helpers
+# ------------------------------------------------------------------------------------------
+
+
+def _sitk_image(volume: CTVolume, array: np.ndarray,
+                offset: tuple[int, int, int] = (0, 0, 0)) -> sitk.Image:
+    """SimpleITK image of a canonical ``(slices, rows, columns)`` array with the scan geometry.
+
+    ``offset`` is the (slice, row, column) index of ``array[0, 0, 0]`` in :attr:`CTVolume.hu`
+    (for crops).
+    """
+    affine = np.asarray(volume.volume.affine, dtype=float)
+    affine = affine.copy()
+    affine[:3, 3] = affine[:3, :3] @ np.asarray(offset, dtype=float) + affine[:3, 3]
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)  # per (slice, row, column)
+    direction = affine[:3, :3] / spacing  # columns = unit vectors of (slice, row, column)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    img.SetOrigin(tuple(float(v) for v in affine[:3, 3]))
+    img.SetSpacing(tuple(float(v) for v in spacing[::-1]))
+    img.SetDirection(tuple(float(v) for v in direction[:, ::-1].ravel()))
+    return img
+
+
+def _disk(radius_px: int) -> np.ndarray:
+    yy, xx = np.ogrid[-radius_px : radius_px + 1, -radius_px : radius_px + 1]
+    return np.asarray(xx * xx + yy * yy <= radius_px * radius_px)
+
+
+def _brain_window(mask: np.ndarray, spacing_mm: tuple[float, float, float],
+                  margin_mm: float) -> tuple[tuple[slice, slice, slice], tuple[int, int, int]]:
+    """Bounding box of ``mask`` plus a margin: (slices for indexing, index of its first voxel)."""
+    margin = [int(np.ceil(margin_mm / s)) for s in spacing_mm]
+    index = np.argwhere(mask)
+    lo = np.maximum(index.min(axis=0) - margin, 0)
+    hi = np.minimum(index.max(axis=0) + np.asarray(margin) + 1, mask.shape)
+    window = (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])),
+              slice(int(lo[2]), int(hi[2])))
+    return window, (int(lo[0]), int(lo[1]), int(lo[2]))
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return np.asarray(labels == int(np.argmax(sizes)))
+
+
+# ------------------------------------------------------------------------------------------
+# Reference segmentation
+# ------------------------------------------------------------------------------------------
+
+
+def brain_mask(hu: np.ndarray, spacing_mm: tuple[float, float, float],
+               params: BrainGWRParameters | None = None) -> np.ndarray:
+    """Skull-stripped brain mask of a head CT.
+
+    Skull = voxels at or above ``bone_hu``, closed in-plane (2 mm); per axial slice the closed
+    skull ring is filled; brain = tissue within ``brain_mask_hu`` inside it, 2 mm away from bone,
+    opened in-plane (2 mm) to cut thin bridges, largest 3D component, holes filled. Images
+    finer than 1 mm are processed at about 1 mm in-plane (subsampled) and the result brought
+    back to the full grid.
+
+    Parameters
+    ----------
+    hu:
+        ``(slices, rows, columns)`` float32 HU, canonical HPL orientation (axial slices).
+    spacing_mm:
+        (slice, row, column) spacing, mm.
+    params:
+        ``bone_hu`` and ``brain_mask_hu`` are used.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(slices, rows, columns)`` bool.
+    """
+    p = params or BrainGWRParameters()
+    step = max(1, int(1.0 // min(spacing_mm[1], spacing_mm[2])))
+    small = hu[:, ::step, ::step]
+    row_mm, col_mm = spacing_mm[1] * step, spacing_mm[2] * step
+    bone = small >= p.bone_hu
+    radius = max(1, round(2.0 / min(row_mm, col_mm)))
+    in_plane = np.zeros((1, 2 * radius + 1, 2 * radius + 1), dtype=bool)
+    in_plane[0] = _disk(radius)
+    closed = ndimage.binary_closing(bone, structure=in_plane, iterations=1)
+    inside = np.zeros_like(bone)
+    for k in range(small.shape[0]):
+        if closed[k].any():
+            inside[k] = ndimage.binary_fill_holes(closed[k])
+    soft = (small >= p.brain_mask_hu[0]) & (small <= p.brain_mask_hu[1])
+    candidate = inside & soft & ~ndimage.binary_dilation(bone, structure=in_plane)
+    # Cut thin bridges (foramina, partial skull rings) before taking the largest component.
+    candidate = ndimage.binary_opening(candidate, structure=in_plane)
+    brain = _largest_component(candidate)
+    if brain.any():
+        brain = ndimage.binary_fill_holes(brain) & inside & ~bone
+    if step == 1:
+        return np.asarray(brain)
+    full = np.repeat(np.repeat(brain, step, axis=1), step, axis=2)[:, : hu.shape[1], : hu.shape[2]]
+    return np.asarray(full & (hu < p.bone_hu))
+
+
+@dataclass
+class RegistrationReport:
+    """How the template was registered to the scan.
+
+    Attributes
+    ----------
+    transform:
+        SimpleITK transform mapping scan (fixed) points to template (moving) points.
+    brain_dice:
+        Dice of the registered template brain mask against the scan's brain mask.
+    landmark_coverage:
+        Per label, carried-back volume / expected volume.
+    metric_value:
+        Final Mattes MI value of the affine stage (negative: better).
+    seconds:
+        Registration time.
+    """
+
+    transform: sitk.Transform
+    brain_dice: float
+    landmark_coverage: dict[int, float]
+    metric_value: float
+    seconds: float
+
+
+def _register(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, fixed_mask: sitk.Image,
+              iterations: int, shrink: list[int], smooth_mm: list[float]) -> tuple[sitk.Transform, float]:
+    """One registration stage: Mattes MI, gradient descent, multi-resolution."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.3, seed=20240601)
+    method.SetMetricFixedMask(fixed_mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=4.0, minStep=0.01, numberOfIterations=iterations,
+        relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8,
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(shrink)
+    method.SetSmoothingSigmasPerLevel(smooth_mm)
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(initial, inPlace=False)
+    result = method.Execute(fixed, moving)
+    logger.debug("brain-gwr registration stage: %s, %d iterations, metric %.4f",
+                 method.GetOptimizerStopConditionDescription(), method.GetOptimizerIteration(),
+                 method.GetMetricValue())
+    return result, float(method.GetMetricValue())
+
+
+def register_atlas(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
+                   params: BrainGWRParameters) -> tuple[sitk.Transform, float]:
+    """Register the atlas template to the scan (centre of mass, rigid, affine; Mattes MI).
+
+    The scan is cropped to its brain (plus a 15 mm margin), set to 0 outside the brain and
+    clipped to 0..80 HU, anti-aliased and resampled to ``registration_spacing_mm``; the metric
+    samples 30 % of the voxels of the dilated brain. The template is the skull-stripped T1.
+
+    Parameters
+    ----------
+    volume:
+        The scan.
+    brain:
+        ``(slices, rows, columns)`` bool brain mask of the scan (:func:`brain_mask`).
+    atlas:
+        The template.
+    params:
+        ``registration_spacing_mm`` and ``registration_iterations`` are used.
+
+    Returns
+    -------
+    tuple[SimpleITK.Transform, float]
+        Transform mapping scan points (LPS, mm) to template points, and the final Mattes MI
+        metric value of the affine stage (more negative = better match).
+    """
+    spacing = float(params.registration_spacing_mm)
+    window, lo = _brain_window(brain, volume.spacing_mm, margin_mm=15.0)
+    scan = np.where(brain[window], np.clip(volume.hu[window], 0.0, 80.0), 0.0).astype(np.float32)
+    sigma_vox = [max(0.0, spacing**2 - s**2) ** 0.5 / 2.355 / s for s in volume.spacing_mm]
+    if max(sigma_vox) > 0:
+        scan = ndimage.gaussian_filter(scan, sigma_vox).astype(np.float32)
+    fixed_full = _sitk_image(volume, scan, offset=lo)
+    mask_full = _sitk_image(volume, brain[window].astype(np.float32), offset=lo)
+    in_spacing = np.asarray(fixed_full.GetSpacing())
+    size = [max(4, round(n * s / spacing))
+            for n, s in zip(fixed_full.GetSize(), in_spacing, strict=True)]
+    reference = sitk.Image(size, sitk.sitkFloat32)
+    reference.SetSpacing([spacing] * 3)
+    reference.SetOrigin(fixed_full.GetOrigin())
+    reference.SetDirection(fixed_full.GetDirection())
+    fixed = sitk.Resample(fixed_full, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
+    fixed_mask = sitk.Resample(mask_full, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
+    metric_mask = sitk.BinaryDilate(sitk.Cast(fixed_mask >= 0.5, sitk.sitkUInt8), [2, 2, 2])
+    moving = atlas.image(np.where(atlas.brain_mask, atlas.template_t1, 0).astype(np.float32))
+    moving_mask = atlas.image(atlas.brain_mask.astype(np.float32))
+
+    initial = sitk.CenteredTransformInitializer(
+        fixed_mask, moving_mask, sitk.Euler3DTransform(),
+        sitk.CenteredTransformInitializerFilter.MOMENTS,
+    )
+    rigid, _ = _register(fixed, moving, initial, metric_mask, params.registration_iterations,
+                         shrink=[4, 2, 1], smooth_mm=[8.0, 4.0, 0.0])
+    rigid_euler = sitk.Euler3DTransform(sitk.CompositeTransform(rigid).GetBackTransform()) \
+        if isinstance(rigid, sitk.CompositeTransform) else sitk.Euler3DTransform(rigid)
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(rigid_euler.GetCenter())
+    affine.SetMatrix(rigid_euler.GetMatrix())
+    affine.SetTranslation(rigid_euler.GetTranslation())
+    final, metric = _register(fixed, moving, affine, metric_mask, params.registration_iterations,
+                              shrink=[2, 1], smooth_mm=[4.0, 0.0])
+    logger.debug("brain-gwr registration metric %.4f", metric)
+    return final, metric
+
+
+def _as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
+    if isinstance(transform, sitk.CompositeTransform):
+        transform = transform.GetBackTransform()
+    return sitk.AffineTransform(transform)
+
+
+def segment_reference(
+    volume: CTVolume, params: BrainGWRParameters | None = None, atlas: BrainAtlas | None = None,
+) -> tuple[np.ndarray, RegistrationReport, np.ndarray]:
+    """Landmarks by atlas registration (reference method, before intensity refinement).
+
+    Parameters
+    ----------
+    volume:
+        A head CT volume (several slices), canonical orientation.
+    params:
+        Protocol parameters.
+    atlas:
+        Atlas (default: the shipped one or ``params.atlas_path``).
+
+    Returns
+    -------
+    tuple
+        ``(label_map, report, brain)``: ``(slices, rows, columns)`` uint8 labels in the numbering
+        of :data:`LANDMARK_LABELS` on the grid of ``volume.hu``; the registration report; the
+        scan's brain mask.
+
+    Raises
+    ------
+    UnsupportedInputError
+        If the brain is not found or does not span ``min_brain_extent_mm``, or the scan does not
+        cover every landmark (``min_landmark_coverage``).
+    PipelineError
+        If the registration fails its quality check (``min_registration_dice``).
+    """
+    p = params or BrainGWRParameters()
+    atlas = atlas or load_atlas(p.atlas_path)
+    start = time.perf_counter()
+    brain = brain_mask(volume.hu, volume.spacing_mm, p)
+    if not brain.any():
+        raise UnsupportedInputError(
+            "no brain found inside a skull (skull threshold "
+            f"{p.bone_hu:g} HU); the series does not look like a head CT"
+        )
+    slices = np.flatnonzero(brain.any(axis=(1, 2)))
+    extent_mm = float((slices[-1] - slices[0] + 1) * volume.spacing_mm[0])
+    if extent_mm < p.min_brain_extent_mm:
+        raise UnsupportedInputError(
+            f"the brain spans only {extent_mm:.0f} mm head-feet in this series (at least "
+            f"{p.min_brain_extent_mm:g} mm are needed): the volume does not cover the basal "
+            "ganglia and corpus callosum; send the whole-head series"
+        )
+    transform, metric = register_atlas(volume, brain, atlas, p)
+    # Carry the labels back within the brain's bounding box (+ 15 mm): the landmarks lie deep
+    # inside the brain, and resampling only there keeps time and memory down.
+    window, offset = _brain_window(brain, volume.spacing_mm, margin_mm=15.0)
+    reference = _sitk_image(volume, np.zeros(brain[window].shape, dtype=np.uint8), offset=offset)
+    carried = np.zeros(brain.shape, dtype=np.uint8)
+    carried[window] = sitk.GetArrayFromImage(
+        sitk.Resample(atlas.image(atlas.landmarks, sitk.sitkUInt8), reference, transform,
+                      sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    )
+    template_brain = sitk.GetArrayFromImage(
+        sitk.Resample(atlas.image(atlas.brain_mask.astype(np.uint8), sitk.sitkUInt8), reference,
+                      transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    ).astype(bool)
+    overlap = brain[window]
+    overlap_t = template_brain
+    dice = float(2.0 * (overlap & overlap_t).sum() / max(1, overlap.sum() + overlap_t.sum()))
+    determinant = abs(float(np.linalg.det(np.asarray(_as_affine(transform).GetMatrix()).reshape(3, 3))))
+    voxel_mm3 = float(np.prod(volume.spacing_mm))
+    coverage = {}
+    for label in LANDMARK_LABELS:
+        expected = (atlas.landmarks == label).sum() * atlas.voxel_volume_mm3 / max(determinant, 1e-6)
+        coverage[label] = float((carried == label).sum() * voxel_mm3 / expected)
+    seconds = time.perf_counter() - start
+    report = RegistrationReport(transform, dice, coverage, metric, seconds)
+    logger.info("brain-gwr: registration %.1f s, brain Dice %.3f, coverage %s", seconds, dice,
+                {k: round(v, 2) for k, v in coverage.items()})
+    if dice < p.min_registration_dice:
+        raise PipelineError(
+            f"the atlas registration failed its quality check: brain Dice {dice:.2f} < "
+            f"{p.min_registration_dice:g}; the head may be cut off, heavily abnormal or not a "
+            "head CT. No GWR is reported"
+        )
+    missing = [LANDMARK_LABELS[k] for k, v in coverage.items() if v < p.min_landmark_coverage]
+    if missing:
+        raise UnsupportedInputError(
+            f"the series does not cover {', '.join(missing)} (carried-back volume below "
+            f"{p.min_landmark_coverage:.0%} of the expected); send a series covering the basal "
+            "ganglia and the corpus callosum"
+        )
+    return carried.astype(np.uint8), report, brain
+
+
+def refine_landmarks(hu: np.ndarray, label_map: np.ndarray, spacing_mm: tuple[float, float, float],
+                     params: BrainGWRParameters | None = None) -> np.ndarray:
+    """Keep only landmark voxels of parenchymal attenuation, away from partial volume.
+
+    A voxel stays labelled when the (1 × 3 × 3 median-filtered) HU lies within
+    ``parenchyma_hu`` at the voxel and within an in-plane disk of radius ``erosion_mm`` around
+    it (i.e. the in-band mask eroded in-plane). The median filter only decides which voxels are
+    parenchyma; measurements use the unfiltered HU.
+
+    Parameters
+    ----------
+    hu:
+        ``(slices, rows, columns)`` float32 HU.
+    label_map:
+        ``(slices, rows, columns)`` uint8 landmark labels.
+    spacing_mm:
+        (slice, row, column) spacing, mm.
+    params:
+        ``parenchyma_hu`` and ``erosion_mm`` are used.
+
+    Returns
+    -------
+    numpy.ndarray
+        Refined ``uint8`` label map, same shape.
+    """
+    p = params or BrainGWRParameters()
+    refined = np.zeros(label_map.shape, dtype=np.uint8)
+    if not label_map.any():
+        return refined
+    # Work inside the labels' bounding box plus a margin larger than the filters.
+    radius = max(1, round(p.erosion_mm / min(spacing_mm[1], spacing_mm[2]))) \
+        if p.erosion_mm > 0 else 0
+    margin_mm = (radius + 2) * max(spacing_mm[1], spacing_mm[2])
+    window, _ = _brain_window(label_map > 0, (1.0, spacing_mm[1], spacing_mm[2]),
+                              margin_mm=margin_mm)
+    window = (slice(window[0].start, window[0].stop), window[1], window[2])
+    filtered = ndimage.median_filter(hu[window], size=(1, 3, 3))
+    in_band = (filtered >= p.parenchyma_hu[0]) & (filtered <= p.parenchyma_hu[1])
+    if radius:
+        in_band = ndimage.binary_erosion(in_band, structure=_disk(radius)[None])
+    refined[window] = np.where(in_band, label_map[window], 0)
+    return refined
+
+
+# ------------------------------------------------------------------------------------------
+# Measurement
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RegionStatistics:
+    """HU statistics of one landmark.
+
+    ``mean_hu``, ``median_hu``, ``sd_hu`` in HU; ``voxels`` count; ``volume_mm3`` mm³.
+    """
+
+    mean_hu: float
+    median_hu: float
+    sd_hu: float
+    voxels: int
+    volume_mm3: float
+
+
+def region_statistics(hu: np.ndarray, label_map: np.ndarray,
+                      spacing_mm: tuple[float, float, float]) -> dict[int, RegionStatistics]:
+    """Statistics of every non-empty label.
+
+    Parameters
+    ----------
+    hu:
+        ``(slices, rows, columns)`` HU.
+    label_map:
+        Same shape, uint8 labels.
+    spacing_mm:
+        Voxel spacing, mm.
+
+    Returns
+    -------
+    dict[int, RegionStatistics]
+        Label -> statistics, for labels with at least one voxel.
+    """
+    voxel_mm3 = float(np.prod(spacing_mm))
+    out: dict[int, RegionStatistics] = {}
+    for label in (int(v) for v in np.unique(label_map) if v):
+        values = hu[label_map == label].astype(np.float64)
+        out[label] = RegionStatistics(
+            mean_hu=float(values.mean()), median_hu=float(np.median(values)),
+            sd_hu=float(values.std(ddof=1)) if values.size > 1 else 0.0,
+            voxels=int(values.size), volume_mm3=float(values.size * voxel_mm3),
+        )
+    return out
+
+
+def core_regions(label_map: np.ndarray, spacing_mm: tuple[float, float, float],
+                 core_erosion_mm: float) -> tuple[np.ndarray, list[int]]:
+    """Each label eroded in-plane by ``core_erosion_mm`` (at least one pixel when > 0).
+
+    Parameters
+    ----------
+    label_map:
+        ``(slices, rows, columns)`` uint8 labels.
+    spacing_mm:
+        (slice, row, column) spacing, mm.
+    core_erosion_mm:
+        Erosion radius, mm; 0 returns the labels unchanged.
+
+    Returns
+    -------
+    tuple[numpy.ndarray, list[int]]
+        The core label map, and the labels whose core was empty and that were kept whole.
+    """
+    if core_erosion_mm <= 0:
+        return label_map.copy(), []
+    radius = max(1, round(core_erosion_mm / min(spacing_mm[1], spacing_mm[2])))
+    structure = _disk(radius)[None]
+    core = np.zeros_like(label_map)
+    kept_whole = []
+    for label in (int(v) for v in np.unique(label_map) if v):
+        region = label_map == label
+        eroded = ndimage.binary_erosion(region, structure=structure)
+        if not eroded.any():
+            eroded = region
+            kept_whole.append(label)
+        core[eroded] = label
+    return core, kept_whole
+
+
+def gwr_values(stats: Mapping[int, RegionStatistics]) -> dict[str, float | None]:
+    """The GWRs of the basal-ganglia family from landmark mean HU.
+
+    GWR_BG = (CN + PU) / (CC + PIC), CN, PU, PIC = mean of the right and left ROI means
+    (Torbey et al., Stroke 2000; ROI set of Metter et al., Resuscitation 2011); per side with
+    one side's CN, PU, PIC; PU / PIC bilateral (Gentsch et al., Clin Neuroradiol 2015).
+
+    Returns
+    -------
+    dict[str, float | None]
+        ``gwr_bg``, ``gwr_bg_right``, ``gwr_bg_left``, ``gwr_pu_pic``; ``None`` where a region
+        is missing.
+    """
+    def mean_of(*labels: int) -> float | None:
+        values = [stats[k].mean_hu for k in labels if k in stats]
+        return float(np.mean(values)) if len(values) == len(labels) else None
+
+    cn = mean_of(LABEL_CAUDATE_RIGHT, LABEL_CAUDATE_LEFT)
+    pu = mean_of(LABEL_PUTAMEN_RIGHT, LABEL_PUTAMEN_LEFT)
+    pic = mean_of(LABEL_PLIC_RIGHT, LABEL_PLIC_LEFT)
+    cc = mean_of(LABEL_CORPUS_CALLOSUM)
+
+    def ratio(num: list[float | None], den: list[float | None]) -> float | None:
+        if any(v is None for v in num + den):
+            return None
+        d = sum(v for v in den if v is not None)
+        return None if d <= 0 else sum(v for v in num if v is not None) / d
+
+    side = {}
+    for name, (c, p_, i) in {
+        "right": (LABEL_CAUDATE_RIGHT, LABEL_PUTAMEN_RIGHT, LABEL_PLIC_RIGHT),
+        "left": (LABEL_CAUDATE_LEFT, LABEL_PUTAMEN_LEFT, LABEL_PLIC_LEFT),
+    }.items():
+        side[name] = ratio([mean_of(c), mean_of(p_)], [cc, mean_of(i)])
+    return {
+        "gwr_bg": ratio([cn, pu], [cc, pic]),
+        "gwr_bg_right": side["right"],
+        "gwr_bg_left": side["left"],
+        "gwr_pu_pic": ratio([pu], [pic]),
+    }
+
+
+@dataclass
+class _Context:
+    """Facts about the input that go into the summary."""
+
+    kvp: float | None = None
+    slice_thickness_mm: float | None = None
+    gantry_tilt_deg: float | None = None
+    convolution_kernel: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _header_float(ds: Dataset, keyword: str) -> float | None:
+    try:
+        value = ds.get(keyword)
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _context(ds: Dataset) -> _Context:
+    kernel = ds.get("ConvolutionKernel")
+    if kernel is not None and not isinstance(kernel, str):
+        kernel = "\\".join(str(v) for v in kernel)
+    return _Context(_header_float(ds, "KVP"), _header_float(ds, "SliceThickness"),
+                    _header_float(ds, "GantryDetectorTilt"), str(kernel) if kernel else None)
+
+
+def measure(
+    volume: CTVolume,
+    label_map: np.ndarray,
+    params: BrainGWRParameters | None = None,
+    *,
+    algorithm: AlgorithmInfo = ALGORITHM,
+    registration: RegistrationReport | None = None,
+    warnings: Sequence[str] = (),
+) -> PipelineResult:
+    """Measure the landmarks and GWRs and build the :class:`PipelineResult`.
+
+    Parameters
+    ----------
+    volume:
+        The scan (canonical orientation).
+    label_map:
+        ``(slices, rows, columns)`` uint8 refined landmark labels (:data:`LANDMARK_LABELS`) on
+        the grid of ``volume.hu``.
+    params:
+        Protocol parameters (cut-off).
+    algorithm:
+        The algorithm that produced ``label_map``.
+    registration:
+        The registration report of the reference method, if any.
+    warnings:
+        Warnings gathered so far.
+
+    Returns
+    -------
+    PipelineResult
+
+    Raises
+    ------
+    PipelineError
+        If a landmark is empty after refinement (nothing of parenchymal attenuation left).
+    """
+    p = params or BrainGWRParameters()
+    warnings = list(warnings)
+    stats = region_statistics(volume.hu, label_map, volume.spacing_mm)
+    empty = [LANDMARK_LABELS[k] for k in LANDMARK_LABELS if k not in stats]
+    if empty:
+        raise PipelineError(
+            f"no voxel of parenchymal attenuation ({p.parenchyma_hu[0]:g}..{p.parenchyma_hu[1]:g} "
+            f"HU) left in {', '.join(empty)}; the landmarks may be misplaced or the scan "
+            "abnormal there. No GWR is reported"
+        )
+    core_map, kept_whole = core_regions(label_map, volume.spacing_mm, p.core_erosion_mm)
+    core_stats = region_statistics(volume.hu, core_map, volume.spacing_mm)
+    if kept_whole:
+        warnings.append(
+            f"{', '.join(LANDMARK_LABELS[k] for k in kept_whole)}: too thin for a "
+            f"{p.core_erosion_mm:g} mm core; its whole segment was used for the GWR"
+        )
+    gwr = gwr_values(core_stats)
+    measurements: list[Measurement] = []
+    for label, s in sorted(stats.items()):
+        short, key = _SHORT[label]
+        measurements += [
+            Measurement(f"{key}_mean_hu", DCM_ATTENUATION, s.mean_hu, UCUM_HU, label, SCT_MEAN,
+                        f"{short} mean HU"),
+            Measurement(f"{key}_median_hu", DCM_ATTENUATION, s.median_hu, UCUM_HU, label,
+                        SCT_MEDIAN, f"{short} median HU"),
+            Measurement(f"{key}_sd_hu", DCM_ATTENUATION, s.sd_hu, UCUM_HU, label,
+                        SCT_STANDARD_DEVIATION, f"{short} SD HU"),
+            Measurement(f"{key}_voxels", VOXEL_COUNT_CONCEPT, float(s.voxels), UCUM_NO_UNITS,
+                        label, None, f"{short} voxels"),
+            Measurement(f"{key}_volume_mm3", SCT_VOLUME, s.volume_mm3, UCUM_MM3, label, None,
+                        f"{short} volume"),
+            Measurement(f"{key}_core_mean_hu", CORE_MEAN_CONCEPT, core_stats[label].mean_hu,
+                        UCUM_HU, label, SCT_MEAN, f"{short} core mean HU"),
+            Measurement(f"{key}_core_voxels", CORE_VOXEL_COUNT_CONCEPT,
+                        float(core_stats[label].voxels), UCUM_NO_UNITS, label, None,
+                        f"{short} core voxels"),
+        ]
+    concepts = {"gwr_bg": GWR_BG_CONCEPT, "gwr_bg_right": GWR_BG_RIGHT_CONCEPT,
+                "gwr_bg_left": GWR_BG_LEFT_CONCEPT, "gwr_pu_pic": GWR_PU_PIC_CONCEPT}
+    for key, concept in concepts.items():
+        value = gwr[key]
+        if value is not None:
+            measurements.append(Measurement(key, concept, value, UCUM_RATIO, None, None,
+                                            key.upper().replace("_", " ")))
+    gwr_bg = gwr["gwr_bg"]
+    low = bool(gwr_bg is not None and gwr_bg < p.gwr_cutoff)
+    findings = [
+        QualitativeFinding(GWR_MEASURABLE_CONCEPT, SCT_YES),
+        QualitativeFinding(LOW_GWR_CONCEPT, SCT_YES if low else SCT_NO),
+    ]
+    if low:
+        warnings.append(
+            f"GWR_BG {gwr_bg:.3f} is below the configured cut-off {p.gwr_cutoff:g} "
+            f"({DEFAULT_GWR_CUTOFF_SOURCE if p.gwr_cutoff == DEFAULT_GWR_CUTOFF else 'site setting'}); "
+            "GWR cut-offs come from small cohorts and depend on CT timing, temperature "
+            "management and scanner: never a stand-alone prognosis"
+        )
+    header = volume.datasets[0]
+    ctx = _context(header)
+    if registration is not None:
+        measurements.append(Measurement("registration_brain_dice", REGISTRATION_DICE_CONCEPT,
+                                        registration.brain_dice, UCUM_NO_UNITS, None, None,
+                                        "Registration Dice"))
+
+    # Key image: the axial slice with most putamen + PLIC voxels (basal-ganglia level).
+    level_labels = np.isin(label_map, (LABEL_PUTAMEN_RIGHT, LABEL_PUTAMEN_LEFT,
+                                       LABEL_PLIC_RIGHT, LABEL_PLIC_LEFT, LABEL_CAUDATE_RIGHT,
+                                       LABEL_CAUDATE_LEFT))
+    k = int(np.argmax(level_labels.sum(axis=(1, 2))))
+    if gwr_bg is None or gwr["gwr_pu_pic"] is None:
+        raise PipelineError(
+            "the GWR could not be computed (white-matter landmarks at or below 0 HU); the scan "
+            "is not a plausible non-contrast head CT there"
+        )
+
+    def side_mean(right: int, left: int) -> float:
+        return float(np.mean([core_stats[right].mean_hu, core_stats[left].mean_hu]))
+
+    right_text = f"  right {gwr['gwr_bg_right']:.3f}" if gwr["gwr_bg_right"] is not None else ""
+    left_text = f"  left {gwr['gwr_bg_left']:.3f}" if gwr["gwr_bg_left"] is not None else ""
+    text = [
+        f"GWR_BG (CN+PU)/(CC+PIC) = {gwr_bg:.3f}{right_text}{left_text}",
+        f"PU/PIC = {gwr['gwr_pu_pic']:.3f}; cut-off < {p.gwr_cutoff:g}: "
+        + ("BELOW" if low else "not below"),
+        (f"CN {side_mean(LABEL_CAUDATE_RIGHT, LABEL_CAUDATE_LEFT):.1f}  "
+         f"PU {side_mean(LABEL_PUTAMEN_RIGHT, LABEL_PUTAMEN_LEFT):.1f}  "
+         f"PIC {side_mean(LABEL_PLIC_RIGHT, LABEL_PLIC_LEFT):.1f}  "
+         f"CC {core_stats[LABEL_CORPUS_CALLOSUM].mean_hu:.1f} HU (core means)"),
+        f"{algorithm.name} {algorithm.version} ({algorithm.validation_status.value})",
+    ]
+    key_image = _key_image(volume, label_map, k, text)
+    summary: dict[str, Any] = {
+        "protocol": PROTOCOL_NAME,
+        "algorithm": algorithm.name,
+        "algorithm_version": algorithm.version,
+        "validation_status": algorithm.validation_status.value,
+        "disclaimer": RESEARCH_USE_DISCLAIMER,
+        "gwr_measurable": True,
+        **{key: (None if v is None else round(v, 4)) for key, v in gwr.items()},
+        "gwr_cerebrum": None,
+        "gwr_average": None,
+        "gwr_cerebrum_reason": "medial cortex / medial white matter ROIs (Metter 2011) are not "
+                               "in the shipped atlas",
+        "gwr_formulas": {
+            "gwr_bg": "(CN+PU)/(CC+PIC); each term the mean HU of the landmark's core (segment "
+                      "eroded by core_erosion_mm); CN, PU, PIC averaged over right and left "
+                      "(Torbey 2000; Metter 2011)",
+            "gwr_bg_right": "(CN_R+PU_R)/(CC+PIC_R)", "gwr_bg_left": "(CN_L+PU_L)/(CC+PIC_L)",
+            "gwr_pu_pic": "PU/PIC (Gentsch 2015)",
+        },
+        "gwr_cutoff": p.gwr_cutoff,
+        "gwr_cutoff_source": DEFAULT_GWR_CUTOFF_SOURCE if p.gwr_cutoff == DEFAULT_GWR_CUTOFF
+        else "site setting",
+        "low_gwr": low,
+        "landmarks": {
+            _SHORT[k_][1]: {"mean_hu": round(s.mean_hu, 2), "median_hu": round(s.median_hu, 2),
+                            "sd_hu": round(s.sd_hu, 2), "voxels": s.voxels,
+                            "volume_mm3": round(s.volume_mm3, 1),
+                            "core_mean_hu": round(core_stats[k_].mean_hu, 2),
+                            "core_voxels": core_stats[k_].voxels}
+            for k_, s in sorted(stats.items())
+        },
+        "parenchyma_hu": list(p.parenchyma_hu),
+        "erosion_mm": p.erosion_mm,
+        "core_erosion_mm": p.core_erosion_mm,
+        "key_slice_index": k,
+        "kvp": ctx.kvp,
+        "slice_thickness_mm": ctx.slice_thickness_mm,
+        "gantry_tilt_deg": ctx.gantry_tilt_deg,
+        "convolution_kernel": ctx.convolution_kernel,
+        "contrast": contrast_recorded(header),
+    }
+    if registration is not None:
+        summary["registration_brain_dice"] = round(registration.brain_dice, 3)
+        summary["landmark_coverage"] = {_SHORT[k_][1]: round(v, 3)
+                                        for k_, v in registration.landmark_coverage.items()}
+        summary["registration_seconds"] = round(registration.seconds, 2)
+        summary["registration_mattes_mi"] = round(registration.metric_value, 4)
+    for message in warnings:
+        logger.info("brain-gwr: %s", message)
+    return PipelineResult(
+        protocol=PROTOCOL_NAME,
+        algorithm=algorithm,
+        source_datasets=list(volume.datasets),
+        segments=[s for s in SEGMENTS if s.number in LANDMARK_LABELS],
+        label_map=volume.to_source_frames(label_map.astype(np.uint8)),
+        measurements=measurements,
+        findings=findings,
+        key_image=key_image,
+        summary=summary,
+        warnings=warnings,
+    )
+
+
+def _key_image(volume: CTVolume, label_map: np.ndarray, k: int, text: list[str]) -> KeyImage | None:
+    from pipelines.render import display_grid, render_key_image
+
+    source_index = 0 if volume.is_single_slice else volume.source_frame_of_slice(k)
+    if source_index is None:
+        logger.info("brain-gwr: source images are not axial; no key image")
+        return None
+    spacing_rc = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
+    pixels = render_key_image(volume.hu[k], label_map[k], SEGMENTS, text,
+                              window_hu=(0.0, 80.0), pixel_spacing_mm=spacing_rc)
+    _, display_spacing = display_grid(volume.hu[k].shape, spacing_rc)
+    return KeyImage(pixels_rgb=pixels, source_index=int(source_index),
+                    pixel_spacing_mm=display_spacing, patient_orientation=("L", "P"))
+
+
+# ------------------------------------------------------------------------------------------
+# Single slice
+# ------------------------------------------------------------------------------------------
+
+
+def measure_single_slice(volume: CTVolume, params: BrainGWRParameters | None = None) -> PipelineResult:
+    """Report what one axial image allows: brain parenchyma area and attenuation, no GWR.
+
+    The landmarks cannot be found by 3D registration on one image, and a GWR from whatever
+    gray/white structures happen to lie in the slice would not be the published measure, so
+    ``gwr_bg`` is reported as not measurable with the reason.
+
+    Raises
+    ------
+    UnsupportedInputError
+        If the image is not axial or holds no brain inside a skull.
+    """
+    p = params or BrainGWRParameters()
+    if volume.hu.shape[0] != 1:
+        raise UnsupportedInputError("the single image is not axial; send the axial head CT series")
+    brain = brain_mask(volume.hu, volume.spacing_mm, p)
+    if not brain.any():
+        raise UnsupportedInputError(
+            f"no brain found inside a skull (skull threshold {p.bone_hu:g} HU) on the single "
+            "image; it does not look like a head CT slice"
+        )
+    labels = np.where(brain, LABEL_BRAIN_PARENCHYMA, 0).astype(np.uint8)
+    labels = refine_landmarks(volume.hu, labels, volume.spacing_mm, p)
+    stats = region_statistics(volume.hu, labels, volume.spacing_mm)
+    if LABEL_BRAIN_PARENCHYMA not in stats:
+        raise UnsupportedInputError(
+            "no voxel of parenchymal attenuation in the brain of the single image"
+        )
+    s = stats[LABEL_BRAIN_PARENCHYMA]
+    area_cm2 = s.voxels * volume.spacing_mm[1] * volume.spacing_mm[2] / 100.0
+    reason = (
+        "single image: the caudate, putamen, internal capsule and corpus callosum cannot be "
+        "located by 3D atlas registration on one slice, so no GWR is measured; send the whole "
+        "head series (slices through the basal ganglia and the corpus callosum)"
+    )
+    measurements = [
+        Measurement("brain_parenchyma_area_cm2", SCT_AREA, area_cm2, UCUM_CM2,
+                    LABEL_BRAIN_PARENCHYMA, None, "Brain area"),
+        Measurement("brain_parenchyma_mean_hu", DCM_ATTENUATION, s.mean_hu, UCUM_HU,
+                    LABEL_BRAIN_PARENCHYMA, SCT_MEAN, "Brain mean HU"),
+        Measurement("brain_parenchyma_median_hu", DCM_ATTENUATION, s.median_hu, UCUM_HU,
+                    LABEL_BRAIN_PARENCHYMA, SCT_MEDIAN, "Brain median HU"),
+        Measurement("brain_parenchyma_sd_hu", DCM_ATTENUATION, s.sd_hu, UCUM_HU,
+                    LABEL_BRAIN_PARENCHYMA, SCT_STANDARD_DEVIATION, "Brain SD HU"),
+    ]
+    header = volume.datasets[0]
+    ctx = _context(header)
+    # A DICOM-SEG needs the source's Frame of Reference UID; without one the parenchyma is
+    # reported in the SR's summary group and drawn on the key image only.
+    has_frame_of_reference = "FrameOfReferenceUID" in header
+    if not has_frame_of_reference:
+        measurements = [
+            Measurement(m.key, m.name, m.value, m.unit, None, m.derivation, m.label)
+            for m in measurements
+        ]
+    text = [
+        "GWR not measurable: single image (3D registration needs a volume)",
+        (f"Brain parenchyma {p.parenchyma_hu[0]:g}..{p.parenchyma_hu[1]:g} HU: "
+         f"{area_cm2:.1f} cm2, mean {s.mean_hu:.1f} HU, median {s.median_hu:.1f} HU"),
+        f"{ALGORITHM.name} {ALGORITHM.version} ({ALGORITHM.validation_status.value})",
+    ]
+    summary: dict[str, Any] = {
+        "protocol": PROTOCOL_NAME, "algorithm": ALGORITHM.name,
+        "algorithm_version": ALGORITHM.version,
+        "validation_status": ALGORITHM.validation_status.value,
+        "disclaimer": RESEARCH_USE_DISCLAIMER,
+        "gwr_measurable": False, "gwr_bg": None, "gwr_bg_right": None, "gwr_bg_left": None,
+        "gwr_pu_pic": None, "gwr_cerebrum": None, "gwr_average": None, "gwr_reason": reason,
+        "low_gwr": None, "gwr_cutoff": p.gwr_cutoff,
+        "brain_parenchyma_area_cm2": round(area_cm2, 2),
+        "brain_parenchyma_mean_hu": round(s.mean_hu, 2),
+        "brain_parenchyma_median_hu": round(s.median_hu, 2),
+        "brain_parenchyma_sd_hu": round(s.sd_hu, 2),
+        "parenchyma_hu": list(p.parenchyma_hu), "erosion_mm": p.erosion_mm,
+        "kvp": ctx.kvp, "slice_thickness_mm": ctx.slice_thickness_mm,
+        "gantry_tilt_deg": ctx.gantry_tilt_deg, "convolution_kernel": ctx.convolution_kernel,
+        "contrast": contrast_recorded(header),
+    }
+    return PipelineResult(
+        protocol=PROTOCOL_NAME,
+        algorithm=ALGORITHM,
+        source_datasets=list(volume.datasets),
+        segments=[s_ for s_ in SEGMENTS if s_.number == LABEL_BRAIN_PARENCHYMA]
+        if has_frame_of_reference else [],
+        label_map=volume.to_source_frames(
+            labels if has_frame_of_reference else np.zeros_like(labels)),
+        measurements=measurements,
+        findings=[QualitativeFinding(GWR_MEASURABLE_CONCEPT, SCT_NO)],
+        key_image=_key_image(volume, labels, 0, text),
+        summary=summary,
+        warnings=list(volume.warnings) + [reason] + (
+            [] if has_frame_of_reference else
+            [("the image has no Frame of Reference UID: no DICOM-SEG can reference it; the "
+              "brain parenchyma is reported in the SR and drawn on the key image only")]),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Entry points
+# ------------------------------------------------------------------------------------------
+
+
+def run_brain_gwr(volume: CTVolume, params: BrainGWRParameters | None = None,
+                  model: LearnedModel | None = None) -> PipelineResult:
+    """Run the protocol on a loaded CT volume.
+
+    Parameters
+    ----------
+    volume:
+        Head CT (:func:`pipelines.volume.load_ct_volume`).
+    params:
+        Parameters (default :class:`BrainGWRParameters`).
+    model:
+        Trained network (``model.predict(hu, spacing_mm) -> label_map``, see the module
+        docstring), or ``None`` for the reference method.
+
+    Returns
+    -------
+    PipelineResult
+
+    Raises
+    ------
+    UnsupportedInputError
+        Contrast-enhanced series (when ``reject_contrast``), not a head CT, landmarks not
+        covered.
+    PipelineError
+        Registration failed its quality check, or a landmark is empty after refinement.
+    """
+    p = params or BrainGWRParameters()
+    header = volume.datasets[0]
+    if p.reject_contrast and any(contrast_recorded(ds) for ds in volume.datasets):
+        raise UnsupportedInputError(
+            "the headers record a contrast agent (Contrast/Bolus Agent "
+            f"{str(header.get('ContrastBolusAgent', '') or 'sequence')!r}): contrast raises gray-"
+            "matter attenuation and the GWR is defined on non-contrast CT; send the non-contrast "
+            "head CT (or set reject_contrast false at your own risk)"
+        )
+    if volume.is_single_slice:
+        return measure_single_slice(volume, p)
+    warnings = list(volume.warnings)
+    registration = None
+    if model is not None:
+        raw = np.asarray(model.predict(volume.hu, volume.spacing_mm))
+        if raw.shape != volume.hu.shape:
+            raise PipelineError(
+                f"model {model.algorithm.name} returned a label map of shape {raw.shape}, "
+                f"expected {volume.hu.shape}"
+            )
+        raw = np.where(np.isin(raw, list(LANDMARK_LABELS)), raw, 0).astype(np.uint8)
+        algorithm = model.algorithm
+    else:
+        raw, registration, _ = segment_reference(volume, p)
+        algorithm = ALGORITHM
+    refined = refine_landmarks(volume.hu, raw, volume.spacing_mm, p)
+    return measure(volume, refined, p, algorithm=algorithm, registration=registration,
+                   warnings=warnings)
+
+
+def run_from_datasets(datasets: Sequence[Dataset], params: Mapping[str, Any] | None = None,
+                      model: LearnedModel | None = None) -> PipelineResult:
+    """Registry entry point: datasets of one series -> :class:`PipelineResult`.
+
+    Parameters
+    ----------
+    datasets:
+        CT images of one series with pixel data, any order.
+    params:
+        Plain mapping from the node's settings; keys are fields of
+        :class:`BrainGWRParameters`.
+    model:
+        Trained network or ``None``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown or invalid parameters.
+    UnsupportedInputError
+        Localizer-only series, contrast-enhanced series, insufficient coverage, not a head.
+    InvalidInputError
+        Unreadable input.
+    PipelineError
+        The pipeline failed on accepted input.
+    """
+    p = BrainGWRParameters.from_mapping(params)
+    if not datasets:
+        raise InvalidInputError("brain-gwr: the series is empty")
+    if p.reject_contrast:
+        tagged = [ds for ds in datasets if contrast_recorded(ds)]
+        if tagged:
+            raise UnsupportedInputError(
+                f"{len(tagged)} image(s) record a contrast agent (Contrast/Bolus Agent "
+                f"{str(tagged[0].get('ContrastBolusAgent', '') or 'sequence')!r}); the GWR is "
+                "defined on non-contrast head CT: send the non-contrast series"
+            )
+    if len(datasets) == 1 and "FrameOfReferenceUID" not in datasets[0]:
+        volume = _single_image_without_frame_of_reference(datasets[0])
+    else:
+        volume = load_ct_volume(datasets)
+    return run_brain_gwr(volume, p, model)
+
+
+def _single_image_without_frame_of_reference(ds: Dataset) -> CTVolume:
+    """A single axial image lacking Frame of Reference UID (older exports): build the volume
+    from the pixel data with a synthetic geometry only for measurement; outputs still reference
+    the original image."""
+    import highdicom as hd
+    from pydicom.pixels import apply_modality_lut
+
+    from pipelines.volume import select_volume_frames
+
+    images, warnings = select_volume_frames([ds])
+    image = images[0]
+    iop = np.asarray(image.ImageOrientationPatient, dtype=float)
+    if not (np.allclose(iop, [1, 0, 0, 0, 1, 0], atol=1e-3)):
+        raise UnsupportedInputError(
+            "single image without Frame of Reference UID and not in standard axial orientation "
+            f"(Image Orientation (Patient) {iop.tolist()}); send the series with full geometry"
+        )
+    try:
+        hu = apply_modality_lut(image.pixel_array, image).astype(np.float32)[None]
+    except Exception as exc:
+        raise InvalidInputError(
+            f"SOP Instance UID {image.SOPInstanceUID}: pixel data cannot be decoded ({exc})"
+        ) from exc
+    row_mm, col_mm = (float(v) for v in image.PixelSpacing)
+    thickness = float(image.get("SliceThickness") or 1.0)
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag([thickness, row_mm, col_mm])[:, [0, 1, 2]]
+    # Canonical (slice, row, column) -> LPS: slice along z, rows along y, columns along x.
+    affine[:3, :3] = np.array([[0, 0, col_mm], [0, row_mm, 0], [thickness, 0, 0]])
+    affine[:3, 3] = np.asarray(image.ImagePositionPatient, dtype=float)
+    volume = hd.Volume(hu, affine, coordinate_system="PATIENT")
+    header = detached_copy(image, drop_pixel_data=True)
+    warnings.append("the image has no Frame of Reference UID: measured on its own pixel grid")
+    return CTVolume(hu=hu, spacing_mm=(thickness, row_mm, col_mm), volume=volume,
+                    datasets=[header], source_volume=volume, frame_of_source_slice=[0],
+                    warnings=warnings)
