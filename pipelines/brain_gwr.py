@@ -108,7 +108,8 @@ from pipelines.types import (
     SegmentDefinition,
     ValidationStatus,
 )
-from pipelines.volume import CTVolume, detached_copy, load_ct_volume
+from pipelines.headers import header_copy
+from pipelines.volume import CTVolume, load_ct_volume
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +142,8 @@ SCT_BRAIN = CodedTerm("12738006", "SCT", "Brain")
 SCT_RIGHT = CodedTerm("24028007", "SCT", "Right")
 SCT_LEFT = CodedTerm("7771000", "SCT", "Left")
 
-#: Laterality of each landmark (PS3.16 CID 244); for a SEG Segmented Property Type Modifier /
-#: SR Laterality once the shared writer supports one. ``None`` = unpaired (midline).
+#: Laterality of each landmark (PS3.16 CID 244), written as SEG Segmented Property Type Modifier
+#: and SR finding-site laterality. ``None`` = unpaired (midline).
 SEGMENT_LATERALITY: dict[int, CodedTerm | None] = {
     LABEL_CAUDATE_RIGHT: SCT_RIGHT, LABEL_CAUDATE_LEFT: SCT_LEFT,
     LABEL_PUTAMEN_RIGHT: SCT_RIGHT, LABEL_PUTAMEN_LEFT: SCT_LEFT,
@@ -195,6 +196,7 @@ def _segment(number: int) -> SegmentDefinition:
         anatomic_region=None,
         tracking_id=_NAMES[number][:64],
         display_rgb=_DISPLAY[number],
+        laterality=SEGMENT_LATERALITY[number],
     )
 
 
@@ -1256,7 +1258,7 @@ def _single_image_without_frame_of_reference(ds: Dataset) -> CTVolume:
     affine[:3, :3] = np.array([[0, 0, col_mm], [0, row_mm, 0], [thickness, 0, 0]])
     affine[:3, 3] = np.asarray(image.ImagePositionPatient, dtype=float)
     volume = hd.Volume(hu, affine, coordinate_system="PATIENT")
-    header = detached_copy(image, drop_pixel_data=True)
+    header = header_copy(image)
     warnings.append("the image has no Frame of Reference UID: measured on its own pixel grid")
     return CTVolume(hu=hu, spacing_mm=(thickness, row_mm, col_mm), volume=volume,
                     datasets=[header], source_volume=volume, frame_of_source_slice=[0],

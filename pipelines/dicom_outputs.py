@@ -265,6 +265,14 @@ def _source_header(ds: Dataset) -> Dataset:
     for keyword in _TYPE2_PATIENT_STUDY:
         if keyword not in header:
             setattr(header, keyword, "")
+    if (
+        str(header.get("PatientIdentityRemoved", "")).upper() == "YES"
+        and not header.get("DeidentificationMethod")
+        and not header.get("DeidentificationMethodCodeSequence")
+    ):
+        # Type 1C when Patient Identity Removed is YES (PS3.3 C.7.1.1); some de-identified
+        # sources omit it. Say so rather than copy an invalid Patient module into the outputs.
+        header.DeidentificationMethod = "Not stated by the source image"
     return header
 
 
@@ -658,7 +666,7 @@ def _with_slice_thickness(
     )
     copies = []
     for ds in images:
-        copy = ds.copy()  # shallow: replace the element, never change the shared one
+        copy = header_copy(ds, ())  # never change the caller's header
         if "SliceThickness" in copy:
             del copy.SliceThickness
         copy.SliceThickness = round(slice_mm, 6)

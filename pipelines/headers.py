@@ -8,8 +8,10 @@ original, so deleting an attribute from the copy deletes it from the original to
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
+import copy as copy_module
+
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
 
 
 def header_copy(ds: Dataset, drop: tuple[str, ...] = ("PixelData",)) -> Dataset:
@@ -25,9 +27,10 @@ def header_copy(ds: Dataset, drop: tuple[str, ...] = ("PixelData",)) -> Dataset:
     Returns
     -------
     pydicom.Dataset
-        A dataset with its own element dictionary (elements are shared, so do not mutate element
-        values in place; assign new values instead) and the same File Meta Information and
-        original encoding.
+        A dataset with its own element dictionary and its own top-level elements (setting or
+        deleting a top-level attribute of the copy leaves ``ds`` unchanged; items inside
+        sequences are shared, so do not change those in place), its own copy of the File Meta
+        Information and the same original encoding.
 
     Raises
     ------
@@ -43,9 +46,9 @@ def header_copy(ds: Dataset, drop: tuple[str, ...] = ("PixelData",)) -> Dataset:
     copy = Dataset()
     for tag in ds.keys():
         if tag not in tags:
-            copy[tag] = ds[tag]
-    if hasattr(ds, "file_meta"):
-        copy.file_meta = ds.file_meta
+            copy[tag] = copy_module.copy(ds[tag])
+    if getattr(ds, "file_meta", None) is not None:
+        copy.file_meta = copy_module.deepcopy(ds.file_meta)
     if ds.original_encoding[0] is not None:
         copy.set_original_encoding(*ds.original_encoding, character_encoding=ds.original_character_set)
     return copy

@@ -32,6 +32,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from pipelines.errors import InvalidInputError, InvalidSeriesError, UnsupportedInputError
+from pipelines.headers import header_copy
 
 logger = logging.getLogger(__name__)
 
@@ -498,12 +499,7 @@ def _finish(source_volume: hd.Volume, images: list[Dataset], warnings: list[str]
             (float(thickness) if thickness else 1.0) if axis == single_axis else value
             for axis, value in enumerate(spacing)
         )
-    headers = []
-    for ds in images:
-        header = ds.copy()
-        if "PixelData" in header:
-            del header.PixelData
-        headers.append(header)
+    headers = [header_copy(ds) for ds in images]
     return CTVolume(
         hu=hu,
         spacing_mm=(spacing[0], spacing[1], spacing[2]),
@@ -597,7 +593,7 @@ def _load_sheared(
             ) from exc
         moved = ndimage.shift(hu, (shift_rows, shift_columns), order=1, mode="constant",
                               cval=float(hu.min()))
-        copy = detached_copy(ds, drop_pixel_data=True)
+        copy = header_copy(ds)
         copy.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
         copy.BitsAllocated = 16
         copy.BitsStored = 16
@@ -655,39 +651,8 @@ def _load_sheared(
          "shifted out of the field of view is lost"),
     ]
     volume = _finish(source_volume, corrected, warnings)
-    volume.datasets = [detached_copy(ds, drop_pixel_data=True) for ds in images]
+    volume.datasets = [header_copy(ds) for ds in images]
     volume.frame_shift_px = list(shear)
     return volume
 
 
-def detached_copy(ds: Dataset, *, drop_pixel_data: bool = False) -> Dataset:
-    """A copy of ``ds`` that can be changed without changing ``ds``.
-
-    :meth:`pydicom.Dataset.copy` is shallow: the copy shares its data elements with the
-    original, so setting or deleting an attribute of the copy changes the original. This copies
-    every data element (deep copy), optionally without Pixel Data, and the File Meta
-    Information.
-
-    Parameters
-    ----------
-    ds:
-        The dataset.
-    drop_pixel_data:
-        Leave Pixel Data (7FE0,0010) out.
-
-    Returns
-    -------
-    pydicom.Dataset
-    """
-    import copy as copy_module
-
-    pixel_data_tag = 0x7FE00010
-    new = Dataset({
-        elem.tag: copy_module.deepcopy(elem)
-        for elem in ds.elements()
-        if not (drop_pixel_data and elem.tag == pixel_data_tag)
-    })
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        new.file_meta = copy_module.deepcopy(meta)
-    return new

@@ -86,3 +86,17 @@ def test_real_chest_radiograph_returns_lung_fields(
     assert job.protocol == "neonatal-rds"  # type: ignore[attr-defined]
     results = json.loads(job.results_json)  # type: ignore[attr-defined]
     assert results.get("rds_classification_performed") is False, results
+
+
+def test_head_ct_phantom_returns_gwr(
+    serve_process: Callable[..., object], orthanc: OrthancPACS, tmp_path: Path
+) -> None:
+    from training.phantoms.head import make_head_phantom, write_head_series
+
+    phantom = make_head_phantom(seed=3, rotation_deg=(8, -5, 10), shift_mm=(6, -8, 5))
+    files = write_head_series(phantom, tmp_path / "series")
+    job = _run_through_serve(serve_process, orthanc, files, tmp_path)
+    assert job.protocol == "brain-gwr"  # type: ignore[attr-defined]
+    results = json.loads(job.results_json)  # type: ignore[attr-defined]
+    # The tolerance: GWR within 0.02 of the phantom's exact value.
+    assert abs(results["gwr_bg"] - phantom.expected_gwr) <= 0.02, results
