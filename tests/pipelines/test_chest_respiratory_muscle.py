@@ -1,7 +1,9 @@
 """Chest CT respiratory muscles (reference method) against the chest phantom's exact labels.
 
 Tolerances (issue 6): class volumes within 5 % of the ground truth, mean HU within 2 HU of the
-realised (noisy) truth, Dice >= 0.85 per class and side, mid-T4 and mid-T12 found on the right
+realised (noisy) truth, low-attenuation fraction (-29..+29 HU) within 2 percentage points of the
+realised truth, Dice >= 0.85 per class and side (the phantom's classes have different HU and the
+right side is about 10 % larger, so class or side mix-ups fail these), mid-T4 and mid-T12 found on the right
 vertebra (one vertebra = 29 mm = about 6 slices; we require the slice to lie in the true vertebra,
 +-1 slice). Also with the anatomy rotated by +-10 degrees and shifted, other patient positions and
 orientations, and files written in random order with random names.
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
+import highdicom as hd
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
@@ -40,7 +44,7 @@ def phantom() -> ChestPhantom:
 
 
 def _load(phantom: ChestPhantom, directory: Path, **kwargs: object) -> list[Dataset]:
-    write_chest_series(phantom, directory, **kwargs)
+    write_chest_series(phantom, directory, **kwargs)  # type: ignore[arg-type]
     return read_instances([directory]).datasets
 
 
@@ -84,6 +88,9 @@ def _check_against_truth(phantom: ChestPhantom, volume: CTVolume,
         entry = s["classes"][name]
         assert entry["volume_cm3"] == pytest.approx(t.sum() * voxel_cm3, rel=0.05), name
         assert entry["mean_hu"] == pytest.approx(float(hu_frames[t].mean()), abs=2.0), name
+        low = hu_frames[t]
+        low_truth = 100.0 * float(((low >= -29) & (low <= 29)).mean())
+        assert entry["low_attenuation_percent"] == pytest.approx(low_truth, abs=2.0), name
         dice = 2.0 * (t & o).sum() / (t.sum() + o.sum())
         assert dice >= 0.85, (name, dice)
     resp = np.isin(truth, (1, 2, 3, 4, 5, 6)).sum() * voxel_cm3
@@ -93,12 +100,16 @@ def _check_against_truth(phantom: ChestPhantom, volume: CTVolume,
     for key, level in (("pma_t4", "T4"), ("esma_t12", "T12")):
         first, last = phantom.vertebra_slices[level]
         assert first - 1 <= s[key]["slice_index"] <= last + 1, (level, s[key]["slice_index"])
-    k = s["pma_t4"]["slice_index"]
-    pma_truth = np.isin(phantom.labels[k], (1, 2)).sum() * phantom.spacing_mm[1] ** 2 / 100.0
-    assert s["pma_t4"]["area_cm2"] == pytest.approx(pma_truth, rel=0.05)
-    k = s["esma_t12"]["slice_index"]
-    esma_truth = np.isin(phantom.labels[k], ERECTOR).sum() * phantom.spacing_mm[1] ** 2 / 100.0
-    assert s["esma_t12"]["area_cm2"] == pytest.approx(esma_truth, rel=0.10)
+    pixel_cm2 = phantom.spacing_mm[1] ** 2 / 100.0
+    for key, numbers, rel in (("pma_t4", (1, 2), 0.05), ("esma_t12", ERECTOR, 0.10)):
+        k = s[key]["slice_index"]
+        assert s[key]["area_cm2"] == pytest.approx(
+            np.isin(phantom.labels[k], numbers).sum() * pixel_cm2, rel=rel), key
+        for side, number in zip(("right", "left"), numbers, strict=True):
+            t = phantom.labels[k] == number
+            assert s[key][f"area_{side}_cm2"] == pytest.approx(t.sum() * pixel_cm2, rel=rel)
+            assert s[key][f"mean_hu_{side}"] == pytest.approx(
+                float(phantom.hu[k][t].mean()), abs=2.0), (key, side)
 
 
 def test_phantom_measurements_match_ground_truth(
@@ -155,9 +166,42 @@ def test_outputs_pass_dciodvfy_and_reference_segments(
 
     walk(objects.sr.ContentSequence)
     assert codes.count("118565006") == len(LABELS)  # one volume per segment
-    for code in ("PMA-T4", "PMA-T4-R", "PMA-T4-L", "ESMA-T12", "RESPMUSVOL", "RESPMUSIDX",
-                 "LOWATTFRAC", "121191"):  # 121191: Referenced Segment
+    for code in ("PMA-T4", "ESMA-T12", "RESPMUSVOL", "RESPMUSIDX", "LOWATTFRAC",
+                 "121191"):  # 121191: Referenced Segment
         assert code in codes, code
+    assert "PMA-T4-R" not in codes and "ESMA-T12-L" not in codes  # now standard Area per side
+    # Laterality: Segmented Property Type Modifier for paired classes, none for "other".
+    for item in objects.seg.SegmentSequence:
+        prop = item.SegmentedPropertyTypeCodeSequence[0]
+        modifier = prop.get("SegmentedPropertyTypeModifierCodeSequence")
+        label = str(item.SegmentLabel)
+        if label.endswith(", right"):
+            assert modifier[0].CodeValue == "24028007", label
+        elif label.endswith(", left"):
+            assert modifier[0].CodeValue == "7771000", label
+        else:
+            assert modifier is None, label
+        assert "AnatomicRegionSequence" not in item or label == "Other thoracic muscle"
+    # PMA and ESMA per side: planar groups on the measured slice with standard Area + mean HU.
+    content: Any = hd.sr.Comprehensive3DSR.from_dataset(objects.sr).content
+    slice_groups = {
+        str(g.tracking_identifier).split(" slice ")[0]: g
+        for g in content.get_planar_roi_measurement_groups()
+        if " slice " in str(g.tracking_identifier)
+    }
+    assert set(slice_groups) == {"Pectoralis, right", "Pectoralis, left",
+                                 "Erector spinae, right", "Erector spinae, left"}
+    s = result.summary
+    for name, key, side in (("Pectoralis", "pma_t4", "right"), ("Pectoralis", "pma_t4", "left"),
+                            ("Erector spinae", "esma_t12", "right"),
+                            ("Erector spinae", "esma_t12", "left")):
+        group = slice_groups[f"{name}, {side}"]
+        values = {m.name.value: m.value for m in group.get_measurements()}
+        assert values["42798000"] == pytest.approx(s[key][f"area_{side}_cm2"], abs=0.01)
+        assert values["112031"] == pytest.approx(s[key][f"mean_hu_{side}"], abs=0.01)
+        assert s[key]["source_sop_instance_uid"] in str(group)
+        assert group.finding_sites[0].laterality.value == ("24028007" if side == "right"
+                                                           else "7771000")
     paths = write_outputs(objects, tmp_path)
     for kind, path in paths.items():
         report = run_dciodvfy(path)
@@ -249,3 +293,30 @@ def test_real_chest_slice_is_measured_as_a_single_slice(tmp_path: Path) -> None:
 def test_real_abdominal_slice_is_refused(real_ct_slice_path: Path) -> None:
     with pytest.raises(UnsupportedInputError, match="no lungs found"):
         run_from_datasets(read_instances([real_ct_slice_path]).datasets, {})
+
+
+@pytest.mark.parametrize("pixel_mm", [0.75, 1.5])
+def test_fast_body_outline_matches_the_spine_module(pixel_mm: float) -> None:
+    """`body_mask_slice` (coarse opening, cropped) gives the outline of
+    `pipelines.spine.find_body_mask`; with a patient table joined by a thin strap, both cut the
+    table off and differ by a few pixels at most, only where the strap joins the skin."""
+    from pipelines.chest_respiratory_muscle import body_mask_slice
+    from pipelines.spine import find_body_mask
+
+    size = round(384 / pixel_mm)
+    chest = make_chest_phantom(rows=size, columns=size, pixel_spacing_mm=pixel_mm,
+                               slice_thickness_mm=6.0, seed=4)
+    for k in (5, chest.hu.shape[0] // 2, chest.hu.shape[0] - 3):
+        image = chest.hu[k].copy()
+        body_rows = np.flatnonzero((image > -500).any(axis=1))
+        table_row = int(body_rows[-1]) + round(8 / pixel_mm)
+        image[table_row : table_row + round(6 / pixel_mm), 10:-10] = 200.0  # table
+        bridge = slice(size // 2 - 1, size // 2 + 1)  # a 1.5-3 mm wide strap
+        image[int(body_rows[-1]) : table_row, bridge] = 0.0
+        expected = find_body_mask(image, (pixel_mm, pixel_mm))
+        ours = body_mask_slice(image, (pixel_mm, pixel_mm))
+        assert not ours[table_row:].any()  # the table is cut off
+        # Equal but for a few pixels where the strap joins the skin (coarse opening).
+        differ = int((ours != expected).sum())
+        assert differ <= 20, (k, differ)
+        assert not (ours != expected)[: int(body_rows[-1]) + 1].any()  # none in the body

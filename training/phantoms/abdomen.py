@@ -474,6 +474,11 @@ def write_phantom_series(
     image_orientation: tuple[float, float, float, float, float, float] | None = None,
     slice_indices: list[int] | range | None = None,
     modality: str = "CT",
+    body_part_examined: str = "ABDOMEN",
+    study_description: str = "Digital abdomen phantom",
+    series_description: str = "Abdomen phantom axial",
+    image_type: tuple[str, ...] | list[str] = ("ORIGINAL", "PRIMARY", "AXIAL"),
+    patient_name: str = "PHANTOM^ABDOMEN",
 ) -> list[Path]:
     """Write the phantom as a DICOM CT Image Storage series, one file per slice.
 
@@ -499,6 +504,14 @@ def write_phantom_series(
         Canonical slices to write (default: all).
     modality:
         Modality (0008,0060); other than ``"CT"`` only to test error handling.
+    body_part_examined:
+        Body Part Examined (0018,0015), e.g. ``"CHEST"`` for another phantom written this way.
+    study_description, series_description:
+        Study Description (0008,1030) and Series Description (0008,103E).
+    image_type:
+        Image Type (0008,0008), e.g. ``("ORIGINAL", "PRIMARY", "LOCALIZER")`` to test rejection.
+    patient_name:
+        Patient's Name (0010,0010) of the phantom.
 
     Returns
     -------
@@ -567,6 +580,11 @@ def write_phantom_series(
             phantom, stored, iop, (x_first, y_first, z), k, study_uid, series_uid, frame_uid,
             entropy, patient_position, now, modality,
         )
+        ds.ImageType = list(image_type)
+        ds.BodyPartExamined = body_part_examined
+        ds.StudyDescription = study_description
+        ds.SeriesDescription = series_description
+        ds.PatientName = patient_name
         name = f"{rng.integers(0, 2**63):016x}.dcm" if shuffle else f"IM{k:04d}.dcm"
         path = out / name
         ds.save_as(path, enforce_file_format=True)

@@ -16,19 +16,28 @@ Anatomy (simplified, in mm in a body frame: ``y`` posterior, ``x`` patient left,
   each thoracic vertebra: a neck from the transverse process (3 mm gap, so a rib is a bone of its
   own in the slice) to the rib angle, then a shaft along an elliptical cage that drops
   :data:`RIB_DROP_MM` caudally towards the sternum (+700 HU, T2..T9 levels);
-* **intercostal muscle** (+40 HU): the cage shell (the ribs' radial extent) between two adjacent
+* **intercostal muscle** (+30 HU): the cage shell (the ribs' radial extent) between two adjacent
   ribs, lateral to the paravertebral region (``|x| < 60 mm`` posterior to the vertebral-body
   centre) and beside the sternum;
 * two lungs (-850 HU) inside the cage, apices at the top of T1, bases shaped as domes (right dome
-  higher), and the **diaphragm** (+40 HU): a :data:`DIAPHRAGM_THICKNESS_MM` sheet directly below
+  higher), and the **diaphragm** (+42 HU): a :data:`DIAPHRAGM_THICKNESS_MM` sheet directly below
   the lung bases, over the liver (+60 HU, right) and the stomach/spleen (+45 HU, left);
 * heart (+40 HU) between the lungs, mediastinal fat (-100 HU);
-* **pectoralis** (major + minor as one lens, +40 HU) on the anterior chest wall from T2 to T7,
+* **pectoralis** (major + minor as one lens, +48 HU) on the anterior chest wall from T2 to T7,
   superficial to the ribs; **serratus anterior** on the lateral wall (T3..T9); a posterolateral
-  **latissimus dorsi** layer (T6..L1); **erector spinae** beside the spinous processes, dorsal to
-  the transverse processes, at all levels; **sternocleidomastoid / scalenes** at the neck base
-  (C7 down to 10 mm below the lung apices);
+  **latissimus dorsi** layer (T6..L1); **sternocleidomastoid / scalenes** at the neck base
+  (C7 down to 10 mm below the lung apices) — "other" muscle, +44 HU;
+* **erector spinae** (+36 HU) beside the spinous processes, dorsal to the transverse processes, at
+  all levels, with fatty infiltration: about a fifth of its voxels, in a marbled 3-D pattern, at
+  +10 HU (:data:`ERECTOR_FATTY_HU`), so its low-attenuation fraction (-29..+29 HU) is well above
+  that of the other classes;
+* **left/right differ**: the right pectoralis is thicker and the right erector spinae larger than
+  the left (each about 10 % more volume, :data:`RIGHT_LARGER`), the right diaphragm dome is
+  higher; a left/right swap therefore changes the volumes by more than the test tolerances;
 * Gaussian noise (default SD 10 HU).
+
+The class attenuations differ on purpose (pectoralis 48, other muscle 44, diaphragm 42, erector
+spinae 36 with fatty spots at 10, intercostal 30 HU): a class mix-up shows in the mean HU.
 
 The whole anatomy can be rotated about the cranio-caudal axis and shifted in-plane
 (``rotation_deg``, ``shift_mm``): the labels rotate with it (they are computed in the body frame).
@@ -44,7 +53,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
 from training.phantoms.abdomen import write_phantom_series as _write_abdomen_series
 
@@ -70,7 +78,12 @@ TISSUE_HU: dict[str, float] = {
     "air": -1000.0,
     "skin": 30.0,
     "fat": -100.0,
-    "muscle": 40.0,
+    "muscle": 44.0,
+    "pectoralis": 48.0,
+    "erector_spinae": 36.0,
+    "erector_spinae_fatty": 10.0,
+    "intercostal": 30.0,
+    "diaphragm": 42.0,
     "lung": -850.0,
     "heart": 40.0,
     "liver": 60.0,
@@ -80,6 +93,11 @@ TISSUE_HU: dict[str, float] = {
     "disc": 80.0,
     "canal": 20.0,
 }
+
+#: HU of the fatty-infiltrated spots of the erector spinae (within the -29..150 HU muscle band).
+ERECTOR_FATTY_HU = TISSUE_HU["erector_spinae_fatty"]
+#: The right pectoralis and erector spinae have about this factor more volume than the left.
+RIGHT_LARGER = 1.10
 
 #: Caudal drop of each rib from its neck to its anterior end, mm.
 RIB_DROP_MM = 60.0
@@ -91,6 +109,7 @@ PARAVERTEBRAL_HALF_WIDTH_MM = 60.0
 _VB_CY = 30.0  # vertebral-body centre, mm posterior of the body centre
 _CAGE = (-5.0, 80.0, 132.0)  # rib path ellipse: centre y, radius y, radius x (mm)
 _RIB_HALF_MM = 4.0  # radial half-thickness and half-height of a rib
+_FATTY_LEVEL = 0.45  # marble pattern above this is fatty (about a fifth of the erector spinae)
 
 
 @dataclass
@@ -277,12 +296,18 @@ def make_chest_phantom(
     # Angle about the cage centre from the anterior direction, degrees.
     from_anterior_deg = np.rad2deg(np.arctan2(ax, -(yy - cy0)))
     pec_outer = _ellipse(yy, xx, cy0, 0.0, ry0 + _RIB_HALF_MM + 15.0, rx0 + _RIB_HALF_MM + 15.0)
+    # The right pectoralis is thicker (about RIGHT_LARGER times the left's volume).
+    pec_outer_right = _ellipse(yy, xx, cy0, 0.0, ry0 + _RIB_HALF_MM + 16.5,
+                               rx0 + _RIB_HALF_MM + 16.5)
+    pec_outer = np.where(xx > 0, pec_outer, pec_outer_right)
     pectoralis = outside_shell & pec_outer & (from_anterior_deg < 58.0) & (ax > 18.0)
     serratus = outside_shell & _ellipse(yy, xx, cy0, 0.0, ry0 + 12.0, rx0 + 12.0) & \
         (from_anterior_deg > 72.0) & (from_anterior_deg < 110.0)
     latissimus = _ellipse(yy, xx, 0.0, 0.0, 115.0, 160.0) & ~_ellipse(yy, xx, 0.0, 0.0, 108.0, 153.0) & (yy > 25.0) & \
         (ax > 75.0) & (ax < 150.0)
-    erector = _ellipse(yy, xx, 80.0, -32.0, 14.0, 24.0) | _ellipse(yy, xx, 80.0, 32.0, 14.0, 24.0)
+    grow = float(np.sqrt(RIGHT_LARGER))  # right erector spinae: RIGHT_LARGER times the area
+    erector = _ellipse(yy, xx, 80.0, -32.0, 14.0 * grow, 24.0 * grow) | \
+        _ellipse(yy, xx, 80.0, 32.0, 14.0, 24.0)
     scm = _ellipse(yy, xx, -100.0, -45.0, 8.0, 14.0) | _ellipse(yy, xx, -100.0, 45.0, 8.0, 14.0)
     scalene = _ellipse(yy, xx, 5.0, -48.0, 9.0, 9.0) | _ellipse(yy, xx, 5.0, 48.0, 9.0, 9.0)
     left = xx > 0
@@ -351,15 +376,18 @@ def make_chest_phantom(
         dia = np.zeros_like(body)
         for side in (0, 1):
             dia |= lung_cross[side] & (z < z_base[side]) & (z >= z_base[side] - DIAPHRAGM_THICKNESS_MM)
-        put(h, lab, dia & ~lung_k, TISSUE_HU["muscle"], "dia")
+        put(h, lab, dia & ~lung_k, TISSUE_HU["diaphragm"], "dia")
         # Chest-wall muscles.
         if levels["T7"][0] <= z <= levels["T2"][1]:
-            put(h, lab, pectoralis & inner_skin, TISSUE_HU["muscle"], "pec")
+            put(h, lab, pectoralis & inner_skin, TISSUE_HU["pectoralis"], "pec")
         if levels["T9"][0] <= z <= levels["T3"][1]:
             put(h, lab, serratus & inner_skin, TISSUE_HU["muscle"], "other")
         if levels["L1"][0] <= z <= levels["T6"][1]:
             put(h, lab, latissimus, TISSUE_HU["muscle"], "other")
-        put(h, lab, erector & inner_skin, TISSUE_HU["muscle"], "es")
+        put(h, lab, erector & inner_skin, TISSUE_HU["erector_spinae"], "es")
+        # Fatty infiltration: marbled spots whose pattern shifts from slice to slice.
+        marble = np.sin(2 * np.pi * yy / 9.0 + z / 7.0) * np.sin(2 * np.pi * xx / 11.0 - z / 5.0)
+        h[erector & inner_skin & (marble > _FATTY_LEVEL)] = TISSUE_HU["erector_spinae_fatty"]
         if z >= z_apex - 10.0:
             put(h, lab, scm & inner_skin, TISSUE_HU["muscle"], "other")
         if z >= z_apex:
@@ -367,7 +395,7 @@ def make_chest_phantom(
         # Intercostal muscle: shell between the first and last rib at this angle.
         z_rib_here = z + drop  # the z a rib would need at its neck to pass here
         between = (z_rib_here <= top_rib + _RIB_HALF_MM) & (z_rib_here >= bottom_rib - _RIB_HALF_MM)
-        put(h, lab, shaft_zone & between, TISSUE_HU["muscle"], "ic")
+        put(h, lab, shaft_zone & between, TISSUE_HU["intercostal"], "ic")
         # Ribs (flat bars): shaft and neck.
         rib = np.zeros_like(body)
         for name in thoracic:
@@ -428,8 +456,8 @@ def write_chest_series(
     """Write the phantom as a DICOM CT series (one file per slice).
 
     Uses :func:`training.phantoms.abdomen.write_phantom_series` (same geometry handling:
-    ``patient_position``, ``image_orientation``, ``shuffle``, ``slice_indices``, ``modality``),
-    then sets the chest header values: Body Part Examined ``CHEST``, Study/Series Description,
+    ``patient_position``, ``image_orientation``, ``shuffle``, ``slice_indices``, ``modality``)
+    with the chest header values: Body Part Examined ``CHEST``, Study/Series Description,
     Patient's Name and Image Type.
 
     Parameters
@@ -448,20 +476,21 @@ def write_chest_series(
     list[pathlib.Path]
         The written files.
     """
-    paths = _write_abdomen_series(phantom, out_dir, **kwargs)  # type: ignore[arg-type]
-    for path in paths:
-        ds = pydicom.dcmread(path)
-        ds.BodyPartExamined = "CHEST"
-        ds.StudyDescription = "Digital chest phantom"
-        ds.SeriesDescription = "Chest phantom axial"
-        ds.PatientName = "PHANTOM^CHEST"
-        ds.ImageType = list(image_type)
-        ds.save_as(path, enforce_file_format=True)
-    return paths
+    header: dict[str, object] = {
+        "body_part_examined": "CHEST",
+        "study_description": "Digital chest phantom",
+        "series_description": "Chest phantom axial",
+        "patient_name": "PHANTOM^CHEST",
+    }
+    header.update(kwargs)
+    return _write_abdomen_series(  # type: ignore[arg-type]
+        phantom, out_dir, image_type=tuple(image_type), **header  # type: ignore[arg-type]
+    )
 
 
 __all__ = [
     "DIAPHRAGM_THICKNESS_MM",
+    "ERECTOR_FATTY_HU",
     "LABEL_DIAPHRAGM_LEFT",
     "LABEL_DIAPHRAGM_RIGHT",
     "LABEL_ERECTOR_SPINAE_LEFT",
@@ -474,6 +503,7 @@ __all__ = [
     "PARAVERTEBRAL_HALF_WIDTH_MM",
     "PHANTOM_LENGTH_MM",
     "RIB_DROP_MM",
+    "RIGHT_LARGER",
     "TISSUE_HU",
     "VERTEBRA_NAMES",
     "ChestPhantom",
