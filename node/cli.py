@@ -540,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cases", type=int, default=12, help="phantom training cases")
     train.add_argument("--eval-cases", type=int, default=4, help="held-out phantom cases")
     train.add_argument("--phantom-size", choices=["standard", "small"], default="standard")
-    train.add_argument("--level-spacing-mm", type=float, default=1.0, help="MIP pixel size")
+    train.add_argument("--level-spacing-mm", type=float, default=2.0,
+                       help="MIP pixel size of the level network (the study: 1 mm)")
     train.add_argument("--val-every", type=int, default=50)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -35,6 +35,9 @@ class JobSpec:
     software_version: str = "0"
     device: str = "auto"
     log_level: str = "INFO"
+    #: Model selection and inference settings (:meth:`node.config.Settings.model_options`);
+    #: ``None`` = take them from ``params[MODEL_PARAMS_KEY]`` if present, else reference method.
+    model: dict[str, Any] | None = None
 
 
 @dataclass
@@ -164,8 +167,25 @@ def execute_job(spec: JobSpec) -> JobOutcome:
 
     try:
         datasets, problems = read_series_files(spec.files)
-        result = run_protocol(spec.protocol, datasets, spec.params)
+        params = dict(spec.params)
+        model_options = spec.model or params.pop(MODEL_PARAMS_KEY, None)
+        params.pop(MODEL_PARAMS_KEY, None)
+        model, stats, seconds_before = None, None, 0.0
+        if model_options:
+            model, stats = _load_model(spec.protocol, model_options, spec.device)
+            seconds_before = stats.seconds if stats is not None else 0.0
+        result = run_protocol(spec.protocol, datasets, params, model=model)
         result.warnings[:0] = problems
+        if model is not None and stats is not None:
+            from models.inference import phantom_only_warning
+
+            result.summary["model"] = f"{model.algorithm.name} {model.algorithm.version}"
+            result.summary["inference_device"] = model.device
+            result.summary["inference_seconds"] = round(stats.seconds - seconds_before, 3)
+            result.summary["model_load_seconds"] = round(stats.load_seconds, 3)
+            warning = phantom_only_warning(result.algorithm)
+            if warning and warning not in result.warnings:
+                result.warnings.append(warning)
         objects = build_outputs(
             result,
             software_version=spec.software_version,
@@ -205,6 +225,40 @@ def execute_job(spec: JobSpec) -> JobOutcome:
             error=f"internal error: {type(exc).__name__}: {exc} (see the node log)",
             error_kind="internal",
         )
+
+
+#: Key of the model options in :attr:`JobSpec.params` (same value as node.config.MODEL_PARAMS_KEY;
+#: not imported from there so that a worker does not import the settings machinery).
+MODEL_PARAMS_KEY = "_model"
+
+
+def _load_model(protocol: str, options: dict[str, Any], device: str) -> tuple[Any, Any]:
+    """Load the configured model in this process (cached between jobs of the same process).
+
+    Returns ``(None, None)`` when ``best-validated`` finds no research/validated model (the
+    reference method runs).
+
+    Raises
+    ------
+    ModelError
+        Unknown, tampered or mismatched model, or CUDA requested but absent.
+    """
+    from models.inference import InferenceOptions, load_configured_model
+
+    loaded = load_configured_model(
+        protocol,
+        str(options["selection"]),
+        install_dir=options.get("install_dir"),
+        device=str(options.get("device") or device),
+        options=InferenceOptions(
+            overlap=float(options.get("overlap", 0.25)),
+            sw_batch_size=int(options.get("sw_batch_size", 4)),
+            amp=bool(options.get("amp", True)),
+        ),
+    )
+    if loaded is None:
+        return None, None
+    return loaded
 
 
 def validate_files(paths: Sequence[str]) -> None:

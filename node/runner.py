@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from node.execution import JobOutcome, JobSpec, child_main
 from storage.database import ClaimedJob, JobDatabase
 from storage.instance_store import InstanceStore
+from storage.models import JobState
 
 logger = logging.getLogger(__name__)
 
@@ -136,26 +137,7 @@ class LocalProcessRunner:
 
     def run_claimed(self, claimed: ClaimedJob) -> None:
         """Run one claimed job to its outcome and record it."""
-        instances = self.database.series_instances(claimed.series_instance_uid)
-        out_dir = self.store.output_dir(claimed.id)
-        spec = JobSpec(
-            job_id=claimed.id,
-            protocol=claimed.protocol,
-            files=[i.path for i in instances],
-            out_dir=str(out_dir),
-            params=self.params_for(claimed.protocol),
-            validate_outputs=self.validate_outputs,
-            software_version=self.software_version,
-            device=self.device,
-            log_level=self.log_level,
-        )
-        logger.info(
-            "job %d: running %s on series %s (%d instances)",
-            claimed.id,
-            claimed.protocol,
-            claimed.series_instance_uid,
-            len(instances),
-        )
+        spec = self.build_spec(claimed)
         outcome = self._run_child(spec)
         if self._stopping.is_set() and outcome is None:
             # Killed by stop() (shutdown or restart): not the job's fault, run it again later.
@@ -163,13 +145,58 @@ class LocalProcessRunner:
             return
         if outcome is None:
             return
+        self.record_outcome(claimed, outcome)
+
+    def input_path(self, path: str) -> str:
+        """Path of a stored instance as this machine sees it (identity here; see scale-out)."""
+        return path
+
+    def recorded_path(self, path: str) -> str:
+        """Path of an output as recorded in the job database (identity here; see scale-out)."""
+        return path
+
+    def build_spec(self, claimed: ClaimedJob) -> JobSpec:
+        """The :class:`JobSpec` of a claimed job: its series' files, output directory, params."""
+        instances = self.database.series_instances(claimed.series_instance_uid)
+        out_dir = self.store.output_dir(claimed.id)
+        logger.info(
+            "job %d: running %s on series %s (%d instances)",
+            claimed.id,
+            claimed.protocol,
+            claimed.series_instance_uid,
+            len(instances),
+        )
+        return JobSpec(
+            job_id=claimed.id,
+            protocol=claimed.protocol,
+            files=[self.input_path(i.path) for i in instances],
+            out_dir=str(out_dir),
+            params=self.params_for(claimed.protocol),
+            validate_outputs=self.validate_outputs,
+            software_version=self.software_version,
+            device=self.device,
+            log_level=self.log_level,
+        )
+
+    def fail_attempt(self, job_id: int, error: str, *, retry: bool) -> JobState | None:
+        """Record a failed attempt (see :meth:`storage.database.JobDatabase.fail_job`)."""
+        return self.database.fail_job(job_id, error, retry=retry)
+
+    def record_outcome(self, claimed: ClaimedJob, outcome: JobOutcome) -> None:
+        """Record a job's outputs and queue its sends, or record its failure."""
         if outcome.ok:
             self.database.record_results(
                 claimed.id,
                 algorithm=outcome.algorithm or "",
                 results=outcome.summary,
                 outputs=[
-                    (o.kind, o.sop_class_uid, o.sop_instance_uid, o.series_instance_uid, o.path)
+                    (
+                        o.kind,
+                        o.sop_class_uid,
+                        o.sop_instance_uid,
+                        o.series_instance_uid,
+                        self.recorded_path(o.path),
+                    )
                     for o in outcome.outputs
                 ],
                 destinations=self.destinations,
@@ -179,7 +206,7 @@ class LocalProcessRunner:
             if self.on_results is not None:
                 self.on_results()
         else:
-            state = self.database.fail_job(
+            state = self.fail_attempt(
                 claimed.id,
                 outcome.error or "unknown error",
                 retry=outcome.error_kind == "internal",
@@ -204,7 +231,7 @@ class LocalProcessRunner:
                 if child.is_alive():
                     child.kill()
                     child.join(10)
-                    self.database.fail_job(
+                    self.fail_attempt(
                         spec.job_id,
                         f"timed out after {self.job_timeout_seconds:g} s (job_timeout_seconds); "
                         "the worker was killed",
@@ -217,7 +244,7 @@ class LocalProcessRunner:
             if self._stopping.is_set() and not outcome_path.exists():
                 return None
             if not outcome_path.exists():
-                self.database.fail_job(
+                self.fail_attempt(
                     spec.job_id,
                     f"the worker process died with exit code {child.exitcode} (crash or out of "
                     "memory)",

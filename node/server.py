@@ -20,7 +20,7 @@ from typing import Any
 
 from node.config import Settings
 from node.routing import RoutingRule, configured_rules, route_series
-from node.runner import LocalProcessRunner
+from node.runner import JobRunner, LocalProcessRunner
 from node.scp import StorageSCP
 from node.sender import DestinationSender
 from pipelines.errors import AINodeError, InvalidInputError
@@ -82,7 +82,26 @@ class Node:
             )
             for destination in settings.destinations
         ]
-        self.runner = LocalProcessRunner(
+        self.runner: JobRunner = self._make_runner(settings)
+        self.scp = StorageSCP(
+            ae_title=settings.ae_title,
+            host=settings.host,
+            port=settings.port,
+            store=self.store,
+            database=self.database,
+            allowed_callers=settings.allowed_callers,
+            network_timeout_seconds=settings.network_timeout_seconds,
+        )
+        self._stopping = threading.Event()
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
+
+    def _make_runner(self, settings: Settings) -> JobRunner:
+        """The configured job runner: local child processes (default) or Celery workers."""
+        if settings.runner == "celery":
+            from node.scaleout.dispatcher import CeleryRunner
+
+            return CeleryRunner(self.database, settings)
+        return LocalProcessRunner(
             self.database,
             self.store,
             workers=settings.workers,
@@ -95,17 +114,6 @@ class Node:
             log_level=settings.log_level,
             on_results=self._wake_senders,
         )
-        self.scp = StorageSCP(
-            ae_title=settings.ae_title,
-            host=settings.host,
-            port=settings.port,
-            store=self.store,
-            database=self.database,
-            allowed_callers=settings.allowed_callers,
-            network_timeout_seconds=settings.network_timeout_seconds,
-        )
-        self._stopping = threading.Event()
-        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -172,9 +180,18 @@ class Node:
             logger.warning(
                 "failed %d pending send(s) to destinations no longer configured", orphaned
             )
-        resumed = self.database.resume_interrupted()
-        if resumed:
-            logger.warning("re-queued %d job(s) interrupted by a stop: %s", len(resumed), resumed)
+        if self.settings.runner == "celery":
+            # Workers on other machines may still run their jobs (they renew their leases):
+            # only jobs whose lease ran out while the node was down are queued again.
+            expired = self.database.expire_leases()
+            if expired:
+                logger.warning("re-queued %d job(s) whose worker lease expired: %s", len(expired), expired)
+        else:
+            resumed = self.database.resume_interrupted()
+            if resumed:
+                logger.warning(
+                    "re-queued %d job(s) interrupted by a stop: %s", len(resumed), resumed
+                )
 
     # -- dispatching --------------------------------------------------------------------------------
 

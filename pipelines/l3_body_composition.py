@@ -60,6 +60,7 @@ from pipelines.types import (
     AlgorithmInfo,
     CodedTerm,
     KeyImage,
+    LearnedModel,
     Measurement,
     PipelineResult,
     QualitativeFinding,
@@ -359,6 +360,77 @@ class ReferenceL3Locator:
         )
 
 
+class ModelSegmenter:
+    """A :class:`BodyCompositionSegmenter` backed by a trained network (``model.predict``)."""
+
+    def __init__(self, model: LearnedModel) -> None:
+        self.model = model
+
+    def segment_slice(
+        self, hu_slice: np.ndarray, pixel_spacing_mm: tuple[float, float]
+    ) -> np.ndarray:
+        """Label one slice with the network (see :meth:`BodyCompositionSegmenter.segment_slice`).
+
+        Raises
+        ------
+        PipelineError
+            If the network returns a label slice of another shape or with labels above IMAT.
+        """
+        labels = np.asarray(self.model.predict(hu_slice, pixel_spacing_mm))
+        if labels.shape != hu_slice.shape or (labels.size and int(labels.max()) > LABEL_IMAT):
+            raise PipelineError(
+                f"model {self.model.algorithm.name} returned labels of shape {labels.shape} "
+                f"(max {int(labels.max()) if labels.size else 0}) for a slice of shape "
+                f"{hu_slice.shape}; expected the same shape and labels 0..{LABEL_IMAT}"
+            )
+        return labels.astype(np.uint8)
+
+
+class ModelL3Locator:
+    """An :class:`L3Locator` backed by a trained level network (``model.classify``).
+
+    The network's position is never "verified": only independent landmarks (ribs and sacrum, in
+    the reference method) verify a level. When the network finds no L3 (it raises
+    :class:`PipelineError`), the reference locator runs and the method says so.
+    """
+
+    def __init__(self, model: LearnedModel) -> None:
+        self.model = model
+
+    def locate(self, volume: CTVolume) -> L3Location:
+        """Find mid-L3 with the network.
+
+        Raises
+        ------
+        PipelineError
+            If the network returns a slice outside the volume, or it finds no L3 and the
+            reference locator cannot find it either.
+        """
+        assert self.model.classify is not None
+        name = f"{self.model.algorithm.name} {self.model.algorithm.version}"
+        try:
+            index, confidence = self.model.classify(volume.hu, tuple(volume.spacing_mm))
+        except PipelineError as exc:
+            logger.info("L3 level network: %s; counting vertebrae instead", exc)
+            location = ReferenceL3Locator().locate(volume)
+            return L3Location(
+                slice_index=location.slice_index, level=location.level,
+                confidence=location.confidence, verified=location.verified,
+                method=f"{location.method} (the level network {name} found no L3)",
+                evidence=[f"level network {name}: {exc}", *location.evidence],
+            )
+        if not 0 <= int(index) < volume.hu.shape[0]:
+            raise PipelineError(
+                f"model {self.model.algorithm.name} placed L3 at slice {index}, outside the "
+                f"volume's {volume.hu.shape[0]} slices"
+            )
+        return L3Location(
+            slice_index=int(index), level="L3", confidence=float(confidence), verified=False,
+            method=f"network ({name})",
+            evidence=[f"L3 vertebra segmented on frontal/sagittal MIPs by {name}"],
+        )
+
+
 # ------------------------------------------------------------------------------------------
 # Reference segmentation of one slice.
 # ------------------------------------------------------------------------------------------
@@ -605,6 +677,7 @@ def run_l3_body_composition(
     *,
     segmenter: BodyCompositionSegmenter | None = None,
     locator: L3Locator | None = None,
+    model: LearnedModel | None = None,
 ) -> PipelineResult:
     """Measure body composition at mid-L3 on an abdominal CT.
 
@@ -620,6 +693,16 @@ def run_l3_body_composition(
         Slice segmenter; default :class:`ReferenceSegmenter`.
     locator:
         Mid-L3 locator; default :class:`ReferenceL3Locator`.
+    model:
+        A trained network (:class:`pipelines.types.LearnedModel`, loaded by :mod:`models`).
+        ``model.predict(hu_slice, pixel_spacing_mm) -> label slice`` replaces the reference
+        segmentation (same signature and labels as
+        :meth:`BodyCompositionSegmenter.segment_slice`); when ``model.classify`` is set,
+        ``model.classify(hu, spacing_mm) -> (slice_index, confidence)`` (``hu`` the canonical
+        ``(slices, rows, columns)`` HU volume, ``spacing_mm`` its (slice, row, column) spacing)
+        replaces the reference level finding. Measurement and outputs are the same; the result
+        names the model's algorithm, version and validation status. An explicit ``segmenter`` or
+        ``locator`` wins over the model.
 
     Returns
     -------
@@ -636,6 +719,12 @@ def run_l3_body_composition(
         If no body or no L3 is found.
     """
     p = params or L3Parameters()
+    algorithm = ALGORITHM
+    if model is not None:
+        algorithm = model.algorithm
+        segmenter = segmenter or ModelSegmenter(model)
+        if model.classify is not None:
+            locator = locator or ModelL3Locator(model)
     segmenter = segmenter or ReferenceSegmenter(p)
     modalities = {str(ds.get("Modality", "")) for ds in volume.datasets}
     if modalities != {"CT"}:
@@ -800,9 +889,9 @@ def run_l3_body_composition(
     level_text = "L3 (mid-vertebra)" if location.level == "L3" else "level not verified"
     summary: dict[str, object] = {
         "protocol": PROTOCOL_NAME,
-        "algorithm": ALGORITHM.name,
-        "algorithm_version": ALGORITHM.version,
-        "validation_status": ALGORITHM.validation_status.value,
+        "algorithm": algorithm.name,
+        "algorithm_version": algorithm.version,
+        "validation_status": algorithm.validation_status.value,
         "disclaimer": RESEARCH_USE_DISCLAIMER,
         "level": location.level,
         "level_confidence": round(location.confidence, 2),
@@ -849,14 +938,14 @@ def run_l3_body_composition(
         f"SMA {sma_cm2:.1f} cm2, muscle {muscle_mean:.1f} HU, IMAT {imat_cm2:.1f} cm2",
         f"SAT {sat_cm2:.1f} cm2, VAT {vat_cm2:.1f} cm2"
         + (f", SMI {smi:.1f} cm2/m2" if smi is not None else ""),
-        f"{ALGORITHM.name} {ALGORITHM.version} ({ALGORITHM.validation_status.value})",
+        f"{algorithm.name} {algorithm.version} ({algorithm.validation_status.value})",
     ]
     key_image = _key_image(hu_slice, label_slice, text_lines, spacing_rc, source_index)
     for message in warnings:
         logger.info("L3 body composition: %s", message)
     return PipelineResult(
         protocol=PROTOCOL_NAME,
-        algorithm=ALGORITHM,
+        algorithm=algorithm,
         source_datasets=list(volume.datasets),
         segments=list(SEGMENTS),
         label_map=label_map,
