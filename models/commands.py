@@ -1,0 +1,109 @@
+"""``ainode models list|show|install|verify``: the command functions (parsers in node/cli.py).
+
+No torch import here: listing, showing, installing and verifying models only read cards and hash
+weights files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from models.registry import discover, get_model, install_model, verify_model
+from pipelines.errors import ModelError
+
+
+def _install_dir(args: Any) -> Path:
+    from node.cli import _settings
+
+    return _settings(args).models_install_dir
+
+
+def _summary(entry: Any) -> dict[str, Any]:
+    card = entry.card
+    return {
+        "name": card.name,
+        "version": card.version,
+        "protocol": card.protocol,
+        "validation_status": card.validation_status.value,
+        "origin": entry.origin,
+        "networks": [f"{n.role}: {n.architecture}" for n in card.networks],
+        "primary_metric": card.evaluation.get("primary_metric"),
+        "primary_metric_value": card.primary_metric,
+        "path": str(entry.path),
+    }
+
+
+def cmd_models_list(args: Any) -> int:
+    """List shipped and installed models (and directories refused, with the reason)."""
+    found = discover(_install_dir(args))
+    if args.json:
+        print(json.dumps({"models": [_summary(e) for e in found.entries],
+                          "refused": [{"path": str(p), "reason": r} for p, r in found.problems]},
+                         indent=2))
+        return 0
+    print(f"{'NAME':<24} {'VERSION':<8} {'PROTOCOL':<26} {'STATUS':<13} {'ORIGIN':<9} NETWORKS")
+    for entry in found.entries:
+        s = _summary(entry)
+        metric = (f"  [{s['primary_metric']} {s['primary_metric_value']:.3f}]"
+                  if s["primary_metric_value"] is not None else "")
+        print(f"{s['name']:<24} {s['version']:<8} {s['protocol']:<26} "
+              f"{s['validation_status']:<13} {s['origin']:<9} {', '.join(s['networks'])}{metric}")
+    for path, reason in found.problems:
+        print(f"refused: {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_models_show(args: Any) -> int:
+    """Print a model's card (and whether its weights verify)."""
+    entry = get_model(args.name, _install_dir(args), verify=False)
+    try:
+        verify_model(entry)
+        verified = "ok"
+    except ModelError as exc:
+        verified = f"FAILED: {exc}"
+    data = entry.card.to_dict()
+    if args.json:
+        print(json.dumps({"path": str(entry.path), "origin": entry.origin,
+                          "weights_verified": verified, "card": data}, indent=2))
+        return 0 if verified == "ok" else 1
+    print(f"path: {entry.path} ({entry.origin})")
+    print(f"weights sha256: {verified}")
+    print(json.dumps(data, indent=2))
+    return 0 if verified == "ok" else 1
+
+
+def cmd_models_install(args: Any) -> int:
+    """Install a model directory or archive into the install directory."""
+    entry = install_model(args.source, _install_dir(args), replace=args.replace)
+    print(f"installed {entry.name} {entry.card.version} ({entry.card.protocol}, "
+          f"{entry.card.validation_status.value}) at {entry.path}")
+    return 0
+
+
+def cmd_models_verify(args: Any) -> int:
+    """Check every model's card and weights (or only the named ones); exit 1 on any failure."""
+    found = discover(_install_dir(args))
+    failures = 0
+    names = set(args.names or [])
+    for entry in found.entries:
+        if names and entry.name not in names:
+            continue
+        try:
+            verify_model(entry)
+            print(f"ok      {entry.name} {entry.card.version} ({entry.path})")
+        except ModelError as exc:
+            failures += 1
+            print(f"FAILED  {entry.name}: {exc}")
+    for path, reason in found.problems:
+        if names and path.name not in names:
+            continue
+        failures += 1
+        print(f"FAILED  {path}: {reason}")
+    missing = names - {e.name for e in found.entries} - {p.name for p, _ in found.problems}
+    for name in sorted(missing):
+        failures += 1
+        print(f"FAILED  {name}: no such model")
+    return 1 if failures else 0

@@ -1,0 +1,616 @@
+"""Training of the protocols' networks and the model directory the trainer writes.
+
+``ainode train l3-body-composition --phantom --out DIR`` (or ``--data DIR`` with labelled images,
+see :mod:`training.datasets`) trains the L3 tissue U-Net (and, on phantoms, the level network on
+the MIPs), evaluates the result on held-out cases (:mod:`training.evaluate`) and writes an
+installable model directory: ``card.json`` with the measured metrics, one safetensors file per
+network, ``metrics.csv`` (training curve), ``evaluation.csv`` (per case) and ``checkpoints/``
+(resume with ``--resume``; not part of the installed model).
+
+The training loop (:func:`train_network`) is generic: MONAI dictionary transforms, Dice +
+cross-entropy loss (``DiceCELoss``, as in the studies), AdamW, automatic mixed precision on CUDA,
+validation Dice every ``val_every`` iterations with the best weights kept, checkpoints every
+``checkpoint_every`` iterations, metrics to CSV (and TensorBoard when installed). A protocol
+trainer (:data:`TRAINERS`) builds its samples and card; chest, neonatal RDS and brain GWR get
+theirs in the second wave (docs/models.md, "What remains").
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.architectures import DEFAULT_NETWORKS, build_network, save_weights
+from models.cards import ModelCard, NetworkSpec
+from models.inference import mip_channels, mip_target, resample_2d, window_to_unit
+from models.registry import sha256_file
+from pipelines.errors import ConfigError, ModelError
+from pipelines.types import ValidationStatus
+from training.datasets import Case, dicom_seg_cases, nifti_cases, phantom_case, split_cases
+
+logger = logging.getLogger(__name__)
+
+#: Input window of the L3 tissue network (the study's -250..250 HU).
+L3_TISSUE_WINDOW_HU = (-250.0, 250.0)
+#: Window of the MIPs of the level network (bone, 100..1500 HU, section-detection study).
+L3_LEVEL_WINDOW_HU = (100.0, 1500.0)
+
+_SCT = "SCT"
+L3_LABELS = [
+    {"value": 0, "name": "background"},
+    {"value": 1, "name": "SMA", "code": {"value": "91727004", "scheme": _SCT, "meaning": "Muscle"}},
+    {"value": 2, "name": "SAT", "code": {"value": "71966008", "scheme": _SCT, "meaning": "Subcutaneous tissue"}},
+    {"value": 3, "name": "VAT", "code": {"value": "818987002", "scheme": _SCT, "meaning": "Abdominopelvic cavity"}},
+    {"value": 4, "name": "IMAT", "code": {"value": "127954009", "scheme": _SCT, "meaning": "Skeletal muscle"}},
+]
+L3_LEVEL_LABELS = [
+    {"value": 0, "name": "background"},
+    {"value": 1, "name": "L3", "code": {"value": "36470004", "scheme": _SCT, "meaning": "L3 vertebra"}},
+]
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``ainode train`` (iterations are per network)."""
+
+    protocol: str
+    out_dir: Path
+    data_dir: Path | None = None
+    name: str | None = None
+    version: str = "0.1.0"
+    iterations: int = 300
+    level_iterations: int | None = None
+    batch_size: int = 4
+    learning_rate: float = 2e-3
+    train_cases: int = 12
+    eval_cases: int = 4
+    phantom_size: str = "standard"
+    slices_per_case: int = 8
+    seed: int = 0
+    val_fraction: float = 0.2
+    val_every: int = 50
+    checkpoint_every: int = 50
+    device: str = "auto"
+    amp: bool = True
+    resume: bool = False
+    tissue_spacing_mm: float = 2.0
+    level_spacing_mm: float = 2.0  # the section-detection study used 1 mm; 2 mm: 4x cheaper
+    roi_size: int = 128
+    level_crop_mm: int = 224
+    train_level: bool = True
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir)
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ConfigError("iterations and batch size must be at least 1")
+
+
+@dataclass
+class Sample:
+    """One 2D training sample: ``image`` ``(channels, H, W)`` float32, ``label`` ``(1, H, W)``."""
+
+    image: np.ndarray
+    label: np.ndarray
+    case_id: str
+
+
+@dataclass
+class TrainedNetwork:
+    """What :func:`train_network` returns."""
+
+    state_dict: dict[str, torch.Tensor]
+    best_val_dice: float | None
+    iterations: int
+    samples_per_second: float
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _device(setting: str) -> str:
+    from models.inference import resolve_device
+
+    return resolve_device(setting)
+
+
+def _seed_everything(seed: int) -> None:
+    from monai.utils import set_determinism
+
+    set_determinism(seed=seed)
+    torch.manual_seed(seed)
+
+
+def _transforms(roi: tuple[int, int], level: bool, seed: int) -> Any:
+    """MONAI dictionary transforms of the training samples."""
+    from monai.transforms import (
+        Compose,
+        RandCropByPosNegLabeld,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        RandSpatialCropd,
+        RandZoomd,
+        SpatialPadd,
+    )
+
+    steps: list[Any] = []
+    if level:
+        # Crops of fixed height centred anywhere on L3, so its absolute position varies.
+        steps += [
+            SpatialPadd(keys=("image", "label"), spatial_size=roi),
+            RandCropByPosNegLabeld(keys=("image", "label"), label_key="label",
+                                   spatial_size=(roi[0], -1), pos=1.0, neg=0.0, num_samples=1),
+        ]
+    else:
+        steps += [
+            RandZoomd(keys=("image", "label"), prob=0.5, min_zoom=0.85, max_zoom=1.15,
+                      mode=("bilinear", "nearest"), keep_size=True),
+            SpatialPadd(keys=("image", "label"), spatial_size=roi),
+            RandSpatialCropd(keys=("image", "label"), roi_size=roi, random_size=False),
+        ]
+    steps += [
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
+        RandGaussianNoised(keys="image", prob=0.3, std=0.02),
+    ]
+    compose = Compose(steps)
+    compose.set_random_state(seed=seed)
+    return compose
+
+
+def _dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float]:
+    out = []
+    for c in range(1, n_classes):
+        p, t = pred == c, truth == c
+        denom = p.sum() + t.sum()
+        out.append(float(2 * (p & t).sum() / denom) if denom else math.nan)
+    return out
+
+
+def _predict_full(network: torch.nn.Module, image: np.ndarray, device: str,
+                  roi: tuple[int, int] | None) -> np.ndarray:
+    from monai.inferers import sliding_window_inference
+
+    x = torch.from_numpy(image)[None].to(device)
+    with torch.inference_mode():
+        if roi is None:
+            logits = network(x)
+        else:
+            logits = sliding_window_inference(x, roi, 4, network, overlap=0.25, mode="gaussian")
+    return logits.argmax(dim=1)[0].cpu().numpy()
+
+
+def train_network(
+    role: str,
+    architecture: str,
+    args: dict[str, Any],
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    config: TrainConfig,
+    *,
+    roi: tuple[int, int],
+    level: bool = False,
+    iterations: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainedNetwork:
+    """Train one network with Dice + cross-entropy; keep the weights of the best validation Dice.
+
+    Parameters
+    ----------
+    role, architecture, args:
+        The network (see :mod:`models.architectures`).
+    train, val:
+        Samples; every sample of a network has the same channel count.
+    config:
+        Training options (batch size, learning rate, device, AMP, checkpoints, resume).
+    roi:
+        Training patch size (rows, columns).
+    level:
+        Level-network sampling (crops of fixed height around L3; full-image validation).
+    iterations:
+        Overrides ``config.iterations``.
+    log:
+        Progress callback (one line per validation), e.g. ``print`` in the CLI.
+
+    Returns
+    -------
+    TrainedNetwork
+        Best state dict (CPU tensors), best validation Dice, throughput and the history rows
+        (also appended to ``out_dir/metrics.csv``).
+
+    Raises
+    ------
+    ModelError
+        If there are no training samples.
+    """
+    from monai.data import DataLoader, Dataset
+    from monai.losses import DiceCELoss
+
+    if not train:
+        raise ModelError(f"no training samples for the {role!r} network")
+    iterations = iterations or config.iterations
+    device = _device(config.device)
+    use_amp = config.amp and device == "cuda"
+    _seed_everything(config.seed)
+    network = build_network(architecture, args).to(device)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    if iterations >= 4:
+        # One-cycle (10 % warm-up; at least 2 warm-up steps for very short runs).
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=config.learning_rate, total_steps=iterations,
+            pct_start=min(0.5, max(0.1, 2.0 / iterations)))
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+    checkpoint_dir = config.out_dir / "checkpoints"
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = checkpoint_dir / f"{role}.pt"
+    start_iteration = 0
+    best_dice: float | None = None
+    best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    if config.resume and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        network.load_state_dict(saved["network"])
+        optimiser.load_state_dict(saved["optimiser"])
+        scaler.load_state_dict(saved["scaler"])
+        start_iteration = int(saved["iteration"])
+        # The one-cycle schedule spans this run's --iterations; continue it at the checkpoint.
+        scheduler.last_epoch = start_iteration
+        best_dice = float(saved["best_dice"]) if saved["best_dice"] >= 0 else None
+        best_state = saved["best_state"]
+        logger.info("%s: resumed from %s at iteration %d", role, checkpoint, start_iteration)
+    data = [{"image": s.image, "label": s.label} for s in train]
+    dataset = Dataset(data, transform=_transforms(roi, level, config.seed + start_iteration))
+    generator = torch.Generator().manual_seed(config.seed + start_iteration)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=0,
+                        generator=generator, drop_last=len(data) >= config.batch_size)
+    metrics_path = config.out_dir / "metrics.csv"
+    new_file = not metrics_path.exists()
+    writer_tb = _tensorboard(config.out_dir / "tensorboard")
+    history: list[dict[str, Any]] = []
+    n_classes = int(args["out_channels"])
+    iteration = start_iteration
+    seen = 0
+    t0 = time.perf_counter()
+    running: list[float] = []
+    with open(metrics_path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[
+            "network", "iteration", "loss", "learning_rate", "val_dice", "samples_per_s"])
+        if new_file:
+            writer.writeheader()
+        while iteration < iterations:
+            for batch in loader:
+                if iteration >= iterations:
+                    break
+                network.train()
+                x = batch["image"].to(device).float()
+                y = batch["label"].to(device).long()
+                optimiser.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                    loss = loss_function(network(x), y)
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
+                scheduler.step()
+                iteration += 1
+                seen += x.shape[0]
+                running.append(float(loss.detach()))
+                last = iteration == iterations
+                if iteration % config.val_every == 0 or last:
+                    val_dice = _validate(network, val, n_classes, device, None if level else roi)
+                    rate = seen / max(time.perf_counter() - t0, 1e-9)
+                    row = {"network": role, "iteration": iteration,
+                           "loss": round(float(np.mean(running)), 5),
+                           "learning_rate": scheduler.get_last_lr()[0],
+                           "val_dice": None if val_dice is None else round(val_dice, 4),
+                           "samples_per_s": round(rate, 2)}
+                    running = []
+                    writer.writerow(row)
+                    handle.flush()
+                    history.append(row)
+                    if writer_tb is not None:
+                        writer_tb.add_scalar(f"{role}/loss", row["loss"], iteration)
+                        if val_dice is not None:
+                            writer_tb.add_scalar(f"{role}/val_dice", val_dice, iteration)
+                    if log is not None:
+                        log(f"{role}: iteration {iteration}/{iterations} loss {row['loss']:.4f} "
+                            f"val Dice {row['val_dice']} ({rate:.1f} samples/s)")
+                    if val_dice is None or best_dice is None or val_dice >= best_dice:
+                        best_dice = val_dice if val_dice is not None else best_dice
+                        best_state = {k: v.detach().cpu().clone()
+                                      for k, v in network.state_dict().items()}
+                if iteration % config.checkpoint_every == 0 or iteration == iterations:
+                    torch.save({
+                        "network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "iteration": iteration, "best_dice": -1.0 if best_dice is None else best_dice,
+                        "best_state": best_state,
+                    }, checkpoint)
+    seconds = time.perf_counter() - t0
+    if writer_tb is not None:
+        writer_tb.close()
+    return TrainedNetwork(best_state, best_dice, iteration - start_iteration,
+                          seen / max(seconds, 1e-9), seconds, history)
+
+
+def _validate(network: torch.nn.Module, val: Sequence[Sample], n_classes: int, device: str,
+              roi: tuple[int, int] | None) -> float | None:
+    """Mean foreground Dice over the validation samples (classes absent in both are skipped)."""
+    if not val:
+        return None
+    network.eval()
+    scores: list[float] = []
+    for sample in val:
+        pred = _predict_full(network, sample.image, device, roi)
+        scores += [d for d in _dice_per_class(pred, sample.label[0], n_classes) if not math.isnan(d)]
+    return float(np.mean(scores)) if scores else None
+
+
+def _tensorboard(path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path))
+
+
+# -- L3 ---------------------------------------------------------------------------------------
+
+
+def l3_tissue_samples(case: Case, config: TrainConfig, all_slices: bool = False) -> list[Sample]:
+    """Tissue samples of a case: labelled axial slices (for phantoms, lumbar slices L1..L5 and
+    mid-L3), windowed to -250..250 HU and resampled to ``tissue_spacing_mm``."""
+    if case.lumbar_slices is not None and not all_slices:
+        lo, hi = case.lumbar_slices
+        picks = set(np.linspace(lo, hi, config.slices_per_case).round().astype(int).tolist())
+        if case.mid_l3_slice is not None:
+            picks.add(case.mid_l3_slice)
+        indices = sorted(picks)
+    else:
+        indices = [k for k in range(case.labels.shape[0]) if case.labels[k].any()]
+    target = (config.tissue_spacing_mm, config.tissue_spacing_mm)
+    samples = []
+    for k in indices:
+        image = resample_2d(window_to_unit(case.hu[k], L3_TISSUE_WINDOW_HU)[None],
+                            case.spacing_mm[1:], target)
+        label = resample_2d(case.labels[k][None].astype(np.float32), case.spacing_mm[1:], target,
+                            "nearest")
+        samples.append(Sample(image, label.round().astype(np.int64), f"{case.case_id}:{k}"))
+    return samples
+
+
+def l3_level_sample(case: Case, config: TrainConfig) -> Sample | None:
+    """Level sample of a case with an L3 vertebra mask: 2-channel MIPs and projected L3 mask."""
+    if case.l3_mask is None:
+        return None
+    image, _ = mip_channels(case.hu, case.spacing_mm, config.level_spacing_mm, L3_LEVEL_WINDOW_HU)
+    label = mip_target(case.l3_mask, case.spacing_mm, config.level_spacing_mm)
+    return Sample(image, label[None], case.case_id)
+
+
+def _pad_width(samples: list[Sample], width: int) -> list[Sample]:
+    out = []
+    for s in samples:
+        pad = width - s.image.shape[-1]
+        out.append(Sample(np.pad(s.image, ((0, 0), (0, 0), (0, pad))),
+                          np.pad(s.label, ((0, 0), (0, 0), (0, pad))), s.case_id))
+    return out
+
+
+def _load_user_cases(data_dir: Path) -> list[Case]:
+    if (data_dir / "images").is_dir():
+        return nifti_cases(data_dir)
+    return dicom_seg_cases(data_dir)
+
+
+def train_l3(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
+    """Train, evaluate and write an L3 body-composition model directory.
+
+    Returns
+    -------
+    pathlib.Path
+        The model directory (``config.out_dir``), installable with ``ainode models install``.
+
+    Raises
+    ------
+    ModelError
+        No usable training data.
+    """
+    from training.evaluate import evaluate_model_dir
+
+    protocol = "l3-body-composition"
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda message: logger.info("%s", message))
+    phantom = config.data_dir is None
+    if phantom:
+        cases = [phantom_case(seed, config.phantom_size)
+                 for seed in range(config.seed, config.seed + config.train_cases)]
+        say(f"generated {len(cases)} training phantoms ({config.phantom_size})")
+    else:
+        assert config.data_dir is not None
+        cases = _load_user_cases(config.data_dir)
+        say(f"read {len(cases)} labelled cases from {config.data_dir}")
+    train_ids, val_ids = split_cases([c.case_id for c in cases], config.val_fraction, config.seed)
+    by_id = {c.case_id: c for c in cases}
+    roi = (config.roi_size, config.roi_size)
+    tissue_train = [s for i in train_ids for s in l3_tissue_samples(by_id[i], config)]
+    tissue_val = [s for i in val_ids for s in l3_tissue_samples(by_id[i], config)][:16]
+    arch, args = DEFAULT_NETWORKS[protocol]["tissue"]
+    say(f"tissue network: {len(tissue_train)} training / {len(tissue_val)} validation slices")
+    tissue = train_network("tissue", arch, args, tissue_train, tissue_val, config, roi=roi, log=say)
+    networks: list[tuple[str, str, dict[str, Any], TrainedNetwork, dict[str, Any], list[dict[str, Any]], list[str]]] = [(
+        "tissue", arch, args, tissue,
+        {"spatial_dims": 2, "channels": ["CT -250..250 HU"],
+         "pixel_spacing_mm": [config.tissue_spacing_mm] * 2, "roi_size": list(roi),
+         "intensity_window_hu": list(L3_TISSUE_WINDOW_HU)},
+        L3_LABELS,
+        ["softmax; sliding-window (Gaussian) on the pixel grid above",
+         "probabilities resampled bilinearly to the slice grid; argmax"],
+    )]
+    level_cases = [c for c in cases if c.l3_mask is not None]
+    if config.train_level and level_cases:
+        level_train = [s for i in train_ids if (s := l3_level_sample(by_id[i], config)) is not None]
+        level_val = [s for i in val_ids if (s := l3_level_sample(by_id[i], config)) is not None]
+        width = max(s.image.shape[-1] for s in level_train + level_val)
+        level_train, level_val = _pad_width(level_train, width), _pad_width(level_val, width)
+        larch, largs = DEFAULT_NETWORKS[protocol]["level"]
+        crop = max(32, round(config.level_crop_mm / config.level_spacing_mm) // 16 * 16)
+        say(f"level network: {len(level_train)} training / {len(level_val)} validation MIP pairs")
+        level = train_network("level", larch, largs, level_train, level_val, config,
+                              roi=(crop, width), level=True,
+                              iterations=config.level_iterations or config.iterations, log=say)
+        networks.append((
+            "level", larch, largs, level,
+            {"spatial_dims": 2, "channels": ["frontal MIP 100..1500 HU", "sagittal MIP 100..1500 HU"],
+             "pixel_spacing_mm": [config.level_spacing_mm] * 2,
+             "intensity_window_hu": list(L3_LEVEL_WINDOW_HU)},
+            L3_LEVEL_LABELS,
+            [("softmax; L3 = rows whose summed L3 probability is at least half the maximum "
+              "(largest run); mid-L3 = probability-weighted centre row, mapped to the slice")],
+        ))
+    specs = []
+    for role, a, kw, trained, input_spec, labels, post in networks:
+        weights = out / f"{role}.safetensors"
+        network = build_network(a, kw)
+        network.load_state_dict(trained.state_dict)
+        save_weights(network, weights)
+        specs.append(NetworkSpec(role=role, weights=weights.name, sha256=sha256_file(weights),
+                                 architecture=a, args=kw, input=input_spec, labels=labels,
+                                 postprocessing=post))
+    status = ValidationStatus.PHANTOM_ONLY if phantom else ValidationStatus.RESEARCH
+    name = config.name or ("l3-phantom-local" if phantom else "l3-local")
+    training_data = {
+        "description": (
+            f"{len(cases)} digital abdominal phantoms (training.phantoms.abdomen, size "
+            f"{config.phantom_size}, seeds {config.seed}..{config.seed + len(cases) - 1}) with "
+            "varied fat and muscle thickness, noise, pixel spacing and slice thickness"
+            if phantom else f"{len(cases)} labelled cases from {config.data_dir}"),
+        "cases": len(cases),
+        "split": {"train": train_ids, "validation": val_ids, "method":
+                  "case ids sorted, permuted by numpy default_rng(seed)"},
+        "seed": config.seed,
+    }
+    training = {
+        "iterations": {role: t.iterations for role, _, _, t, _, _, _ in networks},
+        "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+        "loss": "DiceCELoss (MONAI), softmax, one-hot",
+        "optimiser": "AdamW, one-cycle schedule",
+        "best_validation_dice": {role: t.best_val_dice for role, _, _, t, _, _, _ in networks},
+        "samples_per_second": {role: round(t.samples_per_second, 2) for role, _, _, t, _, _, _ in networks},
+        "device": _device(config.device), "amp": config.amp and _device(config.device) == "cuda",
+        "torch": torch.__version__,
+    }
+    card = ModelCard(
+        name=name, version=config.version, protocol=protocol,
+        task="L3 body composition: mid-L3 slice from frontal/sagittal MIPs and SMA/SAT/VAT/IMAT "
+             "segmentation of the slice",
+        validation_status=status,
+        intended_use=("Research use only, not for diagnosis. "
+                      + ("Phantom-trained: demonstrates the machinery; not for patient images."
+                         if phantom else "Trained on the site's own labelled data; not clinically "
+                         "validated.")),
+        training_data=training_data,
+        evaluation={"set": "pending", "metrics": {}},
+        networks=specs,
+        description="2D U-Net (MONAI BasicUNet) tissue segmentation at mid-L3"
+                    + (" and a 2D U-Net L3 locator on MIPs" if len(specs) > 1 else ""),
+        source="Architectures after the L3 body-composition studies (see docs/models.md)",
+        license="Apache-2.0",
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        training=training,
+    )
+    card.write(out)
+    # Held-out evaluation: new phantom seeds, or the validation split of the user's data.
+    if phantom:
+        eval_cases = [phantom_case(seed, config.phantom_size)
+                      for seed in range(10_000 + config.seed, 10_000 + config.seed + config.eval_cases)]
+        eval_set = (f"{len(eval_cases)} held-out digital phantoms (seeds {10_000 + config.seed}.."
+                    f"{10_000 + config.seed + len(eval_cases) - 1}, size {config.phantom_size}), "
+                    "mid-L3 slice at the native grid")
+    else:
+        eval_cases = [by_id[i] for i in val_ids]
+        eval_set = f"validation split of the user's data ({len(eval_cases)} cases)"
+    report = evaluate_model_dir(out, eval_cases, out / "evaluation.csv")
+    evaluation = {"set": eval_set, "cases": len(eval_cases), "metrics": report.metrics,
+                  "primary_metric": "dice_sma_mean"}
+    card = ModelCard(**{**card.__dict__, "evaluation": evaluation})
+    card.write(out)
+    say(f"wrote {out} ({name} {config.version}, {status.value}); evaluation: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in report.metrics.items() if v is not None))
+    return out
+
+
+#: Protocol -> trainer (second wave: chest, neonatal RDS, brain GWR).
+TRAINERS: dict[str, Callable[[TrainConfig, Callable[[str], None] | None], Path]] = {
+    "l3-body-composition": train_l3,
+}
+
+
+def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
+    """Train the model of ``config.protocol`` (see :data:`TRAINERS`).
+
+    Raises
+    ------
+    ModelError
+        If the protocol has no trainer yet.
+    """
+    trainer = TRAINERS.get(config.protocol)
+    if trainer is None:
+        raise ModelError(
+            f"no trainer for protocol {config.protocol!r} in this version (have: "
+            f"{', '.join(TRAINERS)}); its architectures are in models.architectures"
+        )
+    return trainer(config, log)
+
+
+def cmd_train(args: Any) -> int:
+    """``ainode train PROTOCOL (--phantom | --data DIR) --out DIR``."""
+    if bool(args.phantom) == bool(args.data):
+        print("give exactly one of --phantom or --data DIR", file=sys.stderr)
+        return 2
+    config = TrainConfig(
+        protocol=args.protocol, out_dir=Path(args.out),
+        data_dir=Path(args.data) if args.data else None, name=args.name,
+        version=args.model_version, iterations=args.iterations,
+        level_iterations=args.level_iterations, batch_size=args.batch_size,
+        train_cases=args.cases, eval_cases=args.eval_cases, phantom_size=args.phantom_size,
+        seed=args.seed, device=args.device, resume=args.resume,
+        val_every=max(1, min(args.val_every, args.iterations)),
+        level_spacing_mm=args.level_spacing_mm,
+    )
+    logging.basicConfig(level=logging.WARNING)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    out = train(config, log)
+    print(f"model written to {out}; install with: ainode models install {out}")
+    return 0
+
+
+__all__ = [
+    "TRAINERS",
+    "Sample",
+    "TrainConfig",
+    "TrainedNetwork",
+    "cmd_train",
+    "train",
+    "train_l3",
+    "train_network",
+]
