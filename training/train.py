@@ -556,10 +556,35 @@ def train_l3(config: TrainConfig, log: Callable[[str], None] | None = None) -> P
     return out
 
 
-#: Protocol -> trainer (second wave: chest, neonatal RDS, brain GWR).
+#: Protocol -> trainer defined in this module.
 TRAINERS: dict[str, Callable[[TrainConfig, Callable[[str], None] | None], Path]] = {
     "l3-body-composition": train_l3,
 }
+
+#: Protocol -> module with its own ``train(config, log) -> Path`` (imported when needed).
+TRAINER_MODULES: dict[str, str] = {
+    "chest-respiratory-muscle": "training.train_chest",
+    "neonatal-rds": "training.train_rds",
+    "brain-gwr": "training.train_brain",
+}
+
+
+def _trainer(protocol: str) -> Callable[[TrainConfig, Callable[[str], None] | None], Path] | None:
+    if protocol in TRAINERS:
+        return TRAINERS[protocol]
+    module_name = TRAINER_MODULES.get(protocol)
+    if module_name is None:
+        return None
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None
+    trainer: Callable[[TrainConfig, Callable[[str], None] | None], Path] = module.train
+    return trainer
 
 
 def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
@@ -570,11 +595,12 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path
     ModelError
         If the protocol has no trainer yet.
     """
-    trainer = TRAINERS.get(config.protocol)
+    trainer = _trainer(config.protocol)
     if trainer is None:
+        known = sorted({*TRAINERS, *TRAINER_MODULES})
         raise ModelError(
-            f"no trainer for protocol {config.protocol!r} in this version (have: "
-            f"{', '.join(TRAINERS)}); its architectures are in models.architectures"
+            f"no trainer for protocol {config.protocol!r} in this version (known: "
+            f"{', '.join(known)}); its architectures are in models.architectures"
         )
     return trainer(config, log)
 
