@@ -326,7 +326,7 @@ def _algorithm(card: ModelCard) -> AlgorithmInfo:
 def _l3_adapter(entry: ModelEntry, device: str, options: InferenceOptions,
                 stats: InferenceStats) -> LearnedModel:
     """L3: ``predict(hu_slice, pixel_spacing_mm) -> (rows, columns) uint8`` (1 SMA, 2 SAT, 3 VAT,
-    4 IMAT) and, when the model has a ``"level"`` network, ``classify(hu, spacing_mm) ->
+    4 IMAT) and, when the model has a ``"level"`` network, ``locate(hu, spacing_mm) ->
     (slice_index, confidence)`` locating mid-L3 (the documented signature of
     :mod:`pipelines.l3_body_composition`)."""
     tissue, tissue_spec = load_network(entry, "tissue", device)
@@ -336,7 +336,7 @@ def _l3_adapter(entry: ModelEntry, device: str, options: InferenceOptions,
         return segment_slice(tissue, tissue_spec, np.asarray(hu_slice, np.float32), spacing,
                              device, options)
 
-    classify: Callable[..., tuple[int, float]] | None = None
+    locator: Callable[..., tuple[int, float]] | None = None
     if entry.card.network("level") is not None:
         level, level_spec = load_network(entry, "level", device)
         target_mm = float(level_spec.input.get("pixel_spacing_mm", [1.0, 1.0])[0])
@@ -350,9 +350,9 @@ def _l3_adapter(entry: ModelEntry, device: str, options: InferenceOptions,
             prob = torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy()
             return level_from_probability(prob, height, hu.shape[0])
 
-        classify = locate
+        locator = locate
     return LearnedModel(algorithm=_algorithm(entry.card), predict=_timed(predict, stats),
-                        classify=_timed(classify, stats) if classify is not None else None,
+                        locate=_timed(locator, stats) if locator is not None else None,
                         device=device)
 
 

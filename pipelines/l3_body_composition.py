@@ -387,7 +387,7 @@ class ModelSegmenter:
 
 
 class ModelL3Locator:
-    """An :class:`L3Locator` backed by a trained level network (``model.classify``).
+    """An :class:`L3Locator` backed by a trained level network (``model.locate``).
 
     The network's position is never "verified": only independent landmarks (ribs and sacrum, in
     the reference method) verify a level. When the network finds no L3 (it raises
@@ -406,10 +406,10 @@ class ModelL3Locator:
             If the network returns a slice outside the volume, or it finds no L3 and the
             reference locator cannot find it either.
         """
-        assert self.model.classify is not None
+        assert self.model.locate is not None
         name = f"{self.model.algorithm.name} {self.model.algorithm.version}"
         try:
-            index, confidence = self.model.classify(volume.hu, tuple(volume.spacing_mm))
+            index, confidence = self.model.locate(volume.hu, tuple(volume.spacing_mm))
         except PipelineError as exc:
             logger.info("L3 level network: %s; counting vertebrae instead", exc)
             location = ReferenceL3Locator().locate(volume)
@@ -697,8 +697,8 @@ def run_l3_body_composition(
         A trained network (:class:`pipelines.types.LearnedModel`, loaded by :mod:`models`).
         ``model.predict(hu_slice, pixel_spacing_mm) -> label slice`` replaces the reference
         segmentation (same signature and labels as
-        :meth:`BodyCompositionSegmenter.segment_slice`); when ``model.classify`` is set,
-        ``model.classify(hu, spacing_mm) -> (slice_index, confidence)`` (``hu`` the canonical
+        :meth:`BodyCompositionSegmenter.segment_slice`); when ``model.locate`` is set,
+        ``model.locate(hu, spacing_mm) -> (slice_index, confidence)`` (``hu`` the canonical
         ``(slices, rows, columns)`` HU volume, ``spacing_mm`` its (slice, row, column) spacing)
         replaces the reference level finding. Measurement and outputs are the same; the result
         names the model's algorithm, version and validation status. An explicit ``segmenter`` or
@@ -723,7 +723,7 @@ def run_l3_body_composition(
     if model is not None:
         algorithm = model.algorithm
         segmenter = segmenter or ModelSegmenter(model)
-        if model.classify is not None:
+        if model.locate is not None:
             locator = locator or ModelL3Locator(model)
     segmenter = segmenter or ReferenceSegmenter(p)
     modalities = {str(ds.get("Modality", "")) for ds in volume.datasets}

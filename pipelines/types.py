@@ -274,6 +274,9 @@ class LearnedModel:
     classify: Callable | None
         An image-level classifier where the protocol has one (neonatal RDS), with the signature
         the protocol module documents; ``None`` otherwise.
+    locate: Callable | None
+        A localiser where the protocol has one (the L3 level network:
+        ``locate(hu, spacing_mm) -> (slice_index, confidence)``); ``None`` otherwise.
     device: str
         ``"cuda"`` or ``"cpu"``: where inference runs (recorded in the job).
     """
@@ -282,3 +285,4 @@ class LearnedModel:
     predict: Callable[..., np.ndarray]
     classify: Callable[..., Any] | None = None
     device: str = "cpu"
+    locate: Callable[..., Any] | None = None

@@ -128,4 +128,4 @@ def test_shipped_l3_model_same_labels_on_gpu(small_l3_phantom_series: tuple[Path
     b = gpu.predict(phantom.hu[k], spacing)
     assert gpu.device == "cuda"
     assert (a == b).mean() >= 0.995
-    assert gpu.classify(phantom.hu, phantom.spacing_mm)[0] == cpu.classify(phantom.hu, phantom.spacing_mm)[0]
+    assert gpu.locate(phantom.hu, phantom.spacing_mm)[0] == cpu.locate(phantom.hu, phantom.spacing_mm)[0]
