@@ -156,6 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             files=files,
             out_dir=str(out_root / series_uid),
             params=settings.protocol_params(protocol),
+            model=settings.model_options(protocol),
             validate_outputs=not args.no_validate,
             software_version=software_version(),
         )
@@ -382,16 +383,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print("give a configuration file, or --reference", file=sys.stderr)
         return EXIT_USAGE
     settings = load_settings(args.file)
+    settings.check_protocol_parameters()
     try:
         rules = configured_rules(settings.routing_rules)
     except RoutingError as exc:
         raise ConfigError(str(exc)) from exc
     print(f"{args.file}: valid")
     shown = json.loads(settings.model_dump_json())
-    if shown.get("database_url"):
-        from storage.database import redact_url
+    from storage.database import redact_url
 
+    if shown.get("database_url"):
         shown["database_url"] = redact_url(shown["database_url"])
+    if (shown.get("celery") or {}).get("broker_url"):
+        shown["celery"]["broker_url"] = redact_url(shown["celery"]["broker_url"])
     print(json.dumps(shown, indent=2))
     print(f"routing rules: {len(rules)} ({'from the file' if settings.routing_rules is not None else 'defaults'})")
     return EXIT_OK

@@ -117,6 +117,50 @@ class L3Settings(BaseModel):
     )
 
 
+class BrainGWRSettings(BaseModel):
+    """Parameters of the brain-gwr protocol (all of them: docs/pipelines/brain-gwr.md)."""
+
+    gwr_cutoff: float = Field(
+        default=1.18,
+        gt=0.5,
+        lt=2.0,
+        description=(
+            "Basal-ganglia GWR below which the low-GWR finding is set (default 1.18, Torbey "
+            "2000; see docs/pipelines/brain-gwr.md for other published cut-offs)."
+        ),
+    )
+    atlas_path: Path | None = Field(
+        default=None,
+        description=(
+            "A site-built template/atlas asset (.npz, training/build_brain_atlas.py). Unset: the "
+            "shipped asset."
+        ),
+    )
+
+
+class ChestSettings(BaseModel):
+    """Parameters of the chest-respiratory-muscle protocol."""
+
+    include_diaphragm: bool = Field(
+        default=True,
+        description="Segment and report the diaphragm (lower-confidence structure).",
+    )
+
+
+class NeonatalRDSSettings(BaseModel):
+    """Parameters of the neonatal-rds protocol."""
+
+    assumed_pixel_spacing_mm: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Pixel size to assume when a radiograph has neither a usable Pixel Spacing nor "
+            "Imager Pixel Spacing (stated in the report). Unset: areas are given in pixels and "
+            "percent of the image only."
+        ),
+    )
+
+
 class TLSSettings(BaseModel):
     """DICOM TLS of the listener (PS3.15 Annex B.1, Basic TLS Secure Transport Connection Profile)."""
 
@@ -322,10 +366,6 @@ class CelerySettings(BaseModel):
     )
 
 
-#: Key under which :meth:`Settings.protocol_params` passes the model selection to the job's
-#: process; :func:`node.execution.execute_job` removes it before the pipeline sees the parameters.
-MODEL_PARAMS_KEY = "_model"
-
 _MODEL_SELECTION_RE = re.compile(r"^(reference|best-validated|[a-z0-9][a-z0-9._-]{0,63})$")
 _MODEL_SELECTION_HELP = (
     "'reference' (the rule-based reference method, no network), a model name from `ainode "
@@ -485,6 +525,23 @@ class Settings(BaseSettings):
         ),
     )
     l3: L3Settings = Field(default_factory=L3Settings, description="l3-body-composition.")
+    brain_gwr: BrainGWRSettings = Field(
+        default_factory=BrainGWRSettings, description="brain-gwr."
+    )
+    chest: ChestSettings = Field(
+        default_factory=ChestSettings, description="chest-respiratory-muscle."
+    )
+    neonatal_rds: NeonatalRDSSettings = Field(
+        default_factory=NeonatalRDSSettings, description="neonatal-rds."
+    )
+    protocol_parameters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Advanced: any other pipeline parameter, by protocol name, e.g. "
+            "{'chest-respiratory-muscle': {'min_slab_mm': 30}}. Names and meanings are on each "
+            "protocol's page in docs/pipelines/; unknown names are refused at start."
+        ),
+    )
     models: ModelSettings = Field(
         default_factory=ModelSettings,
         description="Trained networks per protocol and inference settings (docs/models.md).",
@@ -516,17 +573,46 @@ class Settings(BaseSettings):
     def protocol_params(self, protocol: str) -> dict[str, Any]:
         """Pipeline parameters of ``protocol`` from these settings (empty when it has none).
 
-        When a trained model is configured for the protocol, the parameters also carry
-        :data:`MODEL_PARAMS_KEY` with :meth:`model_options`, which the job's process takes out
-        before the pipeline runs.
+        The typed settings (``l3``, ``brain_gwr``, ``chest``, ``neonatal_rds``) come first;
+        ``protocol_parameters`` may add or override any other parameter of the protocol.
         """
         params: dict[str, Any] = {}
         if protocol == "l3-body-composition":
             params = {"cutoff_set": self.l3.cutoff_set}
-        options = self.model_options(protocol)
-        if options is not None:
-            params[MODEL_PARAMS_KEY] = options
+        elif protocol == "brain-gwr":
+            params = {"gwr_cutoff": self.brain_gwr.gwr_cutoff}
+            if self.brain_gwr.atlas_path is not None:
+                params["atlas_path"] = str(self.brain_gwr.atlas_path)
+        elif protocol == "chest-respiratory-muscle":
+            params = {"include_diaphragm": self.chest.include_diaphragm}
+        elif protocol == "neonatal-rds":
+            if self.neonatal_rds.assumed_pixel_spacing_mm is not None:
+                params = {"assumed_pixel_spacing_mm": self.neonatal_rds.assumed_pixel_spacing_mm}
+        params.update(self.protocol_parameters.get(protocol, {}))
         return params
+
+    def check_protocol_parameters(self) -> None:
+        """Check every protocol's parameters from these settings (without running anything).
+
+        Raises
+        ------
+        ConfigError
+            An unknown protocol in ``protocol_parameters``, or an unknown/invalid parameter.
+        """
+        from pipelines.errors import UnsupportedInputError
+        from pipelines.registry import PROTOCOLS, check_parameters
+
+        unknown = sorted(set(self.protocol_parameters) - set(PROTOCOLS))
+        if unknown:
+            raise ConfigError(
+                f"protocol_parameters names unknown protocol(s) {unknown}; known: "
+                f"{', '.join(sorted(PROTOCOLS))}"
+            )
+        for name in PROTOCOLS:
+            try:
+                check_parameters(name, self.protocol_params(name))
+            except UnsupportedInputError as exc:
+                raise ConfigError(str(exc)) from exc
 
     @property
     def models_install_dir(self) -> Path:

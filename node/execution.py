@@ -36,7 +36,7 @@ class JobSpec:
     device: str = "auto"
     log_level: str = "INFO"
     #: Model selection and inference settings (:meth:`node.config.Settings.model_options`);
-    #: ``None`` = take them from ``params[MODEL_PARAMS_KEY]`` if present, else reference method.
+    #: ``None`` = the protocol's reference method.
     model: dict[str, Any] | None = None
 
 
@@ -168,11 +168,9 @@ def execute_job(spec: JobSpec) -> JobOutcome:
     try:
         datasets, problems = read_series_files(spec.files)
         params = dict(spec.params)
-        model_options = spec.model or params.pop(MODEL_PARAMS_KEY, None)
-        params.pop(MODEL_PARAMS_KEY, None)
         model, stats, seconds_before = None, None, 0.0
-        if model_options:
-            model, stats = _load_model(spec.protocol, model_options, spec.device)
+        if spec.model:
+            model, stats = _load_model(spec.protocol, spec.model, spec.device)
             seconds_before = stats.seconds if stats is not None else 0.0
         result = run_protocol(spec.protocol, datasets, params, model=model)
         result.warnings[:0] = problems
@@ -225,11 +223,6 @@ def execute_job(spec: JobSpec) -> JobOutcome:
             error=f"internal error: {type(exc).__name__}: {exc} (see the node log)",
             error_kind="internal",
         )
-
-
-#: Key of the model options in :attr:`JobSpec.params` (same value as node.config.MODEL_PARAMS_KEY;
-#: not imported from there so that a worker does not import the settings machinery).
-MODEL_PARAMS_KEY = "_model"
 
 
 def _load_model(protocol: str, options: dict[str, Any], device: str) -> tuple[Any, Any]:

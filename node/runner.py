@@ -64,6 +64,9 @@ class LocalProcessRunner:
         Passed to :class:`node.execution.JobSpec`.
     on_results:
         Called after a job's outputs are recorded (wakes the senders).
+    model_for:
+        Protocol name -> model selection and inference settings
+        (:meth:`node.config.Settings.model_options`), or ``None`` for the reference method.
     """
 
     def __init__(
@@ -81,8 +84,10 @@ class LocalProcessRunner:
         log_level: str = "INFO",
         on_results: Callable[[], None] | None = None,
         poll_seconds: float = 0.5,
+        model_for: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> None:
         self.database = database
+        self.model_for: Callable[[str], dict[str, Any] | None] = model_for or (lambda _p: None)
         self.store = store
         self.workers = workers
         self.job_timeout_seconds = job_timeout_seconds
@@ -172,6 +177,7 @@ class LocalProcessRunner:
             files=[self.input_path(i.path) for i in instances],
             out_dir=str(out_dir),
             params=self.params_for(claimed.protocol),
+            model=self.model_for(claimed.protocol),
             validate_outputs=self.validate_outputs,
             software_version=self.software_version,
             device=self.device,

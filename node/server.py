@@ -28,6 +28,7 @@ from pipelines.registry import get_protocol
 from storage.database import JobDatabase
 from storage.instance_store import InstanceStore
 from storage.models import JobState
+from storage.retention import DiskGuard, RetentionScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        settings.check_protocol_parameters()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = InstanceStore(settings.data_dir)
         self.database = JobDatabase(settings.resolved_database_url)
@@ -91,6 +93,11 @@ class Node:
             database=self.database,
             allowed_callers=settings.allowed_callers,
             network_timeout_seconds=settings.network_timeout_seconds,
+            tls=settings.tls,
+            disk_guard=DiskGuard.from_settings(settings.data_dir, settings.retention),
+        )
+        self.retention = RetentionScheduler.from_settings(
+            self.database, self.store, settings.retention
         )
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
@@ -108,6 +115,7 @@ class Node:
             job_timeout_seconds=settings.job_timeout_seconds,
             destinations=[d.name for d in settings.destinations],
             params_for=settings.protocol_params,
+            model_for=settings.model_options,
             validate_outputs=settings.validate_outputs,
             software_version=self.version,
             device=settings.device,
@@ -123,6 +131,8 @@ class Node:
         self.scp.start()
         self._dispatcher.start()
         self.runner.start()
+        if self.retention is not None:
+            self.retention.start()
         for sender in self.senders:
             sender.start()
 
@@ -131,6 +141,8 @@ class Node:
         self._stopping.set()
         self.scp.stop()
         self.runner.stop()
+        if self.retention is not None:
+            self.retention.stop()
         for sender in self.senders:
             sender.stop()
         self._dispatcher.join(timeout=5)

@@ -80,6 +80,7 @@ class CeleryJobWorker(LocalProcessRunner):
             job_timeout_seconds=settings.job_timeout_seconds,
             destinations=[d.name for d in settings.destinations],
             params_for=settings.protocol_params,
+            model_for=settings.model_options,
             validate_outputs=settings.validate_outputs,
             software_version=software_version(),
             device=settings.device,

@@ -126,6 +126,40 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
 }
 
 
+def check_parameters(name: str, params: Mapping[str, Any]) -> None:
+    """Check that ``params`` are valid parameters of protocol ``name`` (without running it).
+
+    Raises
+    ------
+    UnsupportedInputError
+        Unknown protocol.
+    ConfigError
+        Unknown parameter names or invalid values (the message lists the known names).
+    """
+    from pipelines.errors import ConfigError
+
+    get_protocol(name)
+    if name == "l3-body-composition":
+        from pipelines.l3_body_composition import L3Parameters
+
+        try:
+            L3Parameters(**dict(params))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid l3-body-composition parameters: {exc}") from exc
+    elif name == "brain-gwr":
+        from pipelines.brain_gwr import BrainGWRParameters
+
+        BrainGWRParameters.from_mapping(params)
+    elif name == "chest-respiratory-muscle":
+        from pipelines.chest_respiratory_muscle import ChestParameters
+
+        ChestParameters.from_mapping(params)
+    elif name == "neonatal-rds":
+        from pipelines.neonatal_rds import NeonatalRDSParameters
+
+        NeonatalRDSParameters.from_mapping(params)
+
+
 def get_protocol(name: str) -> ProtocolSpec:
     """The protocol called ``name``.
 

@@ -60,17 +60,18 @@ def test_served_series_is_measured_by_the_configured_model(
 
 
 @pytest.mark.parametrize("selection", ["ainode-l3-phantom", "best-validated", "reference"])
-def test_model_options_travel_with_the_protocol_parameters(selection: str) -> None:
+def test_model_options_follow_the_selection(selection: str) -> None:
     settings = Settings(models=ModelSettings(l3_body_composition=selection), device="cpu")
-    params = settings.protocol_params("l3-body-composition")
-    assert params["cutoff_set"] == "none"
+    assert settings.protocol_params("l3-body-composition") == {"cutoff_set": "none"}
+    options = settings.model_options("l3-body-composition")
     if selection == "reference":
-        assert "_model" not in params
+        assert options is None
     else:
-        assert params["_model"]["selection"] == selection
-        assert params["_model"]["device"] == "cpu"
-        assert params["_model"]["install_dir"].endswith("models")
-    assert "_model" not in settings.protocol_params("brain-gwr")
+        assert options is not None
+        assert options["selection"] == selection
+        assert options["device"] == "cpu"
+        assert options["install_dir"].endswith("models")
+    assert settings.model_options("brain-gwr") is None
 
 
 def test_invalid_model_selection_is_a_config_error() -> None:

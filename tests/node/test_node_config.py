@@ -64,3 +64,38 @@ def test_configuration_reference_in_the_docs_is_current() -> None:
 def test_shipped_example_configuration_is_valid() -> None:
     settings = load_settings(ROOT / "deploy" / "ainode.example.yaml")
     assert settings.destinations
+
+
+def test_protocol_parameters_reach_the_pipelines_and_are_checked() -> None:
+    """Typed protocol settings and protocol_parameters become pipeline parameters; unknown
+    protocols or parameter names are refused before anything runs."""
+    from node.config import Settings
+    from pipelines.errors import ConfigError
+
+    settings = Settings(
+        brain_gwr={"gwr_cutoff": 1.2},
+        chest={"include_diaphragm": False},
+        protocol_parameters={"chest-respiratory-muscle": {"min_slab_mm": 30.0}},
+    )
+    settings.check_protocol_parameters()
+    assert settings.protocol_params("brain-gwr")["gwr_cutoff"] == 1.2
+    assert settings.protocol_params("chest-respiratory-muscle") == {
+        "include_diaphragm": False,
+        "min_slab_mm": 30.0,
+    }
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        Settings(protocol_parameters={"brain-gwr-v2": {}}).check_protocol_parameters()
+    with pytest.raises(ConfigError, match="min_slab"):
+        Settings(
+            protocol_parameters={"chest-respiratory-muscle": {"min_slab": 30.0}}
+        ).check_protocol_parameters()
+
+
+def test_check_config_hides_the_broker_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from node.cli import main
+
+    config = tmp_path / "ainode.yaml"
+    config.write_text("celery:\n  broker_url: amqp://ainode:s3cret@rabbit:5672//\n")
+    assert main(["check-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "amqp://ainode:***@rabbit" in out
