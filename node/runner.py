@@ -184,9 +184,15 @@ class LocalProcessRunner:
             log_level=self.log_level,
         )
 
+    def owner_of(self, job_id: int) -> tuple[str, int] | None:
+        """``(worker, attempt)`` of this runner's run of ``job_id``, used to guard the writes
+        of results and failures; ``None`` = unguarded (the local runner, whose children cannot
+        outlive it)."""
+        return None
+
     def fail_attempt(self, job_id: int, error: str, *, retry: bool) -> JobState | None:
         """Record a failed attempt (see :meth:`storage.database.JobDatabase.fail_job`)."""
-        return self.database.fail_job(job_id, error, retry=retry)
+        return self.database.fail_job(job_id, error, retry=retry, owner=self.owner_of(job_id))
 
     def record_outcome(self, claimed: ClaimedJob, outcome: JobOutcome) -> None:
         """Record a job's outputs and queue its sends, or record its failure."""
@@ -207,6 +213,7 @@ class LocalProcessRunner:
                 ],
                 destinations=self.destinations,
                 warnings=outcome.warnings,
+                owner=self.owner_of(claimed.id),
             )
             logger.info("job %d: results recorded", claimed.id)
             if self.on_results is not None:

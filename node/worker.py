@@ -211,6 +211,14 @@ class CeleryJobWorker(LocalProcessRunner):
             and owns_job(self.database, job_id, self.worker_name, current.attempt)
         )
 
+    def owner_of(self, job_id: int) -> tuple[str, int] | None:
+        """This worker's run of ``job_id``: results and failures are written only while the
+        database still shows it as the job's holder (same transaction as the write)."""
+        current = self._current
+        if current is not None and current.id == job_id:
+            return (self.worker_name, current.attempt)
+        return None
+
     def fail_attempt(self, job_id: int, error: str, *, retry: bool) -> JobState | None:
         """Record a failed attempt, unless the job is no longer this worker's."""
         if not self._still_ours(job_id):

@@ -164,6 +164,12 @@ CANCELLABLE_STATES = (JobState.RECEIVED, JobState.QUEUED, JobState.RUNNING, JobS
 DELETABLE_STATES = (JobState.DONE, JobState.FAILED, JobState.IGNORED, JobState.CANCELLED)
 
 
+def _holds(job: Job, owner: tuple[str, int]) -> bool:
+    """Whether run ``owner`` = ``(worker, attempt)`` still holds ``job``."""
+    worker, attempt = owner
+    return job.state == JobState.RUNNING and job.worker == worker and job.attempts == attempt
+
+
 def input_fingerprint(sop_instance_uids: Sequence[str]) -> str:
     """sha256 of the sorted SOP Instance UIDs of a job's input (identifies a re-sent series)."""
     digest = hashlib.sha256("\n".join(sorted(sop_instance_uids)).encode()).hexdigest()
@@ -481,16 +487,38 @@ class JobDatabase:
                     )
         return None
 
-    def fail_job(self, job_id: int, error: str, *, retry: bool = False) -> JobState:
+    def fail_job(
+        self,
+        job_id: int,
+        error: str,
+        *,
+        retry: bool = False,
+        owner: tuple[str, int] | None = None,
+    ) -> JobState:
         """Record a failure; re-queue when ``retry`` and attempts remain.
+
+        ``owner`` (``(worker, attempt)``): when given, the failure is recorded only if that run
+        still holds the job (checked in the same transaction); otherwise an event notes it.
 
         Returns
         -------
         JobState
-            The job's new state (``queued`` or ``failed``).
+            The job's new state (``queued`` or ``failed``), or its unchanged state.
         """
         with self.session() as session:
             job = session.get_one(Job, job_id, with_for_update=True)
+            if owner is not None and job.state != JobState.CANCELLED and not _holds(job, owner):
+                session.add(
+                    JobEvent(
+                        job_id=job_id,
+                        level="warning",
+                        message=(
+                            f"failure of attempt {owner[1]} on {owner[0]} not recorded: the job "
+                            f"was re-queued or taken over while it ran ({error})"
+                        ),
+                    )
+                )
+                return JobState(job.state)
             if job.state == JobState.CANCELLED:
                 session.add(
                     JobEvent(
@@ -522,7 +550,8 @@ class JobDatabase:
         outputs: Sequence[tuple[str, str, str, str, str]],
         destinations: Sequence[str],
         warnings: Sequence[str] = (),
-    ) -> None:
+        owner: tuple[str, int] | None = None,
+    ) -> bool:
         """Store a job's results and outputs and queue one send per output and destination.
 
         Parameters
@@ -532,12 +561,34 @@ class JobDatabase:
         destinations:
             ``AET@host:port`` names; with none the job is done once the outputs are stored.
 
+        owner:
+            ``(worker, attempt)`` of the run that produced the results. When given, the results
+            are recorded only if that run still holds the job (same worker and attempt, state
+            running), checked in the same transaction as the write.
+
         A job cancelled while it ran keeps its ``cancelled`` state: the results are discarded
         (an event says so) and nothing is sent.
+
+        Returns
+        -------
+        bool
+            ``True`` when the results were recorded.
         """
         now = utcnow()
         with self.session() as session:
             job = session.get_one(Job, job_id, with_for_update=True)
+            if owner is not None and job.state != JobState.CANCELLED and not _holds(job, owner):
+                session.add(
+                    JobEvent(
+                        job_id=job_id,
+                        level="warning",
+                        message=(
+                            f"results of attempt {owner[1]} on {owner[0]} discarded: the job was "
+                            "re-queued or taken over while it ran"
+                        ),
+                    )
+                )
+                return False
             if job.state == JobState.CANCELLED:
                 session.add(
                     JobEvent(
@@ -549,7 +600,7 @@ class JobDatabase:
                         ),
                     )
                 )
-                return
+                return False
             job.algorithm = algorithm
             job.results_json = json.dumps(results, sort_keys=True, default=str)
             job.lease_expires_at = None
@@ -587,6 +638,7 @@ class JobDatabase:
                 job.state = JobState.DONE
                 job.finished_at = now
                 session.add(JobEvent(job_id=job_id, message="done (no destination configured)"))
+        return True
 
     # -- sends -----------------------------------------------------------------------------------
 
@@ -795,19 +847,32 @@ class JobDatabase:
         """Re-queue running jobs whose lease expired (their worker died or hangs)."""
         now = now or utcnow()
         with self.session() as session:
-            jobs = session.scalars(
-                select(Job).where(
+            candidates = session.scalars(
+                select(Job.id).where(
                     Job.state == JobState.RUNNING,
                     Job.lease_expires_at.is_not(None),
                     Job.lease_expires_at < now,
                 )
             ).all()
-            for job in jobs:
-                job.state = JobState.QUEUED
-                session.add(
-                    JobEvent(job_id=job.id, level="warning", message="lease expired; re-queued")
+            expired: list[int] = []
+            for job_id in candidates:
+                # Compare-and-set: a lease renewed since the select is left alone.
+                changed = session.execute(
+                    update(Job)
+                    .where(
+                        Job.id == job_id,
+                        Job.state == JobState.RUNNING,
+                        Job.lease_expires_at < now,
+                    )
+                    .values(state=JobState.QUEUED)
+                    .execution_options(synchronize_session=False)
                 )
-            return [job.id for job in jobs]
+                if changed.rowcount == 1:  # type: ignore[attr-defined]
+                    session.add(
+                        JobEvent(job_id=job_id, level="warning", message="lease expired; re-queued")
+                    )
+                    expired.append(job_id)
+            return expired
 
     def retry_job(self, job_id: int) -> str:
         """Retry a failed (or done) job: re-send failed sends, or run it again.

@@ -180,3 +180,42 @@ def test_a_job_released_at_shutdown_keeps_its_attempts(database: JobDatabase) ->
         database.release_job(job_id)
     job = database.get_job(job_id)
     assert job is not None and job.state == JobState.QUEUED and job.attempts == 0
+
+
+def test_results_and_failures_of_a_run_that_lost_its_job_are_not_recorded(
+    database: JobDatabase,
+) -> None:
+    """A worker whose lease expired (job re-queued and claimed by another worker) cannot
+    overwrite the new run: the owner check and the write are one transaction."""
+    job_id = _queued_job(database, "1.2.6")
+    first = database.claim_job("w1", 60)
+    assert first is not None and first.attempt == 1
+    assert database.expire_leases(now=utcnow() + dt.timedelta(seconds=120)) == [job_id]
+    second = database.claim_job("w2", 60)
+    assert second is not None and second.attempt == 2
+    outputs = [("SR", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.7", "2.25.8", "/out/sr.dcm")]
+    stale = database.record_results(
+        job_id, algorithm="a 1", results={"x": 1}, outputs=outputs, destinations=[],
+        owner=("w1", 1),
+    )
+    assert stale is False
+    assert database.fail_job(job_id, "late failure", owner=("w1", 1)) == JobState.RUNNING
+    job = database.get_job(job_id)
+    assert job is not None and job.state == JobState.RUNNING and job.results_json is None
+    assert database.record_results(
+        job_id, algorithm="a 1", results={"x": 2}, outputs=outputs, destinations=[],
+        owner=("w2", 2),
+    )
+    job = database.get_job(job_id)
+    assert job is not None and job.state == JobState.DONE
+    messages = [e.message for e in job.events]
+    assert any("discarded" in m for m in messages) and any("not recorded" in m for m in messages)
+
+
+def test_a_renewed_lease_is_not_expired(database: JobDatabase) -> None:
+    job_id = _queued_job(database, "1.2.7")
+    assert database.claim_job("w1", 1) is not None
+    # A lease renewed to the future is left alone even when the caller's clock is late.
+    assert database.expire_leases(now=utcnow()) == []
+    job = database.get_job(job_id)
+    assert job is not None and job.state == JobState.RUNNING
