@@ -205,6 +205,9 @@ def train_network(
     level: bool = False,
     iterations: int | None = None,
     log: Callable[[str], None] | None = None,
+    configure: Callable[[torch.nn.Module], None] | None = None,
+    loss_function: torch.nn.Module | None = None,
+    transforms: Any | None = None,
 ) -> TrainedNetwork:
     """Train one network with Dice + cross-entropy; keep the weights of the best validation Dice.
 
@@ -224,6 +227,15 @@ def train_network(
         Overrides ``config.iterations``.
     log:
         Progress callback (one line per validation), e.g. ``print`` in the CLI.
+    configure:
+        Called on the freshly built network before training (e.g. the neonatal-RDS trainer sets
+        the batch-norm momentum of the EfficientNet encoder to 0.1).
+    loss_function:
+        Replaces the default ``DiceCELoss(to_onehot_y=True, softmax=True)`` (e.g. the brain
+        trainer's batch Dice without the background class, for small 3D landmarks).
+    transforms:
+        Replaces the default MONAI training transforms (a callable on ``{"image", "label"}``
+        dictionaries; its random state is the caller's).
 
     Returns
     -------
@@ -246,6 +258,8 @@ def train_network(
     use_amp = config.amp and device == "cuda"
     _seed_everything(config.seed)
     network = build_network(architecture, args).to(device)
+    if configure is not None:
+        configure(network)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     scheduler: torch.optim.lr_scheduler.LRScheduler
     if iterations >= 4:
@@ -256,7 +270,8 @@ def train_network(
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+    if loss_function is None:
+        loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     checkpoint_dir = config.out_dir / "checkpoints"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = checkpoint_dir / f"{role}.pt"
@@ -275,7 +290,9 @@ def train_network(
         best_state = saved["best_state"]
         logger.info("%s: resumed from %s at iteration %d", role, checkpoint, start_iteration)
     data = [{"image": s.image, "label": s.label} for s in train]
-    dataset = Dataset(data, transform=_transforms(roi, level, config.seed + start_iteration))
+    if transforms is None:
+        transforms = _transforms(roi, level, config.seed + start_iteration)
+    dataset = Dataset(data, transform=transforms)
     generator = torch.Generator().manual_seed(config.seed + start_iteration)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=0,
                         generator=generator, drop_last=len(data) >= config.batch_size)
