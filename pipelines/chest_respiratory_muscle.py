@@ -1007,7 +1007,12 @@ def measure(
                 classes[name] = {"area_cm2": None, "slab": None,
                                  "not_measured": "needs the neighbouring slices"}
             else:
-                classes[name] = {"area_cm2" if single else "volume_cm3": 0.0, "slab": None}
+                # Zero voxels is "not found", not a measured zero: no value, and say so.
+                classes[name] = {"area_cm2" if single else "volume_cm3": None, "slab": None,
+                                 "not_measured": "not found in the segmentation"}
+                if key != "diaphragm" or params.include_diaphragm:
+                    warnings.append(f"{name.replace('_', ' ')}: not found in the segmentation; "
+                                    "no volume or attenuation is reported for it")
             continue
         values = hu_box[mask]
         mean = float(values.mean())
