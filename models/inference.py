@@ -384,14 +384,60 @@ def _resize_nd(array: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarra
     return np.asarray(resize(np.asarray(array, dtype=np.float32)), dtype=np.float32)  # type: ignore[arg-type]
 
 
+def split_at_midline(merged: np.ndarray) -> np.ndarray:
+    """Right/left landmark labels from side-merged classes (brain-gwr ``"split-at-midline"``).
+
+    Parameters
+    ----------
+    merged:
+        ``(slices, rows, columns)`` integer classes: 0 background, 1 caudate, 2 putamen,
+        3 posterior limb of the internal capsule (each right and left), 4 corpus callosum;
+        canonical orientation (columns run from the patient's right to left).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` labels of ``pipelines.brain_gwr`` (1/2 caudate R/L, 3/4 putamen R/L, 5/6 PLIC
+        R/L, 7 corpus callosum). The midline is the plane ``column = a + b*row + c*slice``
+        fitted (least squares) to the corpus callosum's voxels, a midline structure; with fewer
+        than 20 such voxels, the column of the centroid of all landmark voxels. Voxels at smaller
+        columns than the midline are right.
+    """
+    merged = np.asarray(merged)
+    out = np.zeros(merged.shape, dtype=np.uint8)
+    cc = np.argwhere(merged == 4)
+    if len(cc) >= 20:
+        design = np.column_stack([np.ones(len(cc)), cc[:, 1], cc[:, 0]]).astype(np.float64)
+        coef, *_ = np.linalg.lstsq(design, cc[:, 2].astype(np.float64), rcond=None)
+    else:
+        any_label = np.argwhere(merged > 0)
+        centre = float(any_label[:, 2].mean()) if len(any_label) else merged.shape[2] / 2.0
+        coef = np.array([centre, 0.0, 0.0])
+    for merged_class, (right, left) in {1: (1, 2), 2: (3, 4), 3: (5, 6)}.items():
+        idx = np.argwhere(merged == merged_class)
+        if not len(idx):
+            continue
+        midline = coef[0] + coef[1] * idx[:, 1] + coef[2] * idx[:, 0]
+        out[tuple(idx.T)] = np.where(idx[:, 2] < midline, right, left).astype(np.uint8)
+    out[merged == 4] = 7
+    return out
+
+
 def _brain_adapter(entry: ModelEntry, device: str, options: InferenceOptions,
                    stats: InferenceStats) -> LearnedModel:
     """Brain GWR: ``predict(hu, spacing_mm) -> (slices, rows, columns) uint8`` (labels of
     ``pipelines.brain_gwr``): resample to the card's 3D ``pixel_spacing_mm``, 3D sliding-window
-    inference with ``roi_size``, probabilities resampled back, argmax."""
+    inference with ``roi_size``, probabilities resampled back, argmax. When the card's input has
+    ``"paired_labels": "split-at-midline"``, the network's classes are side-merged (0 background,
+    1 caudate, 2 putamen, 3 PLIC, 4 corpus callosum) and :func:`split_at_midline` assigns right
+    and left."""
     network, spec = load_network(entry, "landmarks", device)
     target = [float(v) for v in spec.input.get("pixel_spacing_mm", [1.0, 1.0, 1.0])]
     roi = tuple(int(v) for v in spec.input.get("roi_size", [96, 96, 96]))
+    paired = spec.input.get("paired_labels")
+    if paired not in (None, "split-at-midline"):
+        raise ModelError(f"model {entry.name}: paired_labels {paired!r} is not one ainode knows "
+                         "(only 'split-at-midline')")
 
     def predict(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
         volume = window_to_unit(hu, spec.input["intensity_window_hu"])[None]
@@ -405,7 +451,8 @@ def _brain_adapter(entry: ModelEntry, device: str, options: InferenceOptions,
         assert isinstance(logits, torch.Tensor)
         prob = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
         prob = _resize_nd(prob, tuple(hu.shape), "trilinear")
-        return np.asarray(prob.argmax(axis=0), dtype=np.uint8)
+        labels = np.asarray(prob.argmax(axis=0), dtype=np.uint8)
+        return split_at_midline(labels) if paired == "split-at-midline" else labels
 
     return LearnedModel(algorithm=_algorithm(entry.card), predict=_timed(predict, stats),
                         device=device)
