@@ -507,8 +507,8 @@ def _rds_adapter(entry: ModelEntry, device: str, options: InferenceOptions,
                         device=device)
 
 
-#: Protocol -> adapter building its LearnedModel. The chest, RDS and brain adapters follow their
-#: pipelines' documented signatures; no trained model for them ships yet (docs/models.md).
+#: Protocol -> adapter building its LearnedModel, with the signatures the pipelines document; a
+#: phantom-only model of each protocol ships in models/zoo (docs/models.md).
 ADAPTERS: dict[str, Callable[[ModelEntry, str, InferenceOptions, InferenceStats], LearnedModel]] = {
     "l3-body-composition": _l3_adapter,
     "chest-respiratory-muscle": _chest_adapter,
@@ -613,6 +613,7 @@ def phantom_only_warning(algorithm: AlgorithmInfo) -> str | None:
 
 __all__ = [
     "ADAPTERS",
+    "split_at_midline",
     "InferenceOptions",
     "InferenceStats",
     "level_from_probability",
