@@ -536,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--phantom", action="store_true", help="train on digital phantoms")
     train.add_argument("--data", metavar="DIR", help="labelled data: NIfTI pairs or DICOM+SEG")
     train.add_argument("--out", required=True, metavar="MODEL_DIR")
-    train.add_argument("--name", help="model name in the card (default <protocol>-phantom-local with --phantom, else <protocol>-local)")
+    train.add_argument("--name", help="model name in the card (default: a short protocol name + -phantom-local with --phantom, else + -local, e.g. chest-phantom-local)")
     train.add_argument("--model-version", default="0.1.0", help="model version in the card")
     train.add_argument("--iterations", type=int, default=300, help="iterations per network")
     train.add_argument("--level-iterations", type=int, help="iterations of the level network")
