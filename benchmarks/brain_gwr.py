@@ -21,26 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-
-def _peak_rss_kib() -> int:
-    """Peak resident set size of this process image, KiB (VmHWM; getrusage as a fallback)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+from _common import peak_rss_kib, print_report, run_child
 
 
 def measure(directory: Path) -> dict[str, float | str | bool | None]:
@@ -58,7 +48,7 @@ def measure(directory: Path) -> dict[str, float | str | bool | None]:
     start = time.perf_counter()
     build_outputs(result, software_version="benchmark")
     outputs_s = time.perf_counter() - start
-    maxrss_kib = _peak_rss_kib()
+    maxrss_kib = peak_rss_kib()
     return {
         "slices": int(volume.hu.shape[0]),
         "matrix": f"{volume.hu.shape[1]}x{volume.hu.shape[2]}",
@@ -104,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_s = time.perf_counter() - start
         rounds = []
         for _ in range(args.rounds):
-            child = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--measure", tmp],
-                check=True, capture_output=True, text=True,
-            )
-            rounds.append(json.loads(child.stdout.strip().splitlines()[-1]))
+            rounds.append(run_child(__file__, "--measure", tmp))
     report: dict[str, object] = dict(rounds[-1])
     for key in ("read_s", "pipeline_s", "outputs_s", "total_s", "process_peak_rss_mib"):
         values = [float(r[key]) for r in rounds]
@@ -116,13 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         report[f"{key}_rounds"] = values
     report["phantom_write_s"] = round(prepare_s, 1)
     report["expected_gwr"] = round(expected, 4)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        width = max(len(k) for k in report)
-        print("brain-gwr benchmark (CPU), medians over rounds")
-        for key, value in report.items():
-            print(f"  {key:<{width}}  {value}")
+    print_report("brain-gwr benchmark (CPU), medians over rounds", report, args.json)
     return 0
 
 

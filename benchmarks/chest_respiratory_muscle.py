@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+
+from _common import peak_rss_kib, print_report, run_child
 
 
 def measure(directory: Path) -> dict[str, float | str | int | None]:
@@ -47,7 +48,7 @@ def measure(directory: Path) -> dict[str, float | str | int | None]:
     objects = build_outputs(result, software_version="benchmark")
     outputs_s = time.perf_counter() - start
     cpu_s = time.process_time() - cpu_start
-    maxrss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    maxrss_kib = peak_rss_kib()
     s = result.summary
     return {
         "slices": int(volume.hu.shape[0]),
@@ -96,22 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         write_chest_series(phantom, tmp)
         del phantom, truth
         prepare_s = time.perf_counter() - start
-        child = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--measure", tmp],
-            check=True, capture_output=True, text=True,
-        )
-    report = json.loads(child.stdout.strip().splitlines()[-1])
+        report = run_child(__file__, "--measure", tmp)
     report["phantom_write_s"] = round(prepare_s, 1)
     report["truth_respiratory_muscle_cm3_in_lung_slab"] = round(truth_resp, 2)
     report["truth_t4_slice"] = truth_t4
     report["truth_t12_slice"] = truth_t12
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        width = max(len(k) for k in report)
-        print("Chest respiratory-muscle benchmark (CPU)")
-        for key, value in report.items():
-            print(f"  {key:<{width}}  {value}")
+    print_report("Chest respiratory-muscle benchmark (CPU)", report, args.json)
     return 0
 
 

@@ -9,7 +9,7 @@ of reading + the pipeline only), times
    image);
 
 and reports wall time of each stage and the child's peak resident set size
-(``resource.getrusage``, Linux kilobytes; tracemalloc is not used because it slows NumPy-heavy
+(``VmHWM``, see ``benchmarks/_common.py``; tracemalloc is not used because it slows NumPy-heavy
 code down and would distort the timings). Goal: under 20 s and
 3 GB on CPU. Run:
 
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+
+from _common import peak_rss_kib, print_report, run_child
 
 
 def measure(directory: Path) -> dict[str, float | str | bool]:
@@ -41,7 +42,7 @@ def measure(directory: Path) -> dict[str, float | str | bool]:
     start = time.perf_counter()
     result = run_l3_body_composition(volume)
     pipeline_s = time.perf_counter() - start
-    maxrss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    maxrss_kib = peak_rss_kib()
     return {
         "slices": int(volume.hu.shape[0]),
         "matrix": f"{volume.hu.shape[1]}x{volume.hu.shape[2]}",
@@ -78,20 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         write_phantom_series(phantom, tmp)
         del phantom
         prepare_s = time.perf_counter() - start
-        child = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--measure", tmp],
-            check=True, capture_output=True, text=True,
-        )
-    report = json.loads(child.stdout.strip().splitlines()[-1])
+        report = run_child(__file__, "--measure", tmp)
     report["phantom_write_s"] = round(prepare_s, 1)
     report["truth_sma_cm2"] = round(truth_sma, 2)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        width = max(len(k) for k in report)
-        print("L3 body composition benchmark (CPU)")
-        for key, value in report.items():
-            print(f"  {key:<{width}}  {value}")
+    print_report("L3 body composition benchmark (CPU)", report, args.json)
     return 0
 
 

@@ -1,18 +1,24 @@
 """Model benchmark: inference time and peak memory per protocol network, training throughput.
 
 Each measurement runs in a fresh child process, so its peak resident set size
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``, Linux kB) is that of the model alone (plus
+(``VmHWM``, see ``benchmarks/_common.py``) is that of the model alone (plus
 Python, torch and MONAI). Cases:
 
 * ``l3``: the shipped ``ainode-l3-phantom`` model on one study: a held-out standard abdominal
-  phantom (256 x 256 pixels, 60-76 slices): level network on the MIPs (``classify``) + tissue
+  phantom (256 x 256 pixels, 60-76 slices): level network on the MIPs (``locate``) + tissue
   network on the slice (``predict``), through :func:`models.inference.load_learned_model`;
 * ``l3-512``: the tissue network on one 512 x 512 slice of 0.75 mm pixels (clinical matrix);
-* ``chest``, ``rds``, ``brain``: the default architectures of the other protocols with random
-  weights (no shipped model yet) on a representative input: 40 axial 512 x 512 chest slices
-  (AttentionUnet, sliding window 128 x 128), one 512 x 512 radiograph (FlexibleUNet
-  EfficientNet-B5 + EfficientNetBN-B0 on a 256 x 256 lung crop), one 160 x 192 x 160 head CT
-  (DynUNet, sliding window 96^3) - timings of the architecture, not of a trained model;
+* ``chest``: the shipped ``ainode-chest-phantom`` model (AttentionUnet on a 3 mm grid, sliding
+  window 128 x 128) on a held-out standard chest phantom (256 x 256 pixels of 1.4-1.5 mm, 89-111
+  slices), loaded as the node loads it (:func:`models.inference.load_configured_model`);
+* ``rds``: the shipped ``ainode-rds-phantom`` model (FlexibleUNet EfficientNet-B0 lungs +
+  EfficientNetBN-B0 classifier, float16 weights) on a held-out standard synthetic radiograph
+  (448-512 rows of 0.28-0.36 mm): ``predict`` + ``classify`` on the predicted lungs;
+* ``brain``: the shipped ``ainode-brain-gwr-phantom`` model (DynUNet 3D, resampled to 3 mm,
+  sliding window 48^3) on a held-out head phantom (seed 31337, 2 mm pixels, 3 mm slices, 230 mm
+  field of view, as ``benchmarks/brain_gwr_model.py``);
+* ``brain-arch``: the default brain architecture with random weights on one 160 x 192 x 160
+  volume (sliding window 96^3) - timing of the architecture, not of a trained model;
 * ``train-l3``: training throughput (samples/s) of the L3 tissue (batch 4 of 128 x 128) and level
   (batch 4 of 112 x 192) networks: forward + Dice-CE + backward + AdamW step, no data loading.
 
@@ -25,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -33,8 +38,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-CASES = ("l3", "l3-512", "chest", "rds", "brain", "train-l3")
+from _common import peak_rss_kib
+
+CASES = ("l3", "l3-512", "chest", "rds", "brain", "brain-arch", "train-l3")
 
 
 def _sync(device: str) -> None:
@@ -57,11 +65,7 @@ def run_case(case: str, device: str) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from models.architectures import (
-        DEFAULT_NETWORKS,
-        build_network,
-        rds_classifier_network,
-    )
+    from models.architectures import DEFAULT_NETWORKS, build_network
 
     result: dict[str, Any] = {"case": case, "device": device, "threads": torch.get_num_threads()}
     if case in ("l3", "l3-512"):
@@ -76,9 +80,10 @@ def run_case(case: str, device: str) -> dict[str, Any]:
             phantom = make_abdomen_phantom(**phantom_parameters(40_000, "standard"))  # type: ignore[arg-type]
             hu, spacing = phantom.hu, phantom.spacing_mm
             result["input"] = f"{hu.shape} voxels of {spacing} mm"
-            model.classify(hu, spacing)  # warm-up
+            assert model.locate is not None, "the shipped L3 model has a level network"
+            model.locate(hu, spacing)  # warm-up
             start = time.perf_counter()
-            index, _ = model.classify(hu, spacing)
+            index, _ = model.locate(hu, spacing)
             labels = model.predict(hu[index], spacing[1:])
             _sync(device)
             result["inference_s"] = round(time.perf_counter() - start, 3)
@@ -92,32 +97,59 @@ def run_case(case: str, device: str) -> dict[str, Any]:
             model.predict(slice_hu, (0.75, 0.75))
             _sync(device)
             result["inference_s"] = round(time.perf_counter() - start, 3)
-    elif case == "chest":
-        arch, args = DEFAULT_NETWORKS["chest-respiratory-muscle"]["muscle"]
-        network = build_network(arch, args).to(device).eval()
-        x = torch.rand(40, 1, 512, 512)
-        result["input"] = "40 slices 512 x 512, windows 128 x 128 (random weights)"
-        _window(network, x[:1], (128, 128), device)
-        start = time.perf_counter()
-        _window(network, x, (128, 128), device)
-        _sync(device)
-        result["inference_s"] = round(time.perf_counter() - start, 3)
-    elif case == "rds":
-        arch, args = DEFAULT_NETWORKS["neonatal-rds"]["lung"]
-        lung = build_network(arch, args).to(device).eval()
-        carch, cargs = rds_classifier_network("efficientnet-b0")
-        classifier = build_network(carch, cargs).to(device).eval()
-        x = torch.rand(1, 1, 512, 512, device=device)
-        crop = torch.rand(1, 1, 256, 256, device=device)
-        result["input"] = "512 x 512 radiograph + 256 x 256 lung crop (random weights)"
-        with torch.inference_mode():
-            lung(x), classifier(crop)
+    elif case in ("chest", "rds", "brain"):
+        from models.inference import load_configured_model
+
+        protocol, name = {"chest": ("chest-respiratory-muscle", "ainode-chest-phantom"),
+                          "rds": ("neonatal-rds", "ainode-rds-phantom"),
+                          "brain": ("brain-gwr", "ainode-brain-gwr-phantom")}[case]
+        loaded = load_configured_model(protocol, name, device=device)
+        assert loaded is not None, f"{name} not found"
+        model, stats = loaded
+        result["model"] = name
+        result["load_s"] = round(stats.load_seconds, 3)
+        if case == "chest":
+            from training.train_chest import chest_phantom_case
+
+            sample = chest_phantom_case(40_000, "standard")
+            hu, spacing = sample.hu, sample.spacing_mm
+            result["input"] = f"{hu.shape} voxels of {tuple(round(v, 2) for v in spacing)} mm"
+            model.predict(hu[:8], spacing)  # warm-up
             start = time.perf_counter()
-            lung(x)
-            classifier(crop)
+            labels = model.predict(hu, spacing)
             _sync(device)
-        result["inference_s"] = round(time.perf_counter() - start, 3)
-    elif case == "brain":
+            result["inference_s"] = round(time.perf_counter() - start, 3)
+            truth = sample.labels
+            result["dice_thoracic_union"] = round(
+                float(2 * ((labels > 0) & (truth > 0)).sum() / ((labels > 0).sum() + (truth > 0).sum())), 4)
+        elif case == "brain":
+            from training.phantoms.head import make_head_phantom
+
+            head = make_head_phantom(seed=31_337, pixel_spacing_mm=2.0, slice_spacing_mm=3.0,
+                                     field_of_view_mm=230.0)
+            result["input"] = f"{head.hu.shape} voxels of {tuple(round(v, 2) for v in head.spacing_mm)} mm"
+            model.predict(head.hu, head.spacing_mm)  # warm-up
+            start = time.perf_counter()
+            model.predict(head.hu, head.spacing_mm)
+            _sync(device)
+            result["inference_s"] = round(time.perf_counter() - start, 3)
+        else:
+            from training.train_rds import phantom_radiograph_case
+
+            sample = phantom_radiograph_case(40_000, "standard")
+            image = sample.hu[0]
+            spacing2 = (float(sample.spacing_mm[1]), float(sample.spacing_mm[2]))
+            result["input"] = f"{image.shape} radiograph of {tuple(round(v, 3) for v in spacing2)} mm"
+            lungs = model.predict(image, spacing2)  # warm-up
+            assert model.classify is not None
+            model.classify(image, lungs > 0)
+            start = time.perf_counter()
+            lungs = model.predict(image, spacing2)
+            probability = model.classify(image, lungs > 0)
+            _sync(device)
+            result["inference_s"] = round(time.perf_counter() - start, 3)
+            result["rds_probability"] = round(float(probability), 3)
+    elif case == "brain-arch":
         arch, args = DEFAULT_NETWORKS["brain-gwr"]["landmarks"]
         network = build_network(arch, args).to(device).eval()
         x = torch.rand(1, 1, 160, 192, 160)
@@ -151,7 +183,7 @@ def run_case(case: str, device: str) -> dict[str, Any]:
             result[f"{role}_samples_per_s"] = round(steps * shape[0] / (time.perf_counter() - start), 1)
     else:
         raise SystemExit(f"unknown case {case}")
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mb"] = round(peak_rss_kib() / 1024, 1)
     if device == "cuda":
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return result

@@ -102,6 +102,7 @@ from pipelines.acquisition import contrast_recorded
 from pipelines.errors import ConfigError, PipelineError, UnsupportedInputError
 from pipelines.spine import (
     SpineLabelling,
+    find_body_mask,
     find_vertebra_in_slice,
     label_vertebrae_array,
 )
@@ -440,27 +441,22 @@ def find_lungs(
     return np.asarray(keep[labels])
 
 
-def _largest_component_2d(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    if n == 0:
-        return np.zeros(mask.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return np.asarray(labels == int(np.argmax(sizes)))
+#: Grid of the body outline's opening, mm (every second pixel at 0.75 mm; about 3x faster than
+#: every pixel; see :func:`body_mask_slice`).
+BODY_COARSE_GRID_MM = 1.5
 
 
 def body_mask_slice(
     hu_slice: np.ndarray, pixel_spacing_mm: tuple[float, float], threshold_hu: float = -500.0
 ) -> np.ndarray:
-    """Body outline of one axial slice, the rule of :func:`pipelines.spine.find_body_mask`, faster.
+    """Body outline of one axial slice: :func:`pipelines.spine.find_body_mask` on a coarse grid.
 
     Largest region above ``threshold_hu`` after an opening with a 3 mm disk (cuts thin bridges to
-    the table), grown back by the same radius inside the thresholded pixels, holes filled. For
-    speed the work is done on the bounding box of the thresholded pixels, the opening on a grid of
-    about 1.5 mm (every second pixel at 0.75 mm; the final outline is full resolution: the grown
-    region is intersected with the full-resolution threshold), and holes are filled by labelling
-    the background. Identical to :func:`~pipelines.spine.find_body_mask` on the chest phantom;
-    where a thin strap joins a table, a few strap pixels below the skin can differ.
+    the table), grown back by the same radius inside the thresholded pixels, holes filled; the
+    opening runs on a grid of :data:`BODY_COARSE_GRID_MM` (every second pixel at 0.75 mm) and the
+    outline keeps full resolution (the grown region is intersected with the full-resolution
+    threshold). Identical to the every-pixel rule on the chest phantom; where a thin strap joins
+    a table, a few strap pixels below the skin can differ.
 
     Parameters
     ----------
@@ -476,37 +472,7 @@ def body_mask_slice(
     numpy.ndarray
         ``(rows, columns)`` bool.
     """
-    above = hu_slice > threshold_hu
-    out = np.zeros(above.shape, dtype=bool)
-    rows = np.flatnonzero(above.any(axis=1))
-    if len(rows) == 0:
-        return out
-    cols = np.flatnonzero(above.any(axis=0))
-    pixel = float(min(pixel_spacing_mm))
-    radius_px = 3.0 / pixel
-    pad = round(radius_px) + 3
-    r0, r1 = max(0, rows[0] - pad), min(above.shape[0], rows[-1] + pad + 1)
-    c0, c1 = max(0, cols[0] - pad), min(above.shape[1], cols[-1] + pad + 1)
-    crop = above[r0:r1, c0:c1]
-    step = max(1, int(1.5 // pixel))
-    coarse = crop[::step, ::step]
-    opened = ndimage.binary_opening(coarse, structure=_disk(radius_px / step))
-    core = _largest_component_2d(opened)
-    if not core.any():
-        return out
-    grown = ndimage.binary_dilation(core, structure=_disk(radius_px / step + 1))
-    if step > 1:
-        grown = np.repeat(np.repeat(grown, step, axis=0), step, axis=1)[: crop.shape[0],
-                                                                         : crop.shape[1]]
-    region = _largest_component_2d(grown & crop)
-    background, n = ndimage.label(~region)
-    border = np.unique(np.concatenate([background[0], background[-1], background[:, 0],
-                                       background[:, -1]]))
-    hole = np.ones(n + 1, dtype=bool)
-    hole[border] = False
-    hole[0] = False
-    out[r0:r1, c0:c1] = region | hole[background]
-    return out
+    return find_body_mask(hu_slice, pixel_spacing_mm, threshold_hu, coarse_grid_mm=BODY_COARSE_GRID_MM)
 
 
 def _touches_edges(body: np.ndarray) -> bool:
@@ -1010,7 +976,7 @@ def measure(
                 # Zero voxels is "not found", not a measured zero: no value, and say so.
                 classes[name] = {"area_cm2" if single else "volume_cm3": None, "slab": None,
                                  "not_measured": "not found in the segmentation"}
-                if key != "diaphragm" or params.include_diaphragm:
+                if key != "diaphragm" or p.include_diaphragm:
                     warnings.append(f"{name.replace('_', ' ')}: not found in the segmentation; "
                                     "no volume or attenuation is reported for it")
             continue

@@ -214,13 +214,19 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def find_body_mask(
-    hu_slice: np.ndarray, pixel_spacing_mm: tuple[float, float], threshold_hu: float = -500.0
+    hu_slice: np.ndarray,
+    pixel_spacing_mm: tuple[float, float],
+    threshold_hu: float = -500.0,
+    *,
+    coarse_grid_mm: float | None = None,
 ) -> np.ndarray:
     """Body outline of one axial slice: largest region above ``threshold_hu``, holes filled.
 
     A morphological opening (radius 3 mm) first cuts thin bridges to the patient table or
     blanket; the kept region is then grown back by the same radius inside the thresholded
-    pixels, so the skin line is not eroded.
+    pixels, so the skin line is not eroded. The work is done on the bounding box of the
+    thresholded pixels (padded by more than the disks' radius, so the result is the same as on
+    the whole image).
 
     Parameters
     ----------
@@ -230,6 +236,12 @@ def find_body_mask(
         (row, column) spacing, mm.
     threshold_hu:
         Air/body threshold, HU.
+    coarse_grid_mm:
+        When given, the opening and growing run on every ``n``-th pixel, ``n = coarse_grid_mm //
+        pixel`` (at least 1), and the grown region is intersected with the full-resolution
+        threshold, so the skin line keeps full resolution (the chest pipeline uses 1.5 mm: about
+        3x faster at 0.75 mm pixels; where a thin strap joins a table, a few strap pixels below
+        the skin can differ from ``None``). ``None``: every pixel.
 
     Returns
     -------
@@ -237,13 +249,38 @@ def find_body_mask(
         ``(rows, columns)`` bool.
     """
     above = hu_slice > threshold_hu
-    radius_px = 3.0 / min(pixel_spacing_mm)
-    opened = ndimage.binary_opening(above, structure=_disk(radius_px))
+    out = np.zeros(above.shape, dtype=bool)
+    rows = np.flatnonzero(above.any(axis=1))
+    if len(rows) == 0:
+        return out
+    cols = np.flatnonzero(above.any(axis=0))
+    pixel = float(min(pixel_spacing_mm))
+    radius_px = 3.0 / pixel
+    pad = round(radius_px) + 3
+    r0, r1 = max(0, rows[0] - pad), min(above.shape[0], rows[-1] + pad + 1)
+    c0, c1 = max(0, cols[0] - pad), min(above.shape[1], cols[-1] + pad + 1)
+    crop = above[r0:r1, c0:c1]
+    step = max(1, int(coarse_grid_mm // pixel)) if coarse_grid_mm is not None else 1
+    coarse = crop[::step, ::step]
+    opened = ndimage.binary_opening(coarse, structure=_disk(radius_px / step))
     core = largest_component(opened)
     if not core.any():
-        return core
-    grown = ndimage.binary_dilation(core, structure=_disk(radius_px + 1)) & above
-    return np.asarray(ndimage.binary_fill_holes(largest_component(grown)))
+        return out
+    grown = ndimage.binary_dilation(core, structure=_disk(radius_px / step + 1))
+    if step > 1:
+        grown = np.repeat(np.repeat(grown, step, axis=0), step, axis=1)[: crop.shape[0],
+                                                                         : crop.shape[1]]
+    region = largest_component(grown & crop)
+    # Holes: background components (4-connected, as binary_fill_holes) not touching the crop's
+    # border; one labelling, faster than binary_fill_holes' iterated dilation.
+    background, n = ndimage.label(~region)
+    border = np.unique(np.concatenate([background[0], background[-1], background[:, 0],
+                                       background[:, -1]]))
+    hole = np.ones(n + 1, dtype=bool)
+    hole[border] = False
+    hole[0] = False
+    out[r0:r1, c0:c1] = region | hole[background]
+    return out
 
 
 def find_vertebra_in_slice(

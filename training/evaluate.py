@@ -7,14 +7,19 @@ means go into the model card (``evaluation.metrics``).
 L3 metrics (per case, on the mid-L3 slice of the ground truth, or on every labelled slice of a
 user case): Dice of SMA, SAT, VAT, IMAT; area error of each tissue in cm² and in % of the truth;
 with a level network, the error of the mid-L3 slice in slices and mm, and whether the chosen slice
-lies inside the true L3 vertebral body.
+lies inside the true L3 vertebral body. The other protocols' evaluators live beside their trainers
+(:func:`training.train_chest.evaluate_chest`, :func:`training.train_rds.evaluate_rds`,
+:func:`training.train_brain.evaluate_brain`) and are
+imported when first used (those modules import this one).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import math
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +46,26 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(2 * int((pred & truth).sum()) / denom) if denom else math.nan
 
 
-def _mean(values: list[float]) -> float | None:
-    clean = [v for v in values if v is not None and not math.isnan(v)]
+def mean_metric(values: Iterable[Any]) -> float | None:
+    """Mean of the defined values (``None`` and NaN left out), rounded to 4 decimals; ``None``
+    when no value is defined."""
+    clean = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return round(float(np.mean(clean)), 4) if clean else None
+
+
+_mean = mean_metric
+
+
+def write_report_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Write per-case rows as CSV; the columns are the union of the rows' keys in first-seen order
+    (a row without a column leaves it empty)."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def evaluate_l3(model: Any, cases: list[Case]) -> EvaluationReport:
@@ -65,8 +87,9 @@ def evaluate_l3(model: Any, cases: list[Case]) -> EvaluationReport:
                 row[f"{key}_area_error_cm2"] = round(p_area - t_area, 2)
                 row[f"{key}_area_error_pct"] = (round(100 * (p_area - t_area) / t_area, 2)
                                                 if t_area else None)
-            if model.classify is not None and case.mid_l3_slice is not None:
-                index, confidence = model.classify(case.hu, case.spacing_mm)
+            locate = getattr(model, "locate", None)  # the level network (LearnedModel.locate)
+            if locate is not None and case.mid_l3_slice is not None:
+                index, confidence = locate(case.hu, case.spacing_mm)
                 error = int(index) - int(case.mid_l3_slice)
                 row["level_slice"] = int(index)
                 row["level_error_slices"] = error
@@ -93,12 +116,71 @@ def evaluate_l3(model: Any, cases: list[Case]) -> EvaluationReport:
     return report
 
 
-#: Protocol -> evaluation function (second wave adds the others).
-EVALUATORS = {"l3-body-composition": evaluate_l3}
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """A function imported from ``module`` when first called (the trainers import this module)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"Calls :func:`{module}.{name}` (imported when first used)."
+    return call
+
+
+#: Protocol -> evaluation function ``(model, cases) -> EvaluationReport``.
+EVALUATORS: dict[str, Callable[[Any, list[Case]], EvaluationReport]] = {
+    "l3-body-composition": evaluate_l3,
+    "chest-respiratory-muscle": _lazy("training.train_chest", "evaluate_chest"),
+    "neonatal-rds": _lazy("training.train_rds", "evaluate_rds"),
+    "brain-gwr": _lazy("training.train_brain", "evaluate_brain"),
+}
+
+#: Protocol -> ``(seed, size) -> Case``: the digital phantom case of that protocol.
+PHANTOM_CASES: dict[str, Callable[[int, str], Case]] = {
+    "l3-body-composition": _lazy("training.datasets", "phantom_case"),
+    "chest-respiratory-muscle": _lazy("training.train_chest", "chest_phantom_case"),
+    "neonatal-rds": _lazy("training.train_rds", "phantom_radiograph_case"),
+    "brain-gwr": _lazy("training.train_brain", "head_case"),
+}
+
+#: Protocol -> ``(data_dir) -> list[Case]``: labelled user cases of that protocol.
+USER_CASES: dict[str, Callable[[Path], list[Case]]] = {
+    "l3-body-composition": _lazy("training.train", "_load_user_cases"),
+    "chest-respiratory-muscle": _lazy("training.train", "_load_user_cases"),
+    "neonatal-rds": _lazy("training.train_rds", "user_radiograph_cases"),
+    "brain-gwr": _lazy("training.train", "_load_user_cases"),
+}
+
+#: First seed of the phantoms of ``ainode evaluate --phantom`` (outside every trainer's seeds:
+#: training uses ``seed .. seed + cases - 1``, the trainers' held-out cases ``10_000 + seed ..``).
+CLI_PHANTOM_SEED = 20_000
+
+
+def _registered(table: dict[str, Any], protocol: str, what: str) -> Any:
+    try:
+        return table[protocol]
+    except KeyError:
+        raise ModelError(
+            f"no {what} for protocol {protocol!r} in this version; known protocols: "
+            f"{', '.join(sorted(table))}") from None
+
+
+def phantom_cases(protocol: str, count: int, size: str = "standard",
+                  first_seed: int = CLI_PHANTOM_SEED) -> list[Case]:
+    """``count`` held-out digital phantom cases of ``protocol`` (seeds ``first_seed ..``).
+
+    Raises
+    ------
+    ModelError
+        A protocol without a phantom.
+    """
+    make = _registered(PHANTOM_CASES, protocol, "phantom")
+    return [make(first_seed + i, size) for i in range(count)]
 
 
 def evaluate_model_dir(model_dir: str | Path, cases: list[Case],
-                       report_csv: str | Path | None = None, device: str = "auto") -> EvaluationReport:
+                       report_csv: str | Path | None = None, device: str = "auto",
+                       protocol: str | None = None) -> EvaluationReport:
     """Evaluate the model in ``model_dir`` (card validated, weights verified) on ``cases``.
 
     Parameters
@@ -111,37 +193,32 @@ def evaluate_model_dir(model_dir: str | Path, cases: list[Case],
         Where to write the per-case rows (``None``: not written).
     device:
         ``auto``, ``cpu`` or ``cuda``.
+    protocol:
+        When given, the protocol the model must serve (a model of another protocol is refused).
 
     Raises
     ------
     ModelError
-        Invalid or tampered model, or a protocol without an evaluator.
+        Invalid or tampered model, a model of another protocol than ``protocol``, or a protocol
+        without an evaluator.
     """
     from models.inference import load_learned_model, resolve_device
     from models.registry import load_entry
 
     entry = load_entry(model_dir, verify=True)
-    evaluator = EVALUATORS.get(entry.card.protocol)
-    if evaluator is None:
-        raise ModelError(f"no evaluator for protocol {entry.card.protocol!r} in this version")
+    if protocol is not None and entry.card.protocol != protocol:
+        raise ModelError(f"model {entry.name} is for {entry.card.protocol!r}, not {protocol!r}")
+    evaluator = _registered(EVALUATORS, entry.card.protocol, "evaluator")
     model, _ = load_learned_model(entry, resolve_device(device))
     report = evaluator(model, cases)
     if report_csv is not None and report.rows:
-        keys: list[str] = []
-        for row in report.rows:
-            keys += [k for k in row if k not in keys]
-        with open(report_csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(report.rows)
+        write_report_csv(report.rows, report_csv)
     return report
 
 
 def cmd_evaluate(args: Any) -> int:
     """``ainode evaluate MODEL (--phantom [--cases N] | --data DIR) [--report CSV]``."""
-    from models.registry import default_install_dir, get_model
-    from training.datasets import phantom_case
-    from training.train import _load_user_cases
+    from models.registry import default_install_dir, get_model, load_entry
 
     model_dir = Path(args.model)
     if not model_dir.is_dir():
@@ -150,11 +227,16 @@ def cmd_evaluate(args: Any) -> int:
     if bool(args.phantom) == bool(args.data):
         print("give exactly one of --phantom or --data DIR", file=sys.stderr)
         return 2
-    if args.phantom:
-        cases = [phantom_case(20_000 + i, args.phantom_size) for i in range(args.cases)]
-    else:
-        cases = _load_user_cases(Path(args.data))
-    report = evaluate_model_dir(model_dir, cases, args.report, device=args.device)
+    protocol = load_entry(model_dir, verify=False).card.protocol
+    try:
+        if args.phantom:
+            cases = phantom_cases(protocol, args.cases, args.phantom_size)
+        else:
+            cases = _registered(USER_CASES, protocol, "reader of labelled data")(Path(args.data))
+    except ModelError as error:
+        print(f"ainode evaluate: {error}", file=sys.stderr)
+        return 2
+    report = evaluate_model_dir(model_dir, cases, args.report, device=args.device, protocol=protocol)
     for key, value in report.metrics.items():
         print(f"{key}: {value}")
     if args.report:

@@ -126,6 +126,65 @@ def _device(setting: str) -> str:
     return resolve_device(setting)
 
 
+def one_cycle_scheduler(optimiser: torch.optim.Optimizer, learning_rate: float,
+                        iterations: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The trainers' learning-rate schedule: one-cycle to ``learning_rate`` over ``iterations``
+    (10 % warm-up, at least 2 warm-up steps for very short runs); constant below 4 iterations."""
+    if iterations >= 4:
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=learning_rate, total_steps=iterations,
+            pct_start=min(0.5, max(0.1, 2.0 / iterations)))
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+
+
+def resume_checkpoint(checkpoint: Path, network: torch.nn.Module, optimiser: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                      device: str, role: str) -> tuple[int, float | None, dict[str, torch.Tensor]]:
+    """Restore a training checkpoint (network, optimiser, AMP scaler, schedule position).
+
+    Returns
+    -------
+    tuple
+        The iteration reached, the best validation score so far (``None`` if none) and the best
+        state dict.
+    """
+    saved = torch.load(checkpoint, map_location=device, weights_only=True)
+    network.load_state_dict(saved["network"])
+    optimiser.load_state_dict(saved["optimiser"])
+    scaler.load_state_dict(saved["scaler"])
+    start_iteration = int(saved["iteration"])
+    # The one-cycle schedule spans this run's --iterations; continue it at the checkpoint.
+    scheduler.last_epoch = start_iteration
+    best = float(saved["best_dice"]) if saved["best_dice"] >= 0 else None
+    logger.info("%s: resumed from %s at iteration %d", role, checkpoint, start_iteration)
+    return start_iteration, best, saved["best_state"]
+
+
+def intended_use(phantom: bool, note: str = "") -> str:
+    """The card's intended use: research only, and phantom-trained or trained on the site's data
+    (``note`` is inserted after the first sentence)."""
+    return ("Research use only, not for diagnosis. " + note
+            + ("Phantom-trained: demonstrates the machinery; not for patient images."
+               if phantom else "Trained on the site's own labelled data; not clinically validated."))
+
+
+def held_out_phantom_seeds(config: TrainConfig, offset: int = 10_000) -> range:
+    """Seeds of the held-out evaluation phantoms: ``offset + seed ..`` (``config.eval_cases``)."""
+    first = offset + config.seed
+    return range(first, first + config.eval_cases)
+
+
+def write_evaluated_card(card: ModelCard, out: Path, report: Any, eval_set: str, cases: int,
+                         primary_metric: str) -> ModelCard:
+    """Write ``card`` again with its ``evaluation`` (set, case count, the report's metrics and the
+    primary metric) and return it."""
+    evaluation = {"set": eval_set, "cases": cases, "metrics": report.metrics,
+                  "primary_metric": primary_metric}
+    card = ModelCard(**{**card.__dict__, "evaluation": evaluation})
+    card.write(out)
+    return card
+
+
 def _seed_everything(seed: int) -> None:
     from monai.utils import set_determinism
 
@@ -261,14 +320,7 @@ def train_network(
     if configure is not None:
         configure(network)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    if iterations >= 4:
-        # One-cycle (10 % warm-up; at least 2 warm-up steps for very short runs).
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=config.learning_rate, total_steps=iterations,
-            pct_start=min(0.5, max(0.1, 2.0 / iterations)))
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+    scheduler = one_cycle_scheduler(optimiser, config.learning_rate, iterations)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if loss_function is None:
         loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -279,16 +331,8 @@ def train_network(
     best_dice: float | None = None
     best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     if config.resume and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location=device, weights_only=True)
-        network.load_state_dict(saved["network"])
-        optimiser.load_state_dict(saved["optimiser"])
-        scaler.load_state_dict(saved["scaler"])
-        start_iteration = int(saved["iteration"])
-        # The one-cycle schedule spans this run's --iterations; continue it at the checkpoint.
-        scheduler.last_epoch = start_iteration
-        best_dice = float(saved["best_dice"]) if saved["best_dice"] >= 0 else None
-        best_state = saved["best_state"]
-        logger.info("%s: resumed from %s at iteration %d", role, checkpoint, start_iteration)
+        start_iteration, best_dice, best_state = resume_checkpoint(
+            checkpoint, network, optimiser, scaler, scheduler, device, role)
     data = [{"image": s.image, "label": s.label} for s in train]
     if transforms is None:
         transforms = _transforms(roi, level, config.seed + start_iteration)
@@ -538,10 +582,7 @@ def train_l3(config: TrainConfig, log: Callable[[str], None] | None = None) -> P
         task="L3 body composition: mid-L3 slice from frontal/sagittal MIPs and SMA/SAT/VAT/IMAT "
              "segmentation of the slice",
         validation_status=status,
-        intended_use=("Research use only, not for diagnosis. "
-                      + ("Phantom-trained: demonstrates the machinery; not for patient images."
-                         if phantom else "Trained on the site's own labelled data; not clinically "
-                         "validated.")),
+        intended_use=intended_use(phantom),
         training_data=training_data,
         evaluation={"set": "pending", "metrics": {}},
         networks=specs,
@@ -555,19 +596,16 @@ def train_l3(config: TrainConfig, log: Callable[[str], None] | None = None) -> P
     card.write(out)
     # Held-out evaluation: new phantom seeds, or the validation split of the user's data.
     if phantom:
-        eval_cases = [phantom_case(seed, config.phantom_size)
-                      for seed in range(10_000 + config.seed, 10_000 + config.seed + config.eval_cases)]
-        eval_set = (f"{len(eval_cases)} held-out digital phantoms (seeds {10_000 + config.seed}.."
-                    f"{10_000 + config.seed + len(eval_cases) - 1}, size {config.phantom_size}), "
+        seeds = held_out_phantom_seeds(config)
+        eval_cases = [phantom_case(seed, config.phantom_size) for seed in seeds]
+        eval_set = (f"{len(eval_cases)} held-out digital phantoms (seeds {seeds.start}.."
+                    f"{seeds.start + len(eval_cases) - 1}, size {config.phantom_size}), "
                     "mid-L3 slice at the native grid")
     else:
         eval_cases = [by_id[i] for i in val_ids]
         eval_set = f"validation split of the user's data ({len(eval_cases)} cases)"
     report = evaluate_model_dir(out, eval_cases, out / "evaluation.csv")
-    evaluation = {"set": eval_set, "cases": len(eval_cases), "metrics": report.metrics,
-                  "primary_metric": "dice_sma_mean"}
-    card = ModelCard(**{**card.__dict__, "evaluation": evaluation})
-    card.write(out)
+    write_evaluated_card(card, out, report, eval_set, len(eval_cases), "dice_sma_mean")
     say(f"wrote {out} ({name} {config.version}, {status.value}); evaluation: "
         + ", ".join(f"{k} {v:.3f}" for k, v in report.metrics.items() if v is not None))
     return out

@@ -34,7 +34,6 @@ Research use only, not for diagnosis; a phantom-trained model is ``phantom-only`
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Callable
@@ -53,8 +52,16 @@ from pipelines.brain_atlas import LANDMARK_LABELS
 from pipelines.errors import ModelError
 from pipelines.types import ValidationStatus
 from training.datasets import Case, split_cases
-from training.evaluate import EvaluationReport, dice
-from training.train import Sample, TrainConfig, TrainedNetwork, train_network
+from training.evaluate import EvaluationReport, dice, evaluate_model_dir, mean_metric
+from training.train import (
+    Sample,
+    TrainConfig,
+    TrainedNetwork,
+    held_out_phantom_seeds,
+    intended_use,
+    train_network,
+    write_evaluated_card,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -196,9 +203,7 @@ def _gwr_bg(hu: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, float, 
     return gwr_values(region_statistics(hu, core, spacing_mm))["gwr_bg"]
 
 
-def _mean(values: list[float | None]) -> float | None:
-    clean = [v for v in values if v is not None and not math.isnan(v)]
-    return round(float(np.mean(clean)), 4) if clean else None
+_mean = mean_metric
 
 
 def evaluate_brain(model: Any, cases: list[Case]) -> EvaluationReport:
@@ -257,31 +262,15 @@ def evaluate_brain_model_dir(model_dir: str | Path, cases: list[Case],
                              device: str = "auto") -> EvaluationReport:
     """Evaluate the brain-gwr model in ``model_dir`` (card validated, weights verified).
 
-    Same contract as :func:`training.evaluate.evaluate_model_dir` (which will dispatch here once
-    ``brain-gwr`` is registered in its ``EVALUATORS``).
+    :func:`training.evaluate.evaluate_model_dir` with ``protocol="brain-gwr"`` (its
+    ``EVALUATORS`` dispatch to :func:`evaluate_brain`).
 
     Raises
     ------
     ModelError
         Invalid or tampered model, or a model of another protocol.
     """
-    from models.inference import load_learned_model, resolve_device
-    from models.registry import load_entry
-
-    entry = load_entry(model_dir, verify=True)
-    if entry.card.protocol != PROTOCOL:
-        raise ModelError(f"model {entry.name} is for {entry.card.protocol!r}, not {PROTOCOL!r}")
-    model, _ = load_learned_model(entry, resolve_device(device))
-    report = evaluate_brain(model, cases)
-    if report_csv is not None and report.rows:
-        keys: list[str] = []
-        for row in report.rows:
-            keys += [k for k in row if k not in keys]
-        with open(report_csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(report.rows)
-    return report
+    return evaluate_model_dir(model_dir, cases, report_csv, device=device, protocol=PROTOCOL)
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -438,10 +427,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path
         task="brain-gwr: 3D segmentation of the GWR landmarks (caudate, putamen, posterior limb "
              "of the internal capsule, right and left; corpus callosum) on non-contrast head CT",
         validation_status=status,
-        intended_use=("Research use only, not for diagnosis. "
-                      + ("Phantom-trained: demonstrates the machinery; not for patient images."
-                         if phantom else "Trained on the site's own labelled data; not clinically "
-                         "validated.")),
+        intended_use=intended_use(phantom),
         training_data=training_data,
         evaluation={"set": "pending", "metrics": {}},
         networks=[spec],
@@ -456,19 +442,15 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path
     )
     card.write(out)
     if phantom:
-        first = EVAL_SEED_OFFSET + config.seed
-        eval_cases = [head_case(seed, config.phantom_size)
-                      for seed in range(first, first + config.eval_cases)]
-        eval_set = (f"{len(eval_cases)} held-out digital head phantoms (seeds {first}.."
-                    f"{first + len(eval_cases) - 1}, size {config.phantom_size}), native grid")
+        seeds = held_out_phantom_seeds(config, EVAL_SEED_OFFSET)
+        eval_cases = [head_case(seed, config.phantom_size) for seed in seeds]
+        eval_set = (f"{len(eval_cases)} held-out digital head phantoms (seeds {seeds.start}.."
+                    f"{seeds.start + len(eval_cases) - 1}, size {config.phantom_size}), native grid")
     else:
         eval_cases = [by_id[i] for i in val_ids]
         eval_set = f"validation split of the user's data ({len(eval_cases)} cases)"
     report = evaluate_brain_model_dir(out, eval_cases, out / "evaluation.csv", device=config.device)
-    evaluation = {"set": eval_set, "cases": len(eval_cases), "metrics": report.metrics,
-                  "primary_metric": "dice_mean"}
-    card = replace(card, evaluation=evaluation)
-    card.write(out)
+    write_evaluated_card(card, out, report, eval_set, len(eval_cases), "dice_mean")
     say(f"wrote {out} ({name} {config.version}, {status.value}); evaluation: "
         + ", ".join(f"{k} {v:.3f}" for k, v in report.metrics.items() if v is not None))
     return out

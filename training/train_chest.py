@@ -42,7 +42,6 @@ transforms (zoom, intensity scale/shift, noise, crops).
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Callable
@@ -61,13 +60,17 @@ from pipelines.chest_respiratory_muscle import LABELS, RESPIRATORY_LABELS, SEGME
 from pipelines.errors import ModelError
 from pipelines.types import ValidationStatus
 from training.datasets import Case, split_cases
+from training.evaluate import EvaluationReport, dice, evaluate_model_dir, mean_metric
 from training.train import (
     Sample,
     TrainConfig,
     TrainedNetwork,
     _device,
     _load_user_cases,
+    held_out_phantom_seeds,
+    intended_use,
     train_network,
+    write_evaluated_card,
 )
 
 logger = logging.getLogger(__name__)
@@ -264,17 +267,7 @@ def chest_transforms(roi: tuple[int, int], seed: int) -> Any:
 # -- evaluation ---------------------------------------------------------------------------------
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    denom = int(pred.sum()) + int(truth.sum())
-    return float(2 * int((pred & truth).sum()) / denom) if denom else math.nan
-
-
-def _mean(values: list[float]) -> float | None:
-    clean = [v for v in values if v is not None and not math.isnan(v)]
-    return round(float(np.mean(clean)), 4) if clean else None
-
-
-def evaluate_chest(model: Any, cases: list[Case]) -> Any:
+def evaluate_chest(model: Any, cases: list[Case]) -> EvaluationReport:
     """Evaluate a chest :class:`pipelines.types.LearnedModel` on labelled volumes.
 
     Per case, on the whole volume at its native grid: Dice of each label (1..9), of each class
@@ -298,8 +291,6 @@ def evaluate_chest(model: Any, cases: list[Case]) -> Any:
         ``dice_min_respiratory_label`` (worst label 1..6 over the cases) and
         ``volume_abs_error_pct_<label>_mean``.
     """
-    from training.evaluate import EvaluationReport
-
     report = EvaluationReport()
     for case in cases:
         pred = np.asarray(model.predict(case.hu, case.spacing_mm))
@@ -312,13 +303,13 @@ def evaluate_chest(model: Any, cases: list[Case]) -> Any:
         counts_pred = np.bincount(pred.ravel(), minlength=10)
         counts_true = np.bincount(truth.ravel(), minlength=10)
         for value, key in LABEL_KEYS.items():
-            row[f"dice_{key}"] = round(_dice(pred == value, truth == value), 4)
+            row[f"dice_{key}"] = round(dice(pred == value, truth == value), 4)
         for key, values in CLASS_LABELS.items():
             if len(values) > 1:
-                row[f"dice_{key}"] = round(_dice(np.isin(pred, values), np.isin(truth, values)), 4)
+                row[f"dice_{key}"] = round(dice(np.isin(pred, values), np.isin(truth, values)), 4)
         row["dice_respiratory_union"] = round(
-            _dice(np.isin(pred, RESPIRATORY_LABELS), np.isin(truth, RESPIRATORY_LABELS)), 4)
-        row["dice_thoracic_union"] = round(_dice(pred > 0, truth > 0), 4)
+            dice(np.isin(pred, RESPIRATORY_LABELS), np.isin(truth, RESPIRATORY_LABELS)), 4)
+        row["dice_thoracic_union"] = round(dice(pred > 0, truth > 0), 4)
         for value, key in LABEL_KEYS.items():
             t_cm3 = float(counts_true[value]) * voxel_cm3
             p_cm3 = float(counts_pred[value]) * voxel_cm3
@@ -329,26 +320,26 @@ def evaluate_chest(model: Any, cases: list[Case]) -> Any:
     rows = report.rows
     metrics: dict[str, float | None] = {}
     respiratory_keys = [LABEL_KEYS[v] for v in RESPIRATORY_LABELS]
-    metrics["dice_respiratory_labels_mean"] = _mean(
+    metrics["dice_respiratory_labels_mean"] = mean_metric(
         [r[f"dice_{k}"] for r in rows for k in respiratory_keys])
     worst = [r[f"dice_{k}"] for r in rows for k in respiratory_keys if not math.isnan(r[f"dice_{k}"])]
     metrics["dice_min_respiratory_label"] = round(min(worst), 4) if worst else None
-    metrics["dice_respiratory_union_mean"] = _mean([r["dice_respiratory_union"] for r in rows])
-    metrics["dice_thoracic_union_mean"] = _mean([r["dice_thoracic_union"] for r in rows])
+    metrics["dice_respiratory_union_mean"] = mean_metric([r["dice_respiratory_union"] for r in rows])
+    metrics["dice_thoracic_union_mean"] = mean_metric([r["dice_thoracic_union"] for r in rows])
     for key, values in CLASS_LABELS.items():
         if len(values) > 1:
-            metrics[f"dice_{key}_mean"] = _mean([r[f"dice_{key}"] for r in rows])
+            metrics[f"dice_{key}_mean"] = mean_metric([r[f"dice_{key}"] for r in rows])
     for key in LABEL_KEYS.values():
-        metrics[f"dice_{key}_mean"] = _mean([r[f"dice_{key}"] for r in rows])
+        metrics[f"dice_{key}_mean"] = mean_metric([r[f"dice_{key}"] for r in rows])
     for key in LABEL_KEYS.values():
-        metrics[f"volume_abs_error_pct_{key}_mean"] = _mean(
+        metrics[f"volume_abs_error_pct_{key}_mean"] = mean_metric(
             [abs(r[f"volume_error_pct_{key}"]) for r in rows if r[f"volume_error_pct_{key}"] is not None])
     report.metrics = metrics
     return report
 
 
 def evaluate_chest_model_dir(model_dir: str | Path, cases: list[Case],
-                             report_csv: str | Path | None = None, device: str = "auto") -> Any:
+                             report_csv: str | Path | None = None, device: str = "auto") -> EvaluationReport:
     """Evaluate the chest model in ``model_dir`` (card validated, weights verified) on ``cases``
     with :func:`evaluate_chest`; the per-case rows go to ``report_csv`` when given.
 
@@ -357,23 +348,7 @@ def evaluate_chest_model_dir(model_dir: str | Path, cases: list[Case],
     ModelError
         Invalid or tampered model, or a model of another protocol.
     """
-    from models.inference import load_learned_model, resolve_device
-    from models.registry import load_entry
-
-    entry = load_entry(model_dir, verify=True)
-    if entry.card.protocol != PROTOCOL:
-        raise ModelError(f"model {entry.name} is for {entry.card.protocol!r}, not {PROTOCOL!r}")
-    model, _ = load_learned_model(entry, resolve_device(device))
-    report = evaluate_chest(model, cases)
-    if report_csv is not None and report.rows:
-        keys: list[str] = []
-        for row in report.rows:
-            keys += [k for k in row if k not in keys]
-        with open(report_csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(report.rows)
-    return report
+    return evaluate_model_dir(model_dir, cases, report_csv, device=device, protocol=PROTOCOL)
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -496,10 +471,7 @@ def train_chest(
         task="Chest CT respiratory muscles: pectoralis, erector spinae, intercostal and diaphragm "
              "(right/left) and other thoracic muscle, axial slice by slice",
         validation_status=status,
-        intended_use=("Research use only, not for diagnosis. "
-                      + ("Phantom-trained: demonstrates the machinery; not for patient images."
-                         if phantom else "Trained on the site's own labelled data; not clinically "
-                         "validated.")),
+        intended_use=intended_use(phantom),
         training_data=training_data,
         evaluation={"set": "pending", "metrics": {}},
         networks=[spec],
@@ -514,20 +486,16 @@ def train_chest(
     )
     card.write(out)
     if phantom:
-        first = EVAL_SEED_OFFSET + config.seed
-        eval_cases = [chest_phantom_case(seed, config.phantom_size)
-                      for seed in range(first, first + config.eval_cases)]
-        eval_set = (f"{len(eval_cases)} held-out digital chest phantoms (seeds {first}.."
-                    f"{first + len(eval_cases) - 1}, size {config.phantom_size}, rotated and "
+        seeds = held_out_phantom_seeds(config, EVAL_SEED_OFFSET)
+        eval_cases = [chest_phantom_case(seed, config.phantom_size) for seed in seeds]
+        eval_set = (f"{len(eval_cases)} held-out digital chest phantoms (seeds {seeds.start}.."
+                    f"{seeds.start + len(eval_cases) - 1}, size {config.phantom_size}, rotated and "
                     "shifted), whole volume at the native grid")
     else:
         eval_cases = [by_id[i] for i in val_ids]
         eval_set = f"validation split of the user's data ({len(eval_cases)} cases)"
     report = evaluate_chest_model_dir(out, eval_cases, out / "evaluation.csv", device=config.device)
-    evaluation = {"set": eval_set, "cases": len(eval_cases), "metrics": report.metrics,
-                  "primary_metric": "dice_respiratory_labels_mean"}
-    card = ModelCard(**{**card.__dict__, "evaluation": evaluation})
-    card.write(out)
+    write_evaluated_card(card, out, report, eval_set, len(eval_cases), "dice_respiratory_labels_mean")
     say(f"wrote {out} ({name} {config.version}, {status.value}); evaluation: "
         + ", ".join(f"{k} {v:.3f}" for k, v in report.metrics.items()
                     if v is not None and k.startswith("dice_") and k.endswith("_mean")))

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -68,7 +67,7 @@ from models.registry import sha256_file
 from pipelines.errors import InvalidInputError, ModelError
 from pipelines.types import PRIVATE_SCHEME, ValidationStatus
 from training.datasets import Case, split_cases
-from training.evaluate import EvaluationReport, dice
+from training.evaluate import EvaluationReport, dice, evaluate_model_dir, mean_metric
 from training.train import (
     Sample,
     TrainConfig,
@@ -76,7 +75,12 @@ from training.train import (
     _device,
     _seed_everything,
     _tensorboard,
+    held_out_phantom_seeds,
+    intended_use,
+    one_cycle_scheduler,
+    resume_checkpoint,
     train_network,
+    write_evaluated_card,
 )
 
 logger = logging.getLogger(__name__)
@@ -422,13 +426,7 @@ def train_classifier(
     set_batch_norm_momentum(network)
     init_classifier_head(network)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    if iterations >= 4:
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=config.learning_rate, total_steps=iterations,
-            pct_start=min(0.5, max(0.1, 2.0 / iterations)))
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+    scheduler = one_cycle_scheduler(optimiser, config.learning_rate, iterations)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_function = torch.nn.CrossEntropyLoss()
     checkpoint_dir = config.out_dir / "checkpoints"
@@ -438,15 +436,8 @@ def train_classifier(
     best: float | None = None
     best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     if config.resume and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location=device, weights_only=True)
-        network.load_state_dict(saved["network"])
-        optimiser.load_state_dict(saved["optimiser"])
-        scaler.load_state_dict(saved["scaler"])
-        start_iteration = int(saved["iteration"])
-        scheduler.last_epoch = start_iteration
-        best = float(saved["best_dice"]) if saved["best_dice"] >= 0 else None
-        best_state = saved["best_state"]
-        logger.info("%s: resumed from %s at iteration %d", role, checkpoint, start_iteration)
+        start_iteration, best, best_state = resume_checkpoint(
+            checkpoint, network, optimiser, scaler, scheduler, device, role)
     data = [{"image": s.image, "label": int(s.label[0])} for s in train]
     dataset = Dataset(data, transform=_classifier_transforms(config.seed + start_iteration))
     generator = torch.Generator().manual_seed(config.seed + start_iteration)
@@ -577,10 +568,7 @@ def evaluate_rds(model: Any, cases: list[Case]) -> EvaluationReport:
             row["rds_probability"] = round(float(model.classify(image, pred > 0)), 4)
         report.rows.append(row)
     rows = report.rows
-
-    def mean(values: list[Any]) -> float | None:
-        clean = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-        return round(float(np.mean(clean)), 4) if clean else None
+    mean = mean_metric
 
     metrics: dict[str, float | None] = {
         "dice_right_mean": mean([r["dice_right"] for r in rows]),
@@ -614,23 +602,7 @@ def evaluate_rds_model_dir(model_dir: str | Path, cases: list[Case],
     ModelError
         Invalid or tampered model, or a model of another protocol.
     """
-    from models.inference import load_learned_model, resolve_device
-    from models.registry import load_entry
-
-    entry = load_entry(model_dir, verify=True)
-    if entry.card.protocol != PROTOCOL:
-        raise ModelError(f"model {entry.name} serves {entry.card.protocol!r}, not {PROTOCOL!r}")
-    model, _ = load_learned_model(entry, resolve_device(device))
-    report = evaluate_rds(model, cases)
-    if report_csv is not None and report.rows:
-        keys: list[str] = []
-        for row in report.rows:
-            keys += [k for k in row if k not in keys]
-        with open(report_csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(report.rows)
-    return report
+    return evaluate_model_dir(model_dir, cases, report_csv, device=device, protocol=PROTOCOL)
 
 
 # -- trainer -------------------------------------------------------------------------------------
@@ -790,11 +762,8 @@ def train(
         task="Neonatal RDS: right and left lung fields on a frontal chest radiograph and an RDS "
              "probability from the lung region",
         validation_status=status,
-        intended_use=("Research use only, not for diagnosis. The RDS output is a probability only; "
-                      "the pipeline gives no RDS label unless the model is validated. "
-                      + ("Phantom-trained: demonstrates the machinery; not for patient images."
-                         if phantom else "Trained on the site's own labelled data; not clinically "
-                         "validated.")),
+        intended_use=intended_use(phantom, "The RDS output is a probability only; "
+                                    "the pipeline gives no RDS label unless the model is validated. "),
         training_data=training_data,
         evaluation={"set": "pending", "metrics": {}},
         networks=specs,
@@ -809,20 +778,16 @@ def train(
     )
     card.write(out)
     if phantom:
-        first = EVAL_SEED_OFFSET + config.seed
-        eval_cases = [phantom_radiograph_case(seed, config.phantom_size)
-                      for seed in range(first, first + config.eval_cases)]
-        eval_set = (f"{len(eval_cases)} held-out synthetic radiographs (seeds {first}.."
-                    f"{first + len(eval_cases) - 1}, size {config.phantom_size}, half RDS-like), "
+        seeds = held_out_phantom_seeds(config, EVAL_SEED_OFFSET)
+        eval_cases = [phantom_radiograph_case(seed, config.phantom_size) for seed in seeds]
+        eval_set = (f"{len(eval_cases)} held-out synthetic radiographs (seeds {seeds.start}.."
+                    f"{seeds.start + len(eval_cases) - 1}, size {config.phantom_size}, half RDS-like), "
                     "source grid, pipeline post-processing")
     else:
         eval_cases = [by_id[i] for i in val_ids]
         eval_set = f"validation split of the user's data ({len(eval_cases)} cases)"
     report = evaluate_rds_model_dir(out, eval_cases, out / "evaluation.csv", device=config.device)
-    evaluation = {"set": eval_set, "cases": len(eval_cases), "metrics": report.metrics,
-                  "primary_metric": "dice_lung_mean"}
-    card = ModelCard(**{**card.__dict__, "evaluation": evaluation})
-    card.write(out)
+    write_evaluated_card(card, out, report, eval_set, len(eval_cases), "dice_lung_mean")
     say(f"wrote {out} ({name} {config.version}, {status.value}); evaluation: "
         + ", ".join(f"{k} {v:.3f}" for k, v in report.metrics.items() if v is not None))
     return out

@@ -36,9 +36,11 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from scipy import ndimage
+
+from training.phantoms._dicom import RESCALE_INTERCEPT_HU, new_ct_instance, set_ct_pixels
 
 #: Ground-truth tissue labels of :attr:`AbdomenPhantom.labels`.
 LABEL_BACKGROUND = 0
@@ -68,8 +70,7 @@ TISSUE_HU: dict[str, float] = {
     "canal": 20.0,
 }
 
-_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-_RESCALE_INTERCEPT = -1024.0
+_RESCALE_INTERCEPT = RESCALE_INTERCEPT_HU
 
 
 @dataclass
@@ -607,23 +608,7 @@ def _ct_dataset(
     modality: str,
 ) -> Dataset:
     thickness, ps, _ = phantom.spacing_mm
-    sop_uid = generate_uid(entropy_srcs=entropy + ["instance", str(k)])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(_CT_IMAGE_STORAGE)
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SOPClassUID = UID(_CT_IMAGE_STORAGE)
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
-    ds.AccessionNumber = "PHANTOM1"
-    ds.Modality = modality
-    ds.Manufacturer = "ainode digital phantom"
-    ds.ReferringPhysicianName = ""
+    ds = new_ct_instance(entropy, k, ["ORIGINAL", "PRIMARY", "AXIAL"], now, "PHANTOM1", modality)
     ds.StudyDescription = "Digital abdomen phantom"
     ds.SeriesDescription = "Abdomen phantom axial"
     ds.PatientName = "PHANTOM^ABDOMEN"
@@ -650,20 +635,7 @@ def _ct_dataset(
     ds.FrameOfReferenceUID = frame_uid
     ds.PositionReferenceIndicator = ""
     ds.SliceLocation = f"{ipp[2]:.4f}"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = stored.shape
-    ds.PixelSpacing = [f"{ps:g}", f"{ps:g}"]
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = f"{_RESCALE_INTERCEPT:g}"
-    ds.RescaleSlope = "1"
-    ds.RescaleType = "HU"
-    ds.WindowCenter = "40"
-    ds.WindowWidth = "400"
-    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    set_ct_pixels(ds, stored, ps, 40, 400)
     return ds
 
 

@@ -29,8 +29,8 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
@@ -42,10 +42,10 @@ from pipelines.brain_atlas import (
     BrainAtlas,
     load_atlas,
 )
+from training.phantoms._dicom import RESCALE_INTERCEPT_HU, new_ct_instance, set_ct_pixels
 
-_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-_RESCALE_INTERCEPT = -1024.0
+_RESCALE_INTERCEPT = RESCALE_INTERCEPT_HU
 
 # Classes of the head map before HU assignment.
 _AIR, _CSF, _GM, _WM, _BONE, _SCALP = 0, 1, 2, 3, 4, 5
@@ -312,23 +312,7 @@ def _ct_dataset(phantom: HeadPhantom, stored: np.ndarray, k: int, study_uid: str
                 series_uid: str, frame_uid: str, entropy: list[str], now: datetime,
                 image_type: tuple[str, ...]) -> Dataset:
     thickness, ps, _ = phantom.spacing_mm
-    sop_uid = generate_uid(entropy_srcs=entropy + ["instance", str(k)])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(_CT_IMAGE_STORAGE)
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = list(image_type)
-    ds.SOPClassUID = UID(_CT_IMAGE_STORAGE)
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
-    ds.AccessionNumber = "PHANTOMH"
-    ds.Modality = "CT"
-    ds.Manufacturer = "ainode digital phantom"
-    ds.ReferringPhysicianName = ""
+    ds = new_ct_instance(entropy, k, list(image_type), now, "PHANTOMH", "CT")
     ds.StudyDescription = "Digital head phantom"
     ds.SeriesDescription = "Head phantom axial"
     ds.PatientName = "PHANTOM^HEAD"
@@ -352,20 +336,7 @@ def _ct_dataset(phantom: HeadPhantom, stored: np.ndarray, k: int, study_uid: str
     ds.FrameOfReferenceUID = frame_uid
     ds.PositionReferenceIndicator = ""
     ds.SliceLocation = f"{phantom.positions_lps_mm[k][2]:.4f}"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = stored.shape
-    ds.PixelSpacing = [f"{ps:g}", f"{ps:g}"]
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = f"{_RESCALE_INTERCEPT:g}"
-    ds.RescaleSlope = "1"
-    ds.RescaleType = "HU"
-    ds.WindowCenter = "40"
-    ds.WindowWidth = "80"
-    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    set_ct_pixels(ds, stored, ps, 40, 80)
     return ds
 
 
