@@ -613,7 +613,6 @@ def phantom_only_warning(algorithm: AlgorithmInfo) -> str | None:
 
 __all__ = [
     "ADAPTERS",
-    "split_at_midline",
     "InferenceOptions",
     "InferenceStats",
     "level_from_probability",
@@ -627,5 +626,6 @@ __all__ = [
     "resize_2d",
     "resolve_device",
     "segment_slice",
+    "split_at_midline",
     "window_to_unit",
 ]

@@ -81,6 +81,7 @@ from pipelines.errors import (
     PipelineError,
     UnsupportedInputError,
 )
+from pipelines.headers import header_copy
 from pipelines.types import (
     DCM_ATTENUATION,
     PRIVATE_SCHEME,
@@ -108,7 +109,6 @@ from pipelines.types import (
     SegmentDefinition,
     ValidationStatus,
 )
-from pipelines.headers import header_copy
 from pipelines.volume import CTVolume, load_ct_volume
 
 logger = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ def header_copy(ds: Dataset, drop: tuple[str, ...] = ("PixelData",)) -> Dataset:
             raise ValueError(f"{keyword!r} is not a DICOM keyword")
         tags.add(tag)
     copy = Dataset()
-    for tag in ds.keys():
+    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset yields elements, not tags
         if tag not in tags:
             copy[tag] = copy_module.copy(ds[tag])
     if getattr(ds, "file_meta", None) is not None:

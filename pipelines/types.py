@@ -7,9 +7,9 @@ DICOM-SEG, a TID 1500 Structured Report and a Secondary Capture key image, and t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
