@@ -174,6 +174,49 @@ def held_out_phantom_seeds(config: TrainConfig, offset: int = 10_000) -> range:
     return range(first, first + config.eval_cases)
 
 
+def training_cases(
+    config: TrainConfig,
+    phantom_case: Callable[[int, str], Case],
+    say: Callable[[str], None],
+    *,
+    what: str = "training phantoms",
+    user_cases: Callable[[Path], list[Case]] | None = None,
+) -> list[Case]:
+    """The training cases: ``config.train_cases`` phantoms from ``config.seed`` on, or the
+    user's labelled data in ``config.data_dir`` (read by ``user_cases``, default NIfTI pairs or
+    DICOM + DICOM-SEG)."""
+    if config.data_dir is None:
+        cases = [phantom_case(seed, config.phantom_size)
+                 for seed in range(config.seed, config.seed + config.train_cases)]
+        say(f"generated {len(cases)} {what} ({config.phantom_size})")
+        return cases
+    cases = (user_cases or _load_user_cases)(config.data_dir)
+    say(f"read {len(cases)} labelled cases from {config.data_dir}")
+    return cases
+
+
+def evaluation_cases(
+    config: TrainConfig,
+    phantom_case: Callable[[int, str], Case],
+    validation: list[Case],
+    *,
+    what: str,
+    details: str = "",
+    grid: str,
+    offset: int = 10_000,
+) -> tuple[list[Case], str]:
+    """Held-out evaluation cases and their description for the card: new phantom seeds
+    (:func:`held_out_phantom_seeds`), or the validation split of the user's data."""
+    if config.data_dir is None:
+        seeds = held_out_phantom_seeds(config, offset)
+        cases = [phantom_case(seed, config.phantom_size) for seed in seeds]
+        description = (f"{len(cases)} held-out {what} (seeds {seeds.start}.."
+                       f"{seeds.start + len(cases) - 1}, size {config.phantom_size}{details}), "
+                       f"{grid}")
+        return cases, description
+    return validation, f"validation split of the user's data ({len(validation)} cases)"
+
+
 def write_evaluated_card(card: ModelCard, out: Path, report: Any, eval_set: str, cases: int,
                          primary_metric: str) -> ModelCard:
     """Write ``card`` again with its ``evaluation`` (set, case count, the report's metrics and the
@@ -499,14 +542,7 @@ def train_l3(config: TrainConfig, log: Callable[[str], None] | None = None) -> P
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda message: logger.info("%s", message))
     phantom = config.data_dir is None
-    if phantom:
-        cases = [phantom_case(seed, config.phantom_size)
-                 for seed in range(config.seed, config.seed + config.train_cases)]
-        say(f"generated {len(cases)} training phantoms ({config.phantom_size})")
-    else:
-        assert config.data_dir is not None
-        cases = _load_user_cases(config.data_dir)
-        say(f"read {len(cases)} labelled cases from {config.data_dir}")
+    cases = training_cases(config, phantom_case, say)
     train_ids, val_ids = split_cases([c.case_id for c in cases], config.val_fraction, config.seed)
     by_id = {c.case_id: c for c in cases}
     roi = (config.roi_size, config.roi_size)
@@ -595,15 +631,10 @@ def train_l3(config: TrainConfig, log: Callable[[str], None] | None = None) -> P
     )
     card.write(out)
     # Held-out evaluation: new phantom seeds, or the validation split of the user's data.
-    if phantom:
-        seeds = held_out_phantom_seeds(config)
-        eval_cases = [phantom_case(seed, config.phantom_size) for seed in seeds]
-        eval_set = (f"{len(eval_cases)} held-out digital phantoms (seeds {seeds.start}.."
-                    f"{seeds.start + len(eval_cases) - 1}, size {config.phantom_size}), "
-                    "mid-L3 slice at the native grid")
-    else:
-        eval_cases = [by_id[i] for i in val_ids]
-        eval_set = f"validation split of the user's data ({len(eval_cases)} cases)"
+    eval_cases, eval_set = evaluation_cases(
+        config, phantom_case, [by_id[i] for i in val_ids],
+        what="digital phantoms", grid="mid-L3 slice at the native grid",
+    )
     report = evaluate_model_dir(out, eval_cases, out / "evaluation.csv")
     write_evaluated_card(card, out, report, eval_set, len(eval_cases), "dice_sma_mean")
     say(f"wrote {out} ({name} {config.version}, {status.value}); evaluation: "

@@ -57,9 +57,10 @@ from training.train import (
     Sample,
     TrainConfig,
     TrainedNetwork,
-    held_out_phantom_seeds,
+    evaluation_cases,
     intended_use,
     train_network,
+    training_cases,
     write_evaluated_card,
 )
 
@@ -338,20 +339,13 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path
     ModelError
         No usable training data.
     """
-    from training.train import _device, _load_user_cases
+    from training.train import _device
 
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda message: logger.info("%s", message))
     phantom = config.data_dir is None
-    if phantom:
-        cases = [head_case(seed, config.phantom_size)
-                 for seed in range(config.seed, config.seed + config.train_cases)]
-        say(f"generated {len(cases)} head phantoms ({config.phantom_size})")
-    else:
-        assert config.data_dir is not None
-        cases = _load_user_cases(config.data_dir)
-        say(f"read {len(cases)} labelled cases from {config.data_dir}")
+    cases = training_cases(config, head_case, say, what="head phantoms")
     if not cases:
         raise ModelError("no training cases")
     train_ids, val_ids = split_cases([c.case_id for c in cases], config.val_fraction, config.seed)
@@ -441,14 +435,10 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path
         training=training,
     )
     card.write(out)
-    if phantom:
-        seeds = held_out_phantom_seeds(config, EVAL_SEED_OFFSET)
-        eval_cases = [head_case(seed, config.phantom_size) for seed in seeds]
-        eval_set = (f"{len(eval_cases)} held-out digital head phantoms (seeds {seeds.start}.."
-                    f"{seeds.start + len(eval_cases) - 1}, size {config.phantom_size}), native grid")
-    else:
-        eval_cases = [by_id[i] for i in val_ids]
-        eval_set = f"validation split of the user's data ({len(eval_cases)} cases)"
+    eval_cases, eval_set = evaluation_cases(
+        config, head_case, [by_id[i] for i in val_ids],
+        what="digital head phantoms", grid="native grid", offset=EVAL_SEED_OFFSET,
+    )
     report = evaluate_brain_model_dir(out, eval_cases, out / "evaluation.csv", device=config.device)
     write_evaluated_card(card, out, report, eval_set, len(eval_cases), "dice_mean")
     say(f"wrote {out} ({name} {config.version}, {status.value}); evaluation: "

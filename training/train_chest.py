@@ -66,10 +66,10 @@ from training.train import (
     TrainConfig,
     TrainedNetwork,
     _device,
-    _load_user_cases,
-    held_out_phantom_seeds,
+    evaluation_cases,
     intended_use,
     train_network,
+    training_cases,
     write_evaluated_card,
 )
 
@@ -395,14 +395,7 @@ def train_chest(
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda message: logger.info("%s", message))
     phantom = config.data_dir is None
-    if phantom:
-        cases = [chest_phantom_case(seed, config.phantom_size)
-                 for seed in range(config.seed, config.seed + config.train_cases)]
-        say(f"generated {len(cases)} training chest phantoms ({config.phantom_size})")
-    else:
-        assert config.data_dir is not None
-        cases = _load_user_cases(config.data_dir)
-        say(f"read {len(cases)} labelled cases from {config.data_dir}")
+    cases = training_cases(config, chest_phantom_case, say, what="training chest phantoms")
     for case in cases:
         unknown = sorted(set(np.unique(case.labels).tolist()) - {0, *LABELS})
         if unknown:
@@ -485,15 +478,11 @@ def train_chest(
         training=training,
     )
     card.write(out)
-    if phantom:
-        seeds = held_out_phantom_seeds(config, EVAL_SEED_OFFSET)
-        eval_cases = [chest_phantom_case(seed, config.phantom_size) for seed in seeds]
-        eval_set = (f"{len(eval_cases)} held-out digital chest phantoms (seeds {seeds.start}.."
-                    f"{seeds.start + len(eval_cases) - 1}, size {config.phantom_size}, rotated and "
-                    "shifted), whole volume at the native grid")
-    else:
-        eval_cases = [by_id[i] for i in val_ids]
-        eval_set = f"validation split of the user's data ({len(eval_cases)} cases)"
+    eval_cases, eval_set = evaluation_cases(
+        config, chest_phantom_case, [by_id[i] for i in val_ids],
+        what="digital chest phantoms", details=", rotated and shifted",
+        grid="whole volume at the native grid", offset=EVAL_SEED_OFFSET,
+    )
     report = evaluate_chest_model_dir(out, eval_cases, out / "evaluation.csv", device=config.device)
     write_evaluated_card(card, out, report, eval_set, len(eval_cases), "dice_respiratory_labels_mean")
     say(f"wrote {out} ({name} {config.version}, {status.value}); evaluation: "

@@ -75,7 +75,7 @@ from training.train import (
     _device,
     _seed_everything,
     _tensorboard,
-    held_out_phantom_seeds,
+    evaluation_cases,
     intended_use,
     one_cycle_scheduler,
     resume_checkpoint,
@@ -777,15 +777,11 @@ def train(
         training=training,
     )
     card.write(out)
-    if phantom:
-        seeds = held_out_phantom_seeds(config, EVAL_SEED_OFFSET)
-        eval_cases = [phantom_radiograph_case(seed, config.phantom_size) for seed in seeds]
-        eval_set = (f"{len(eval_cases)} held-out synthetic radiographs (seeds {seeds.start}.."
-                    f"{seeds.start + len(eval_cases) - 1}, size {config.phantom_size}, half RDS-like), "
-                    "source grid, pipeline post-processing")
-    else:
-        eval_cases = [by_id[i] for i in val_ids]
-        eval_set = f"validation split of the user's data ({len(eval_cases)} cases)"
+    eval_cases, eval_set = evaluation_cases(
+        config, phantom_radiograph_case, [by_id[i] for i in val_ids],
+        what="synthetic radiographs", details=", half RDS-like",
+        grid="source grid, pipeline post-processing", offset=EVAL_SEED_OFFSET,
+    )
     report = evaluate_rds_model_dir(out, eval_cases, out / "evaluation.csv", device=config.device)
     write_evaluated_card(card, out, report, eval_set, len(eval_cases), "dice_lung_mean")
     say(f"wrote {out} ({name} {config.version}, {status.value}); evaluation: "
