@@ -22,7 +22,19 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Float, cast, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Float,
+    Update,
+    cast,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -168,6 +180,24 @@ def _holds(job: Job, owner: tuple[str, int]) -> bool:
     """Whether run ``owner`` = ``(worker, attempt)`` still holds ``job``."""
     worker, attempt = owner
     return job.state == JobState.RUNNING and job.worker == worker and job.attempts == attempt
+
+
+def claim_statement(job_id: int, worker: str, lease_seconds: float, now: dt.datetime) -> Update:
+    """The compare-and-set UPDATE that claims a queued job: it changes one row only if the job is
+    still queued, so of several workers racing for a job exactly one sees ``rowcount == 1``."""
+    return (
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.QUEUED)
+        .values(
+            state=JobState.RUNNING,
+            worker=worker,
+            attempts=Job.attempts + 1,
+            started_at=now,
+            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def input_fingerprint(sop_instance_uids: Sequence[str]) -> str:
@@ -457,18 +487,7 @@ class JobDatabase:
                 if job_id is None:
                     return None
                 now = utcnow()
-                result = session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.state == JobState.QUEUED)
-                    .values(
-                        state=JobState.RUNNING,
-                        worker=worker,
-                        attempts=Job.attempts + 1,
-                        started_at=now,
-                        lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-                        error=None,
-                    )
-                )
+                result = session.execute(claim_statement(job_id, worker, lease_seconds, now))
                 if result.rowcount == 1:  # type: ignore[attr-defined]
                     job = session.get_one(Job, job_id)
                     session.refresh(job)

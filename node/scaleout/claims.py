@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from sqlalchemy import select, update
 
-from storage.database import ClaimedJob, JobDatabase
+from storage.database import ClaimedJob, JobDatabase, claim_statement
 from storage.models import Job, JobEvent, JobState, utcnow
 
 logger = logging.getLogger(__name__)
@@ -103,19 +103,7 @@ def claim_job_by_id(
                     )
                 )
             return ClaimResult(None, ClaimRefusal.LOST, str(JobState.FAILED))
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == JobState.QUEUED)
-            .values(
-                state=JobState.RUNNING,
-                worker=worker,
-                attempts=Job.attempts + 1,
-                started_at=now,
-                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-                error=None,
-            )
-            .execution_options(synchronize_session=False)
-        )
+        result = session.execute(claim_statement(job_id, worker, lease_seconds, now))
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return ClaimResult(None, ClaimRefusal.NOT_QUEUED, "claimed by another worker")
         session.refresh(job)
