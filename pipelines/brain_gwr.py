@@ -54,7 +54,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,7 @@ from pipelines.errors import (
     UnsupportedInputError,
 )
 from pipelines.headers import header_copy
+from pipelines.parameters import parameters_from_mapping
 from pipelines.types import (
     DCM_ATTENUATION,
     PRIVATE_SCHEME,
@@ -289,20 +290,9 @@ class BrainGWRParameters:
         ConfigError
             For unknown keys or invalid values.
         """
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown brain-gwr parameter(s) {unknown}; known: {', '.join(sorted(known))}"
-            )
-        for name in ("parenchyma_hu", "brain_mask_hu"):
-            if name in params:
-                params[name] = tuple(float(v) for v in params[name])
-        try:
-            return cls(**params)
-        except TypeError as exc:
-            raise ConfigError(f"invalid brain-gwr parameters: {exc}") from exc
+        return parameters_from_mapping(
+            cls, params, "brain-gwr", pairs=("parenchyma_hu", "brain_mask_hu")
+        )
 
 
 # ------------------------------------------------------------------------------------------

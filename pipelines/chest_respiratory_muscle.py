@@ -86,7 +86,6 @@ Limits (honest)
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +99,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from pipelines.acquisition import contrast_recorded
 from pipelines.errors import ConfigError, PipelineError, UnsupportedInputError
+from pipelines.parameters import parameters_from_mapping
 from pipelines.spine import (
     SpineLabelling,
     find_body_mask,
@@ -313,18 +313,9 @@ class ChestParameters:
         ConfigError
             If a key is not a field of this class (the message lists the valid keys).
         """
-        params = dict(params or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - names)
-        if unknown:
-            raise ConfigError(
-                f"unknown parameter(s) {unknown} for protocol {PROTOCOL_NAME}; valid keys: "
-                f"{', '.join(sorted(names))}"
-            )
-        for key in ("muscle_hu", "low_attenuation_hu"):
-            if key in params:
-                params[key] = tuple(float(v) for v in params[key])
-        return cls(**params)
+        return parameters_from_mapping(
+            cls, params, PROTOCOL_NAME, pairs=("muscle_hu", "low_attenuation_hu")
+        )
 
 
 @dataclass

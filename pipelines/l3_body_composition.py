@@ -28,14 +28,16 @@ Research use only, not for diagnosis. Checked on digital phantoms and one real s
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from scipy import ndimage
 
 from pipelines.acquisition import contrast_recorded
 from pipelines.errors import PipelineError, UnsupportedInputError
+from pipelines.parameters import parameters_from_mapping
 from pipelines.spine import (
     SpineLabelling,
     SpineParameters,
@@ -250,6 +252,21 @@ class L3Parameters:
             lower, upper = getattr(self, name)
             if not float(lower) < float(upper):
                 raise PipelineError(f"{name} = {getattr(self, name)}: lower must be < upper")
+
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Any] | None) -> L3Parameters:
+        """Build from the node's settings mapping.
+
+        Raises
+        ------
+        ConfigError
+            For unknown keys or values of the wrong type.
+        PipelineError
+            For values outside what the method supports (see :meth:`__post_init__`).
+        """
+        return parameters_from_mapping(
+            cls, params, "l3-body-composition", pairs=("muscle_hu", "sat_hu", "imat_hu", "vat_hu")
+        )
 
 
 # ------------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,6 +128,7 @@ from pipelines.errors import (
     PipelineError,
     UnsupportedInputError,
 )
+from pipelines.parameters import parameters_from_mapping
 from pipelines.radiograph import Radiograph, load_projection_radiograph
 from pipelines.render import display_grid, render_key_image_gray
 from pipelines.types import (
@@ -342,28 +343,9 @@ class NeonatalRDSParameters:
         ConfigError
             For unknown keys or values of the wrong type.
         """
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown neonatal-rds parameter(s) {unknown}; known: {sorted(known)}"
-            )
-        for key in ("neonate_total_area_cm2", "adult_total_area_cm2"):
-            if key in params:
-                value = params[key]
-                try:
-                    low, high = (float(v) for v in value)
-                except (TypeError, ValueError):
-                    raise ConfigError(
-                        f"neonatal-rds parameter {key} must be a pair (low, high) in cm², got "
-                        f"{value!r}"
-                    ) from None
-                params[key] = (low, high)
-        try:
-            parameters = cls(**params)
-        except TypeError as exc:
-            raise ConfigError(f"invalid neonatal-rds parameters: {exc}") from exc
+        parameters = parameters_from_mapping(
+            cls, params, "neonatal-rds", pairs=("neonate_total_area_cm2", "adult_total_area_cm2")
+        )
         if parameters.working_size_px < 64 or parameters.median_filter_px < 1:
             raise ConfigError(
                 "neonatal-rds: working_size_px must be >= 64 and median_filter_px >= 1, got "

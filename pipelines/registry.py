@@ -54,7 +54,7 @@ def _run_l3(
     from pipelines.volume import load_ct_volume
 
     volume = load_ct_volume(datasets)
-    parameters = L3Parameters(**dict(params)) if params else L3Parameters()
+    parameters = L3Parameters.from_mapping(params)
     result = run_l3_body_composition(volume, parameters, model=model)
     result.warnings[:0] = [w for w in volume.warnings if w not in result.warnings]
     return result
@@ -136,15 +136,15 @@ def check_parameters(name: str, params: Mapping[str, Any]) -> None:
     ConfigError
         Unknown parameter names or invalid values (the message lists the known names).
     """
-    from pipelines.errors import ConfigError
+    from pipelines.errors import ConfigError, PipelineError
 
     get_protocol(name)
     if name == "l3-body-composition":
         from pipelines.l3_body_composition import L3Parameters
 
         try:
-            L3Parameters(**dict(params))
-        except (TypeError, ValueError) as exc:
+            L3Parameters.from_mapping(params)
+        except PipelineError as exc:
             raise ConfigError(f"invalid l3-body-composition parameters: {exc}") from exc
     elif name == "brain-gwr":
         from pipelines.brain_gwr import BrainGWRParameters

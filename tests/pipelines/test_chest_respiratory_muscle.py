@@ -230,7 +230,7 @@ def test_a_network_label_map_goes_through_the_same_measurement(
 
 
 def test_unknown_parameter_is_a_config_error(hfs: tuple[CTVolume, PipelineResult]) -> None:
-    with pytest.raises(ConfigError, match="unknown parameter"):
+    with pytest.raises(ConfigError, match="unknown chest-respiratory-muscle parameter"):
         ChestParameters.from_mapping({"cutoff_set": "prado-2008"})
     assert ChestParameters.from_mapping({"muscle_hu": [-30, 150]}).muscle_hu == (-30.0, 150.0)
 
