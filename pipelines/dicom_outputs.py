@@ -41,6 +41,7 @@ See ``docs/outputs.md`` for the codes used and their sources.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import uuid
@@ -50,6 +51,7 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
@@ -224,6 +226,30 @@ def _content_label(protocol: str, suffix: str) -> str:
     return label[:16]
 
 
+#: VRs of copied source attributes whose values are checked against their VR (PS3.5 Table 6.2-1)
+#: before they go into an output; an invalid value is written empty (the patient and study
+#: attributes copied into the outputs are Type 2 or 3 there), with a warning.
+_CHECKED_VRS = frozenset({"AS", "DA", "TM", "DT"})
+
+#: Age String (PS3.5 Table 6.2-1): three digits and one of D, W, M, Y.
+_AGE_STRING = re.compile(r"\d{3}[DWMY]")
+
+
+def _valid_value(vr: str, value: object) -> bool:
+    """Whether an AS, DA, TM or DT value conforms to its VR (PS3.5 Table 6.2-1)."""
+    if vr == "AS":
+        values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+        return all(v in (None, "") or _AGE_STRING.fullmatch(str(v)) for v in values)
+    return _valid_temporal(vr, value)
+
+
+def _positive(value: object) -> bool:
+    try:
+        return float(value) > 0  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
 def _valid_temporal(vr: str, value: object) -> bool:
     """Whether a DA/TM/DT value parses (PS3.5 Table 6.2-1)."""
     from pydicom.valuerep import DA, DT, TM
@@ -239,25 +265,31 @@ def _valid_temporal(vr: str, value: object) -> bool:
     return True
 
 
-def _source_header(ds: Dataset) -> Dataset:
+def _source_header(ds: Dataset, notes: set[str]) -> Dataset:
     """A copy of a source header without Pixel Data, with missing Type 2 attributes added empty.
 
-    Dates and times that do not conform to their VR (e.g. ``1975-03-14`` for a DA) are written
-    empty: highdicom copies patient and study attributes into every output and refuses such
+    Ages, dates, times and numbers that do not conform to their VR (e.g. ``1975-03-14`` for a DA,
+    ``62`` for Patient's Age, an AS) are written empty: highdicom copies patient and study attributes into every output and refuses such
     values, and an output must not fail (or quote patient data in an error) over them.
     """
     header = Dataset()
     for element in ds:
         if element.tag == 0x7FE00010:
             continue
-        if element.VR in ("DA", "TM", "DT") and not _valid_temporal(element.VR, element.value):
-            logger.warning(
-                "source attribute %s has a value that is not a valid %s; written empty in the "
-                "outputs",
-                element.keyword or element.tag,
-                element.VR,
+        if element.VR in _CHECKED_VRS and not _valid_value(element.VR, element.value):
+            notes.add(
+                f"source attribute {element.keyword or element.tag} has a value that is not a "
+                f"valid {element.VR}; written empty in the outputs"
             )
             header.add_new(element.tag, element.VR, "")
+            continue
+        if element.keyword == "SpacingBetweenSlices" and not _positive(element.value):
+            # Some vendors write the signed step; the SEG's Pixel Measures copy of it must be
+            # positive (PS3.3 C.7.6.16.2.1). Left out, the SEG states no spacing.
+            notes.add(
+                f"source Spacing Between Slices {element.value} is not positive; left out of "
+                "the outputs"
+            )
             continue
         header.add(element)
     if hasattr(ds, "file_meta"):
@@ -414,7 +446,10 @@ def _build_outputs(
 ) -> OutputObjects:
     label_map = _check_result(result)
     key = _output_key(result)
-    headers = [_source_header(ds) for ds in result.source_datasets]
+    notes: set[str] = set()
+    headers = [_source_header(ds, notes) for ds in result.source_datasets]
+    for note in sorted(notes):
+        logger.warning("protocol %s: %s", result.protocol, note)
     present = sorted(int(v) for v in np.unique(label_map) if v != 0)
     segments_present = [
         s
@@ -454,6 +489,9 @@ def _build_outputs(
     if result.key_image is not None:
         orientation = key_image_patient_orientation or result.key_image.patient_orientation
         sc = _build_sc(result, headers, key, orientation, equipment)
+    for ds in (seg, sr, sc):
+        if ds is not None:
+            _declare_character_set(ds)
     logger.info(
         "protocol %s: built outputs %s",
         result.protocol,
@@ -463,6 +501,29 @@ def _build_outputs(
         },
     )
     return OutputObjects(seg=seg, sr=sr, sc=sc)
+
+
+#: VRs whose values are encoded with the Specific Character Set (PS3.5 §6.1.2.3).
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
+
+
+def _declare_character_set(ds: Dataset) -> None:
+    """Declare UTF-8 (``ISO_IR 192``) when a text value of ``ds`` is not plain ASCII.
+
+    Without Specific Character Set (0008,0005) only the default repertoire (ASCII) may be used
+    (PS3.5 §6.1.2.3); a "cm²" in an SR text or a patient name with accents copied from a Latin-1
+    source would otherwise make the object invalid. All values are held as text here, so pydicom
+    re-encodes them in UTF-8 on writing.
+    """
+
+    def non_ascii(value: object) -> bool:
+        values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+        return any(not str(v).isascii() for v in values if v is not None)
+
+    for element in ds.iterall():
+        if element.VR in _TEXT_VRS and non_ascii(element.value):
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            return
 
 
 @dataclass(frozen=True)
@@ -593,18 +654,39 @@ def _build_seg(
         orientation = headers[labelled[0]].get("PatientOrientation")
         seg.PatientOrientation = list(orientation) if orientation else None
 
+    _segment_identification_per_frame(seg)
     # SEG frame numbers (1-based) of each SEG segment.
     frames_of: dict[int, list[int]] = {}
     for frame_number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
-        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        frames_of.setdefault(number, []).append(frame_number)
+        frames_of.setdefault(_frame_segment_number(item), []).append(frame_number)
     return seg, seg_number_of, frames_of
+
+
+def _segment_identification_per_frame(seg: Dataset) -> None:
+    """Move a shared Segment Identification Sequence into every Per-Frame Functional Groups item.
+
+    highdicom writes it into the Shared Functional Groups when the SEG has one segment; both
+    places are valid (PS3.3 C.7.6.16, C.8.20.3.1.1), but readers, highdicom's own
+    ``ReferencedSegment.from_segmentation`` included, look for it per frame.
+    """
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "SegmentIdentificationSequence" not in shared:
+        return
+    identification = shared.SegmentIdentificationSequence
+    del shared.SegmentIdentificationSequence
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        item.SegmentIdentificationSequence = copy.deepcopy(identification)
+
+
+def _frame_segment_number(item: Dataset) -> int:
+    """Referenced Segment Number of one SEG frame's Per-Frame Functional Groups item."""
+    return int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
 
 
 def _seg_frame_on_source(seg: Dataset, seg_number: int, source: Dataset) -> int | None:
     """1-based SEG frame number of segment ``seg_number`` derived from image ``source``."""
     for frame_number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
-        if int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != seg_number:
+        if _frame_segment_number(item) != seg_number:
             continue
         for derivation in item.DerivationImageSequence:
             for ref in derivation.SourceImageSequence:

@@ -82,6 +82,34 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def read_instance(path: str | os.PathLike[str], *, stop_before_pixels: bool = False) -> Dataset:
     """Read one DICOM Part 10 file, tolerant of minor deviations.
 
+    Same as :func:`read_instance_with_warnings`, with the repairs logged instead of returned.
+
+    Raises
+    ------
+    InvalidInputError
+        If the file is not DICOM, is truncated, or cannot be identified.
+    """
+    ds, warnings = read_instance_with_warnings(path, stop_before_pixels=stop_before_pixels)
+    for warning in warnings:
+        logger.info("%s: %s", Path(path).name, warning)
+    return ds
+
+
+def read_instance_with_warnings(
+    path: str | os.PathLike[str], *, stop_before_pixels: bool = False
+) -> tuple[Dataset, list[str]]:
+    """Read one DICOM Part 10 file, repairing what real archives get wrong.
+
+    Repairs (each reported as a warning, never silently; the file on disk is not changed):
+
+    * an empty or absent SOP Class / SOP Instance UID in the data set is taken from the File Meta
+      Information (Media Storage SOP Class / Instance UID, PS3.10 §7.1);
+    * an empty Study / Series Instance UID is replaced by a UID derived deterministically from
+      the other identifying attributes (the same series always gets the same UID);
+    * vendor private elements whose value cannot be decoded with the VR of pydicom's private
+      dictionary (e.g. a length that is not a multiple of the VR's size) are dropped; nothing in
+      ainode reads private elements.
+
     Parameters
     ----------
     path:
@@ -91,16 +119,19 @@ def read_instance(path: str | os.PathLike[str], *, stop_before_pixels: bool = Fa
 
     Returns
     -------
-    pydicom.Dataset
-        The dataset, with its file meta information.
+    tuple[pydicom.Dataset, list[str]]
+        The dataset with its file meta information, and the repairs made.
 
     Raises
     ------
     InvalidInputError
-        If the file is not DICOM, is truncated, or lacks SOP Class / SOP Instance UID.
+        If the file is not DICOM, is truncated, or has no SOP Class / SOP Instance UID in the data
+        set nor in the file meta information.
     """
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        warnings = _repair_identifiers(ds)
+        warnings.extend(_drop_undecodable_private_elements(ds))
         # Touch the identifying elements so that a truncated header fails here, not later.
         sop_class_uid = ds.SOPClassUID
         sop_instance_uid = ds.SOPInstanceUID
@@ -115,7 +146,80 @@ def read_instance(path: str | os.PathLike[str], *, stop_before_pixels: bool = Fa
         raise InvalidInputError(f"{path}: unreadable or truncated DICOM file ({exc})") from exc
     if not sop_class_uid or not sop_instance_uid:
         raise InvalidInputError(f"{path}: empty SOP Class UID or SOP Instance UID")
-    return ds
+    return ds, warnings
+
+
+#: Attributes from which a missing Study Instance UID / Series Instance UID is derived.
+_STUDY_IDENTITY = ("PatientID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID")
+_SERIES_IDENTITY = (
+    "FrameOfReferenceUID", "SeriesDate", "SeriesTime", "SeriesNumber", "SeriesDescription",
+    "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns",
+)
+
+
+def _repair_identifiers(ds: Dataset) -> list[str]:
+    """Fill empty identifying UIDs (see :func:`read_instance_with_warnings`); return warnings."""
+    warnings: list[str] = []
+    meta = getattr(ds, "file_meta", None)
+    for keyword, meta_keyword in (
+        ("SOPClassUID", "MediaStorageSOPClassUID"),
+        ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+    ):
+        if not ds.get(keyword) and meta is not None and meta.get(meta_keyword):
+            setattr(ds, keyword, meta[meta_keyword].value)
+            warnings.append(
+                f"{keyword} was empty in the data set; taken from the file meta information"
+            )
+    for keyword, sources in (
+        ("StudyInstanceUID", _STUDY_IDENTITY),
+        ("SeriesInstanceUID", (*_STUDY_IDENTITY, *_SERIES_IDENTITY)),
+    ):
+        if ds.get(keyword):
+            continue
+        entropy = [keyword] + [str(ds.get(name, "")) for name in sources]
+        if keyword == "SeriesInstanceUID":
+            entropy.append(str(ds.get("StudyInstanceUID", "")))
+        setattr(ds, keyword, pydicom.uid.generate_uid(entropy_srcs=entropy))
+        warnings.append(
+            f"{keyword} was empty; a UID derived from the other identifying attributes was used "
+            "(the outputs cannot be filed in the source's study in a PACS)"
+        )
+    return warnings
+
+
+def _drop_undecodable_private_elements(ds: Dataset) -> list[str]:
+    """Delete private elements whose value does not decode (see :func:`read_instance_with_warnings`)."""
+    broken: list[str] = []
+
+    def visit(dataset: Dataset) -> None:
+        for tag in list(dataset.keys()):
+            if not tag.is_private:
+                try:
+                    elem = dataset[tag]
+                except Exception:  # noqa: BLE001 - a standard element that fails is reported later
+                    continue
+                if elem.VR == "SQ":
+                    for item in elem.value:
+                        visit(item)
+                continue
+            try:
+                elem = dataset[tag]
+                if elem.VR == "SQ":
+                    for item in elem.value:
+                        visit(item)
+                else:
+                    elem.value  # noqa: B018 - decoding is the check
+            except Exception:  # noqa: BLE001 - any decoding failure of a private element
+                del dataset[tag]
+                broken.append(str(tag))
+
+    visit(ds)
+    if not broken:
+        return []
+    return [
+        f"dropped {len(broken)} vendor private element(s) whose value cannot be decoded "
+        f"(first: {broken[0]}); private elements are not used"
+    ]
 
 
 @dataclass
@@ -151,7 +255,8 @@ def read_instances(
     result = ReadResult()
     for path in expand_paths(paths):
         try:
-            result.datasets.append(read_instance(path, stop_before_pixels=stop_before_pixels))
+            ds, _warnings = read_instance_with_warnings(path, stop_before_pixels=stop_before_pixels)
+            result.datasets.append(ds)
         except InvalidInputError as exc:
             result.errors.append(str(exc))
     return result
@@ -204,6 +309,13 @@ class CTVolume:
         (row, column) shift in pixels applied to that image to put it on the orthogonal grid of
         :attr:`hu` (see :func:`gantry_tilt_shear`); :meth:`to_source_frames` shifts masks
         back. ``None`` for orthogonal series.
+    source_slice_of_frame: list[int] | None
+        Only for unevenly spaced series resampled onto a regular grid: for each of
+        :attr:`datasets`, the slice of :attr:`source_volume` nearest to it (masks are mapped
+        back by nearest slice). ``None`` when source slices and images correspond one to one.
+    interpolated_source_slices: list[int]
+        Slices of :attr:`source_volume` that were interpolated across a gap of missing slices
+        (empty for complete series).
     """
 
     hu: np.ndarray
@@ -214,6 +326,8 @@ class CTVolume:
     frame_of_source_slice: list[int]
     warnings: list[str] = field(default_factory=list)
     frame_shift_px: list[tuple[float, float]] | None = None
+    source_slice_of_frame: list[int] | None = None
+    interpolated_source_slices: list[int] = field(default_factory=list)
 
     @property
     def is_single_slice(self) -> bool:
@@ -248,8 +362,12 @@ class CTVolume:
             raise ValueError(f"mask shape {mask.shape} differs from volume shape {self.hu.shape}")
         in_source = self.volume.with_array(mask).match_geometry(self.source_volume).array
         frames = np.zeros((len(self.datasets), *in_source.shape[1:]), dtype=mask.dtype)
-        for slice_index, frame_index in enumerate(self.frame_of_source_slice):
-            frames[frame_index] = in_source[slice_index]
+        if self.source_slice_of_frame is not None:
+            for frame_index, slice_index in enumerate(self.source_slice_of_frame):
+                frames[frame_index] = in_source[slice_index]
+        else:
+            for slice_index, frame_index in enumerate(self.frame_of_source_slice):
+                frames[frame_index] = in_source[slice_index]
         if self.frame_shift_px is not None:
             from scipy import ndimage
 
@@ -343,6 +461,7 @@ def select_volume_frames(datasets: Sequence[Dataset]) -> tuple[list[Dataset], li
             f"orientation/matrix/pixel spacing; kept the largest ({kept} of {len(images)} images)"
         )
         images = groups[best]
+    warnings.extend(_unify_frame_of_reference(images))
     # Duplicate positions (e.g. two reconstructions in one series) make the volume ambiguous.
     positions = Counter(
         tuple(np.round(np.asarray(ds.ImagePositionPatient, dtype=float), 2)) for ds in images
@@ -355,6 +474,36 @@ def select_volume_frames(datasets: Sequence[Dataset]) -> tuple[list[Dataset], li
             "as its own series"
         )
     return images, warnings
+
+
+def _unify_frame_of_reference(images: list[Dataset]) -> list[str]:
+    """Give images of one geometry group one Frame of Reference UID; return warnings.
+
+    Some de-identification tools give every image its own (or no) Frame of Reference UID
+    (PS3.3 C.7.4.1) although the images come from one acquisition. Once the images are known to
+    share orientation, matrix and pixel spacing (the caller's grouping) and are one series,
+    their positions are taken as one coordinate system: the most common UID is written into
+    ``images`` (the in-memory datasets, not the files); the later volume assembly still checks
+    that the positions form a regular stack.
+    """
+    uids = Counter(str(ds.get("FrameOfReferenceUID", "") or "") for ds in images)
+    if len(uids) <= 1 and "" not in uids:
+        return []
+    named = [(uid, n) for uid, n in uids.most_common() if uid]
+    if named:
+        chosen = named[0][0]
+    else:
+        chosen = pydicom.uid.generate_uid(
+            entropy_srcs=["FrameOfReferenceUID", str(images[0].get("SeriesInstanceUID", ""))]
+        )
+    for ds in images:
+        ds.FrameOfReferenceUID = chosen
+    return [
+        f"the images carry {len(named)} different Frame of Reference UID(s)"
+        + (f" and {uids['']} none" if uids.get("") else "")
+        + " although they share one geometry in one series (a de-identification artefact?); "
+        "they were treated as one frame of reference. Check that the series is one acquisition"
+    ]
 
 
 def load_ct_volume(datasets: Sequence[Dataset]) -> CTVolume:
@@ -401,6 +550,8 @@ def load_ct_volume(datasets: Sequence[Dataset]) -> CTVolume:
         shear = None
     if shear is not None:
         return _load_sheared(images, shear, warnings)
+    if len(images) > 2 and not _regularly_spaced(images):
+        return _load_irregular(images, warnings)
     try:
         source_volume = hd.get_volume_from_series(images, dtype=np.float32)
     except Exception as exc:
@@ -412,6 +563,128 @@ def load_ct_volume(datasets: Sequence[Dataset]) -> CTVolume:
             "slices (irregular spacing) or images from different reconstructions"
         ) from exc
     return _finish(source_volume, images, warnings)
+
+
+#: Relative variation of the slice step within which a stack counts as regularly spaced (the
+#: tolerance highdicom applies by default, :func:`highdicom.spatial.get_volume_positions`).
+_SPACING_RTOL = 0.01
+#: A gap wider than this many usual steps is reported as missing slices.
+_MISSING_SLICE_FACTOR = 1.5
+#: Resampling refuses to create more than this many slices per source image (a stray image far
+#: from the others would otherwise make a huge, mostly interpolated volume).
+_MAX_RESAMPLING_FACTOR = 4
+
+
+def _positions_along_normal(images: Sequence[Dataset]) -> np.ndarray:
+    """Position (mm) of each image along the slice normal of the first image's orientation."""
+    iop = np.asarray(images[0].ImageOrientationPatient, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    return np.array([np.asarray(ds.ImagePositionPatient, dtype=float) @ normal for ds in images])
+
+
+def _regularly_spaced(images: Sequence[Dataset]) -> bool:
+    """Whether the slice steps of ``images`` agree within :data:`_SPACING_RTOL` (any order)."""
+    gaps = np.diff(np.sort(_positions_along_normal(images)))
+    if not len(gaps) or float(gaps.min()) <= 0:
+        return True  # duplicates and single images are judged elsewhere
+    return float(gaps.max() - gaps.min()) <= _SPACING_RTOL * float(gaps.mean())
+
+
+def _load_irregular(images: list[Dataset], warnings: list[str]) -> CTVolume:
+    """Resample an unevenly spaced stack onto a regular grid (linear along the slice normal).
+
+    The grid runs from the first to the last image with a step close to the median step. Gaps
+    wider than :data:`_MISSING_SLICE_FACTOR` steps are reported as missing slices; their
+    interpolated slices are listed in :attr:`CTVolume.interpolated_source_slices` so that a
+    protocol can refuse when its target lies in one.
+
+    Raises
+    ------
+    InvalidSeriesError
+        If the gaps would need more than :data:`_MAX_RESAMPLING_FACTOR` interpolated slices per
+        source image (a stray image far from the others).
+    InvalidInputError
+        If pixel data cannot be decoded.
+    """
+    from pydicom.pixels import apply_modality_lut
+
+    along = _positions_along_normal(images)
+    order = np.argsort(along)
+    along = along[order]
+    gaps = np.diff(along)
+    step = float(np.median(gaps))
+    count = int(round((along[-1] - along[0]) / step)) + 1
+    if count > _MAX_RESAMPLING_FACTOR * len(images):
+        raise InvalidSeriesError(
+            f"the {len(images)} images span {along[-1] - along[0]:.1f} mm with a usual step of "
+            f"{step:.2f} mm but gaps of up to {gaps.max():.1f} mm: too much of the range is "
+            "missing to make a volume; send the complete series"
+        )
+    target = np.linspace(along[0], along[-1], count)
+    grid_step = float(target[1] - target[0])
+    stack = []
+    for index in order:
+        ds = images[int(index)]
+        try:
+            stack.append(apply_modality_lut(ds.pixel_array, ds).astype(np.float32))
+        except Exception as exc:  # noqa: BLE001 - any decoder failure
+            raise InvalidInputError(
+                f"SOP Instance UID {ds.SOPInstanceUID}: the pixel data cannot be decoded "
+                f"({type(exc).__name__}: {exc}); re-send it from the modality or PACS"
+            ) from exc
+    source = np.stack(stack)
+    lower = np.clip(np.searchsorted(along, target, side="right") - 1, 0, len(along) - 2)
+    weight = ((target - along[lower]) / (along[lower + 1] - along[lower])).astype(np.float32)
+    array = np.empty((count, *source.shape[1:]), dtype=np.float32)
+    for k in range(count):
+        array[k] = (1 - weight[k]) * source[lower[k]] + weight[k] * source[lower[k] + 1]
+    del source, stack
+    # highdicom stacks slices against the slice normal (its right-handed index convention):
+    # the first slice is the one furthest along the normal.
+    array = np.ascontiguousarray(array[::-1])
+    target = target[::-1]
+    first = images[int(order[-1])]
+    source_volume = hd.Volume.from_attributes(
+        array=array,
+        image_position=[float(v) for v in first.ImagePositionPatient],
+        image_orientation=[float(v) for v in first.ImageOrientationPatient],
+        pixel_spacing=[float(v) for v in first.PixelSpacing],
+        spacing_between_slices=grid_step,
+        coordinate_system="PATIENT",
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")) or None,
+    )
+    # Source slice k of the grid lies at target[k]; check highdicom's stacking direction.
+    iop = np.asarray(first.ImageOrientationPatient, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    second = np.asarray(source_volume.get_plane_position(1)[0].ImagePositionPatient, dtype=float)
+    if abs(float(second @ normal) - target[1]) > 0.01 * abs(grid_step) + 1e-3:
+        raise InvalidSeriesError(  # pragma: no cover - guards highdicom's convention
+            "internal geometry check failed while resampling an unevenly spaced series"
+        )
+    nearest_image = np.abs(target[:, None] - along[None, :]).argmin(axis=1)
+    frame_of_source_slice = [int(order[i]) for i in nearest_image]
+    source_slice_of_frame = [0] * len(images)
+    for rank, index in enumerate(order):
+        source_slice_of_frame[int(index)] = int(np.abs(target - along[rank]).argmin())
+    wide = np.flatnonzero(gaps > _MISSING_SLICE_FACTOR * step)
+    interpolated: list[int] = []
+    for g in wide:
+        interpolated.extend(int(k) for k in np.flatnonzero((target > along[g]) & (target < along[g + 1])))
+    message = (
+        f"uneven slice spacing (steps {gaps.min():.2f}-{gaps.max():.2f} mm): resampled to a "
+        f"regular grid of {count} slices every {grid_step:.2f} mm (linear interpolation)"
+    )
+    if len(wide):
+        message += (
+            f"; {len(wide)} gap(s) wider than {_MISSING_SLICE_FACTOR:g} steps (missing slices?), "
+            f"the widest {gaps.max():.1f} mm; {len(interpolated)} slice(s) are interpolated "
+            "across them"
+        )
+    volume = _finish(source_volume, images, [*warnings, message],
+                     frame_of_source_slice=frame_of_source_slice)
+    volume.source_slice_of_frame = source_slice_of_frame
+    volume.interpolated_source_slices = interpolated
+    return volume
 
 
 def check_decodable(datasets: Sequence[Dataset]) -> None:
@@ -472,13 +745,19 @@ def _load_multiframe(ds: Dataset) -> CTVolume:
     )
 
 
-def _finish(source_volume: hd.Volume, images: list[Dataset], warnings: list[str]) -> CTVolume:
-    # Map source slices to datasets through their positions.
+def _frames_by_position(source_volume: hd.Volume, images: list[Dataset]) -> list[int]:
+    """For each slice of ``source_volume``, the index of the image at its position.
+
+    Raises
+    ------
+    InvalidSeriesError
+        If a slice matches no image.
+    """
     index_by_position = {
         tuple(np.round(np.asarray(ds.ImagePositionPatient, dtype=float), 2)): i
         for i, ds in enumerate(images)
     }
-    frame_of_source_slice: list[int] = []
+    frames: list[int] = []
     for k in range(source_volume.spatial_shape[0]):
         position = source_volume.get_plane_position(k)[0].ImagePositionPatient
         key = tuple(np.round(np.asarray(position, dtype=float), 2))
@@ -487,7 +766,18 @@ def _finish(source_volume: hd.Volume, images: list[Dataset], warnings: list[str]
                 f"slice {k} of the volume at {key} matches no image; the series geometry is "
                 "inconsistent"
             )
-        frame_of_source_slice.append(index_by_position[key])
+        frames.append(index_by_position[key])
+    return frames
+
+
+def _finish(
+    source_volume: hd.Volume,
+    images: list[Dataset],
+    warnings: list[str],
+    frame_of_source_slice: list[int] | None = None,
+) -> CTVolume:
+    if frame_of_source_slice is None:
+        frame_of_source_slice = _frames_by_position(source_volume, images)
     volume = source_volume.to_patient_orientation(CANONICAL_ORIENTATION)
     hu = np.ascontiguousarray(volume.array, dtype=np.float32)
     spacing = tuple(float(s) for s in volume.spacing)
