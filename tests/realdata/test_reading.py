@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from conftest import dicom_files
+from realdata_corpus import dicom_files
 from peers import require_binary
 from pipelines.dicom_outputs import build_outputs, write_outputs
 from pipelines.errors import InvalidSeriesError
