@@ -64,6 +64,9 @@ from scipy import ndimage
 
 from pipelines.acquisition import contrast_recorded
 from pipelines.brain_atlas import (
+    TISSUE_CSF,
+    TISSUE_GRAY_MATTER,
+    TISSUE_WHITE_MATTER,
     LABEL_CAUDATE_LEFT,
     LABEL_CAUDATE_RIGHT,
     LABEL_CORPUS_CALLOSUM,
@@ -241,8 +244,15 @@ class BrainGWRParameters:
         Each landmark's carried-back volume must reach this fraction of its expected volume
         (atlas volume scaled by the registration), else the scan does not cover it.
     min_registration_dice:
-        Dice of the registered template brain mask against the scan's brain mask below which
-        the registration is considered failed.
+        Dice of the registered template brain mask against the scan's brain mask, within the
+        scan's field of view, below which the registration is considered failed.
+    min_skull_enclosure:
+        Fraction of the brain mask's in-plane outline that must lie within 6 mm of bone
+        (:class:`BrainMaskReport`); below it the series is not taken for a head CT.
+    template_scale_range:
+        (lower, upper) scale of the template against the scan's brain along any axis outside
+        which the registration is considered failed (adult brains differ by about ±15 % in
+        each dimension from Colin27; a 2-year-old's brain is about 80 % of adult size).
     reject_contrast:
         Refuse series whose headers record a contrast agent (contrast raises gray-matter HU).
     atlas_path:
@@ -259,12 +269,14 @@ class BrainGWRParameters:
     registration_iterations: int = 100
     min_brain_extent_mm: float = 50.0
     min_landmark_coverage: float = 0.7
-    min_registration_dice: float = 0.85
+    min_registration_dice: float = 0.8
+    min_skull_enclosure: float = 0.6
+    template_scale_range: tuple[float, float] = (0.6, 1.4)
     reject_contrast: bool = True
     atlas_path: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("parenchyma_hu", "brain_mask_hu"):
+        for name in ("parenchyma_hu", "brain_mask_hu", "template_scale_range"):
             lower, upper = getattr(self, name)
             if not float(lower) < float(upper):
                 raise ConfigError(f"brain-gwr {name} = {getattr(self, name)}: lower must be < upper")
@@ -291,7 +303,8 @@ class BrainGWRParameters:
             For unknown keys or invalid values.
         """
         return parameters_from_mapping(
-            cls, params, "brain-gwr", pairs=("parenchyma_hu", "brain_mask_hu")
+            cls, params, "brain-gwr",
+            pairs=("parenchyma_hu", "brain_mask_hu", "template_scale_range")
         )
 
 
@@ -350,15 +363,111 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 
 
+def _ellipsoid(radius_mm: float, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """Boolean ball of ``radius_mm`` on an anisotropic ``(slice, row, column)`` grid."""
+    half = [int(radius_mm // s) for s in spacing_mm]
+    zz, yy, xx = np.ogrid[-half[0]: half[0] + 1, -half[1]: half[1] + 1, -half[2]: half[2] + 1]
+    distance = sum(((g * s) / radius_mm) ** 2
+                   for g, s in zip((zz, yy, xx), spacing_mm, strict=True))
+    return np.asarray(distance <= 1.0)
+
+
+@dataclass
+class BrainMaskReport:
+    """What :func:`brain_mask_report` found.
+
+    Attributes
+    ----------
+    mask:
+        ``(slices, rows, columns)`` bool brain mask on the grid of the input.
+    skull_enclosure:
+        Fraction of the brain's in-plane boundary pixels that lie within 6 mm of bone (a brain
+        inside a skull: most of it; an abdominal organ or a phantom without skull: little).
+    volume_cm3:
+        Brain mask volume, cm³.
+    extent_mm:
+        Head-feet extent of the mask, mm.
+    """
+
+    mask: np.ndarray
+    skull_enclosure: float
+    volume_cm3: float
+    extent_mm: float
+
+
+def brain_mask_report(hu: np.ndarray, spacing_mm: tuple[float, float, float],
+                      params: BrainGWRParameters | None = None) -> BrainMaskReport:
+    """Skull-stripped brain mask of a head CT, with the facts the quality checks need.
+
+    1. Head = largest 3D component of non-air voxels (> -300 HU), so table, head holder and
+       blankets do not count; skull = head voxels at or above ``bone_hu``.
+    2. Per axial slice, the convex hull of the skull: it closes the ring where the field of
+       view cuts the head (frontal pole or occiput outside the image), across sutures, thin
+       temporal squama and foramina, wherever the head lies in the image and however it is
+       rotated.
+    3. Candidate = tissue within ``brain_mask_hu`` inside the hull, more than 2 mm from bone.
+    4. Opening by reconstruction: the candidate eroded in 3D by a 4 mm ball (cuts the optic
+       canals, orbital fissures, foramen magnum and partial-volume bridges through thin bone
+       to the orbits, temporalis and neck muscles), the largest component kept and dilated
+       back by the same ball within the candidate.
+    5. Holes filled per slice (ventricles), bone removed.
+
+    Images finer than 1 mm are processed at about 1 mm in-plane (subsampled) and the mask
+    brought back to the full grid.
+
+    Parameters
+    ----------
+    hu:
+        ``(slices, rows, columns)`` float32 HU, canonical HPL orientation (axial slices).
+    spacing_mm:
+        (slice, row, column) spacing, mm.
+    params:
+        ``bone_hu`` and ``brain_mask_hu`` are used.
+
+    Returns
+    -------
+    BrainMaskReport
+    """
+    from skimage.morphology import convex_hull_image
+
+    p = params or BrainGWRParameters()
+    step = max(1, int(1.0 // min(spacing_mm[1], spacing_mm[2])))
+    small = hu[:, ::step, ::step]
+    grid = (float(spacing_mm[0]), float(spacing_mm[1]) * step, float(spacing_mm[2]) * step)
+    head = _largest_component(small > -300.0)
+    bone = (small >= p.bone_hu) & head
+    radius = max(1, round(2.0 / min(grid[1], grid[2])))
+    in_plane = _disk(radius)[None]
+    hull = np.zeros_like(bone)
+    for k in range(small.shape[0]):
+        if np.count_nonzero(bone[k]) >= 3:
+            hull[k] = convex_hull_image(bone[k])
+    soft = (small >= p.brain_mask_hu[0]) & (small <= p.brain_mask_hu[1])
+    candidate = hull & soft & ~ndimage.binary_dilation(bone, structure=in_plane)
+    # A single image is opened in-plane only.
+    ball = _ellipsoid(4.0, grid if small.shape[0] > 1 else (1e6, grid[1], grid[2]))
+    core = _largest_component(ndimage.binary_erosion(candidate, structure=ball))
+    brain = ndimage.binary_dilation(core, structure=ball) & candidate
+    for k in np.flatnonzero(brain.any(axis=(1, 2))):
+        brain[k] = ndimage.binary_fill_holes(brain[k]) & hull[k] & ~bone[k]
+    enclosure = 0.0
+    if brain.any():
+        border = brain & ~ndimage.binary_erosion(brain, structure=np.ones((1, 3, 3), dtype=bool))
+        near_bone = ndimage.binary_dilation(
+            bone, structure=_disk(max(1, round(6.0 / min(grid[1], grid[2]))))[None])
+        enclosure = float(np.count_nonzero(border & near_bone) / max(1, np.count_nonzero(border)))
+    if step > 1:
+        brain = np.repeat(np.repeat(brain, step, axis=1), step, axis=2)[
+            :, : hu.shape[1], : hu.shape[2]] & (hu < p.bone_hu)
+    slices = np.flatnonzero(brain.any(axis=(1, 2)))
+    extent = float((slices[-1] - slices[0] + 1) * spacing_mm[0]) if slices.size else 0.0
+    volume = float(np.count_nonzero(brain) * np.prod(spacing_mm) / 1000.0)
+    return BrainMaskReport(np.asarray(brain), enclosure, volume, extent)
+
+
 def brain_mask(hu: np.ndarray, spacing_mm: tuple[float, float, float],
                params: BrainGWRParameters | None = None) -> np.ndarray:
-    """Skull-stripped brain mask of a head CT.
-
-    Skull = voxels at or above ``bone_hu``, closed in-plane (2 mm); per axial slice the closed
-    skull ring is filled; brain = tissue within ``brain_mask_hu`` inside it, 2 mm away from bone,
-    opened in-plane (2 mm) to cut thin bridges, largest 3D component, holes filled. Images
-    finer than 1 mm are processed at about 1 mm in-plane (subsampled) and the result brought
-    back to the full grid.
+    """Skull-stripped brain mask of a head CT (:func:`brain_mask_report`'s mask).
 
     Parameters
     ----------
@@ -374,30 +483,7 @@ def brain_mask(hu: np.ndarray, spacing_mm: tuple[float, float, float],
     numpy.ndarray
         ``(slices, rows, columns)`` bool.
     """
-    p = params or BrainGWRParameters()
-    step = max(1, int(1.0 // min(spacing_mm[1], spacing_mm[2])))
-    small = hu[:, ::step, ::step]
-    row_mm, col_mm = spacing_mm[1] * step, spacing_mm[2] * step
-    bone = small >= p.bone_hu
-    radius = max(1, round(2.0 / min(row_mm, col_mm)))
-    in_plane = np.zeros((1, 2 * radius + 1, 2 * radius + 1), dtype=bool)
-    in_plane[0] = _disk(radius)
-    closed = ndimage.binary_closing(bone, structure=in_plane, iterations=1)
-    inside = np.zeros_like(bone)
-    for k in range(small.shape[0]):
-        if closed[k].any():
-            inside[k] = ndimage.binary_fill_holes(closed[k])
-    soft = (small >= p.brain_mask_hu[0]) & (small <= p.brain_mask_hu[1])
-    candidate = inside & soft & ~ndimage.binary_dilation(bone, structure=in_plane)
-    # Cut thin bridges (foramina, partial skull rings) before taking the largest component.
-    candidate = ndimage.binary_opening(candidate, structure=in_plane)
-    brain = _largest_component(candidate)
-    if brain.any():
-        brain = ndimage.binary_fill_holes(brain) & inside & ~bone
-    if step == 1:
-        return np.asarray(brain)
-    full = np.repeat(np.repeat(brain, step, axis=1), step, axis=2)[:, : hu.shape[1], : hu.shape[2]]
-    return np.asarray(full & (hu < p.bone_hu))
+    return brain_mask_report(hu, spacing_mm, params).mask
 
 
 @dataclass
@@ -413,9 +499,17 @@ class RegistrationReport:
     landmark_coverage:
         Per label, carried-back volume / expected volume.
     metric_value:
-        Final Mattes MI value of the affine stage (negative: better).
+        Final metric value (negative normalised correlation; -1 = perfect).
     seconds:
         Registration time.
+    missing_labels:
+        Landmarks whose coverage is below ``min_landmark_coverage`` (outside the field of
+        view); they are dropped from the label map and reported as missing.
+    brain_volume_cm3, brain_extent_mm, skull_enclosure:
+        From :class:`BrainMaskReport`.
+    template_scale:
+        Singular values of the template-to-scan linear map (template size relative to the
+        scan's brain), sorted.
     """
 
     transform: sitk.Transform
@@ -423,13 +517,22 @@ class RegistrationReport:
     landmark_coverage: dict[int, float]
     metric_value: float
     seconds: float
+    missing_labels: list[int] = field(default_factory=list)
+    brain_volume_cm3: float | None = None
+    brain_extent_mm: float | None = None
+    skull_enclosure: float | None = None
+    template_scale: tuple[float, ...] | None = None
 
 
 def _register(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, fixed_mask: sitk.Image,
               iterations: int, shrink: list[int], smooth_mm: list[float]) -> tuple[sitk.Transform, float]:
-    """One registration stage: Mattes MI, gradient descent, multi-resolution."""
+    """One registration stage: normalised correlation, gradient descent, multi-resolution.
+
+    The fixed mask restricts the metric to the scan's visible brain: template tissue that
+    falls outside the field of view (a cut-off frontal pole or vertex) is never compared.
+    """
     method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricAsCorrelation()
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(0.3, seed=20240601)
     method.SetMetricFixedMask(fixed_mask)
@@ -447,16 +550,51 @@ def _register(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, fi
     logger.debug("brain-gwr registration stage: %s, %d iterations, metric %.4f",
                  method.GetOptimizerStopConditionDescription(), method.GetOptimizerIteration(),
                  method.GetMetricValue())
+    if isinstance(result, sitk.CompositeTransform):
+        result = result.GetBackTransform()
     return result, float(method.GetMetricValue())
+
+
+#: Attenuation given to the template's tissue classes to make a pseudo-CT of the template, HU
+#: (non-contrast CT: gray matter 37-45 HU, white matter 20-30 HU, CSF 0-10 HU; clinical.md
+#: §4.3, Buzug 2008). Only the contrast pattern matters: the metric is a normalised correlation.
+PSEUDO_CT_HU = {TISSUE_CSF: 5.0, TISSUE_GRAY_MATTER: 38.0, TISSUE_WHITE_MATTER: 28.0}
+
+#: Initial pitch (rotation about the left-right axis) tried by the rigid stage, degrees: head
+#: CT is planned on the orbito-meatal or supra-orbito-meatal line, 10-25 degrees from the
+#: template's AC-PC plane, and heads are flexed or extended in the holder.
+INITIAL_PITCH_DEG = (-20.0, 0.0, 20.0)
+
+
+def pseudo_ct(atlas: BrainAtlas) -> np.ndarray:
+    """The template as a non-contrast CT would show it: ``(z, y, x)`` float32 HU, 0 outside.
+
+    Brain voxels without a tissue class get the mean of gray and white matter.
+    """
+    out = np.zeros(atlas.tissue.shape, dtype=np.float32)
+    out[atlas.brain_mask] = 0.5 * (PSEUDO_CT_HU[TISSUE_GRAY_MATTER]
+                                   + PSEUDO_CT_HU[TISSUE_WHITE_MATTER])
+    for tissue, value in PSEUDO_CT_HU.items():
+        out[atlas.brain_mask & (atlas.tissue == tissue)] = value
+    return out
 
 
 def register_atlas(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
                    params: BrainGWRParameters) -> tuple[sitk.Transform, float]:
-    """Register the atlas template to the scan (centre of mass, rigid, affine; Mattes MI).
+    """Register the atlas template to the scan.
 
-    The scan is cropped to its brain (plus a 15 mm margin), set to 0 outside the brain and
-    clipped to 0..80 HU, anti-aliased and resampled to ``registration_spacing_mm``; the metric
-    samples 30 % of the voxels of the dilated brain. The template is the skull-stripped T1.
+    Same-modality registration: the template is turned into a pseudo-CT
+    (:func:`pseudo_ct`: CSF, gray and white matter at typical non-contrast HU) and compared
+    with the scan by normalised correlation, which ignores scanner calibration offsets and
+    scale. The scan is cropped to its brain (plus a 15 mm margin), set to 0 outside the brain
+    and clipped to 0..80 HU (calcification, blood and bone do not dominate), anti-aliased and
+    resampled to ``registration_spacing_mm``; the metric samples 30 % of the voxels of the
+    dilated *visible* brain only.
+
+    Stages: centre of mass of the two brain masks; rigid (Euler), started from each pitch of
+    :data:`INITIAL_PITCH_DEG`, the best kept; rotation + anisotropic scaling
+    (ScaleVersor3D, 9 parameters, no shear: a field of view that cuts the brain cannot be
+    absorbed by shearing the template).
 
     Parameters
     ----------
@@ -472,9 +610,11 @@ def register_atlas(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
     Returns
     -------
     tuple[SimpleITK.Transform, float]
-        Transform mapping scan points (LPS, mm) to template points, and the final Mattes MI
-        metric value of the affine stage (more negative = better match).
+        Transform mapping scan points (LPS, mm) to template points, and the final metric value
+        (negative normalised correlation: -1 is a perfect match).
     """
+    from scipy.spatial.transform import Rotation
+
     spacing = float(params.registration_spacing_mm)
     window, lo = _brain_window(brain, volume.spacing_mm, margin_mm=15.0)
     scan = np.where(brain[window], np.clip(volume.hu[window], 0.0, 80.0), 0.0).astype(np.float32)
@@ -493,22 +633,29 @@ def register_atlas(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
     fixed = sitk.Resample(fixed_full, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
     fixed_mask = sitk.Resample(mask_full, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
     metric_mask = sitk.BinaryDilate(sitk.Cast(fixed_mask >= 0.5, sitk.sitkUInt8), [2, 2, 2])
-    moving = atlas.image(np.where(atlas.brain_mask, atlas.template_t1, 0).astype(np.float32))
+    moving = atlas.image(pseudo_ct(atlas))
     moving_mask = atlas.image(atlas.brain_mask.astype(np.float32))
 
     initial = sitk.CenteredTransformInitializer(
         fixed_mask, moving_mask, sitk.Euler3DTransform(),
         sitk.CenteredTransformInitializerFilter.MOMENTS,
     )
-    rigid, _ = _register(fixed, moving, initial, metric_mask, params.registration_iterations,
-                         shrink=[4, 2, 1], smooth_mm=[8.0, 4.0, 0.0])
-    rigid_euler = sitk.Euler3DTransform(sitk.CompositeTransform(rigid).GetBackTransform()) \
-        if isinstance(rigid, sitk.CompositeTransform) else sitk.Euler3DTransform(rigid)
-    affine = sitk.AffineTransform(3)
-    affine.SetCenter(rigid_euler.GetCenter())
-    affine.SetMatrix(rigid_euler.GetMatrix())
-    affine.SetTranslation(rigid_euler.GetTranslation())
-    final, metric = _register(fixed, moving, affine, metric_mask, params.registration_iterations,
+    best: tuple[sitk.Transform, float] | None = None
+    for pitch in INITIAL_PITCH_DEG:
+        start = sitk.Euler3DTransform(initial)
+        start.SetRotation(float(np.deg2rad(pitch)), 0.0, 0.0)
+        candidate = _register(fixed, moving, start, metric_mask, params.registration_iterations,
+                              shrink=[4, 2], smooth_mm=[8.0, 4.0])
+        if best is None or candidate[1] < best[1]:
+            best = candidate
+    assert best is not None
+    rigid = sitk.Euler3DTransform(best[0])
+    scaled = sitk.ScaleVersor3DTransform()
+    scaled.SetCenter(rigid.GetCenter())
+    scaled.SetRotation(tuple(float(v) for v in Rotation.from_matrix(
+        np.asarray(rigid.GetMatrix()).reshape(3, 3)).as_quat()))
+    scaled.SetTranslation(rigid.GetTranslation())
+    final, metric = _register(fixed, moving, scaled, metric_mask, params.registration_iterations,
                               shrink=[2, 1], smooth_mm=[4.0, 0.0])
     logger.debug("brain-gwr registration metric %.4f", metric)
     return final, metric
@@ -517,7 +664,12 @@ def register_atlas(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
 def _as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
     if isinstance(transform, sitk.CompositeTransform):
         transform = transform.GetBackTransform()
-    return sitk.AffineTransform(transform)
+    matrix = np.asarray(transform.GetMatrix(), dtype=float)  # type: ignore[attr-defined]
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(transform.GetCenter())  # type: ignore[attr-defined]
+    affine.SetMatrix(tuple(matrix))
+    affine.SetTranslation(transform.GetTranslation())  # type: ignore[attr-defined]
+    return affine
 
 
 def segment_reference(
@@ -552,14 +704,21 @@ def segment_reference(
     p = params or BrainGWRParameters()
     atlas = atlas or load_atlas(p.atlas_path)
     start = time.perf_counter()
-    brain = brain_mask(volume.hu, volume.spacing_mm, p)
+    found = brain_mask_report(volume.hu, volume.spacing_mm, p)
+    brain = found.mask
     if not brain.any():
         raise UnsupportedInputError(
             "no brain found inside a skull (skull threshold "
             f"{p.bone_hu:g} HU); the series does not look like a head CT"
         )
-    slices = np.flatnonzero(brain.any(axis=(1, 2)))
-    extent_mm = float((slices[-1] - slices[0] + 1) * volume.spacing_mm[0])
+    if found.skull_enclosure < p.min_skull_enclosure:
+        raise UnsupportedInputError(
+            f"the soft tissue found is not enclosed by a skull (only "
+            f"{found.skull_enclosure:.0%} of its outline lies within 6 mm of bone, at least "
+            f"{p.min_skull_enclosure:.0%} expected for a brain): the series does not look like "
+            "a head CT; send the non-contrast head CT series"
+        )
+    extent_mm = found.extent_mm
     if extent_mm < p.min_brain_extent_mm:
         raise UnsupportedInputError(
             f"the brain spans only {extent_mm:.0f} mm head-feet in this series (at least "
@@ -589,23 +748,39 @@ def segment_reference(
     for label in LANDMARK_LABELS:
         expected = (atlas.landmarks == label).sum() * atlas.voxel_volume_mm3 / max(determinant, 1e-6)
         coverage[label] = float((carried == label).sum() * voxel_mm3 / expected)
+    scales = np.linalg.svd(np.asarray(_as_affine(transform).GetMatrix()).reshape(3, 3),
+                           compute_uv=False)
     seconds = time.perf_counter() - start
-    report = RegistrationReport(transform, dice, coverage, metric, seconds)
+    missing = sorted(k for k, v in coverage.items() if v < p.min_landmark_coverage)
+    report = RegistrationReport(transform, dice, coverage, metric, seconds,
+                                missing_labels=missing, brain_volume_cm3=found.volume_cm3,
+                                brain_extent_mm=extent_mm, skull_enclosure=found.skull_enclosure,
+                                template_scale=tuple(float(1.0 / v) for v in scales))
     logger.info("brain-gwr: registration %.1f s, brain Dice %.3f, coverage %s", seconds, dice,
                 {k: round(v, 2) for k, v in coverage.items()})
     if dice < p.min_registration_dice:
         raise PipelineError(
             f"the atlas registration failed its quality check: brain Dice {dice:.2f} < "
-            f"{p.min_registration_dice:g}; the head may be cut off, heavily abnormal or not a "
-            "head CT. No GWR is reported"
+            f"{p.min_registration_dice:g} (Dice of the template brain against the scan's brain, "
+            "within the field of view); the head may be heavily abnormal or not a head CT. No "
+            "GWR is reported"
         )
-    missing = [LANDMARK_LABELS[k] for k, v in coverage.items() if v < p.min_landmark_coverage]
-    if missing:
+    low, high = p.template_scale_range
+    if not all(low <= 1.0 / v <= high for v in scales):
+        raise PipelineError(
+            "the atlas registration failed its quality check: the template was scaled by "
+            f"{', '.join(f'{1.0 / v:.2f}' for v in scales)} (expected {low:g}..{high:g} for an "
+            "adult or child head); the series may not be a head CT or the registration "
+            "diverged. No GWR is reported"
+        )
+    if len(missing) == len(LANDMARK_LABELS):
         raise UnsupportedInputError(
-            f"the series does not cover {', '.join(missing)} (carried-back volume below "
-            f"{p.min_landmark_coverage:.0%} of the expected); send a series covering the basal "
-            "ganglia and the corpus callosum"
+            "the series covers none of the landmarks (caudate, putamen, internal capsule, "
+            "corpus callosum); send a series covering the basal ganglia and the corpus callosum"
         )
+    # Landmarks the field of view does not cover are dropped (reported as missing), the others
+    # are measured.
+    carried[np.isin(carried, missing)] = 0
     return carried.astype(np.uint8), report, brain
 
 
@@ -844,13 +1019,26 @@ def measure(
     p = params or BrainGWRParameters()
     warnings = list(warnings)
     stats = region_statistics(volume.hu, label_map, volume.spacing_mm)
-    empty = [LANDMARK_LABELS[k] for k in LANDMARK_LABELS if k not in stats]
-    if empty:
+    out_of_view = set(registration.missing_labels) if registration is not None else set()
+    empty = [k for k in LANDMARK_LABELS if k not in stats and k not in out_of_view]
+    if not stats:
         raise PipelineError(
             f"no voxel of parenchymal attenuation ({p.parenchyma_hu[0]:g}..{p.parenchyma_hu[1]:g} "
-            f"HU) left in {', '.join(empty)}; the landmarks may be misplaced or the scan "
-            "abnormal there. No GWR is reported"
+            "HU) left in any landmark; the landmarks may be misplaced or the scan abnormal "
+            "there. No GWR is reported"
         )
+    missing_text: list[str] = []
+    if out_of_view:
+        missing_text.append(
+            f"{', '.join(LANDMARK_LABELS[k] for k in sorted(out_of_view))}: outside the field "
+            "of view (less than "
+            f"{p.min_landmark_coverage:.0%} of the structure covered); not measured")
+    if empty:
+        missing_text.append(
+            f"{', '.join(LANDMARK_LABELS[k] for k in empty)}: no voxel of parenchymal "
+            f"attenuation ({p.parenchyma_hu[0]:g}..{p.parenchyma_hu[1]:g} HU) left; not "
+            "measured")
+    warnings.extend(missing_text)
     core_map, kept_whole = core_regions(label_map, volume.spacing_mm, p.core_erosion_mm)
     core_stats = region_statistics(volume.hu, core_map, volume.spacing_mm)
     if kept_whole:
@@ -910,26 +1098,39 @@ def measure(
     level_labels = np.isin(label_map, (LABEL_PUTAMEN_RIGHT, LABEL_PUTAMEN_LEFT,
                                        LABEL_PLIC_RIGHT, LABEL_PLIC_LEFT, LABEL_CAUDATE_RIGHT,
                                        LABEL_CAUDATE_LEFT))
+    if not level_labels.any():
+        level_labels = label_map > 0
     k = int(np.argmax(level_labels.sum(axis=(1, 2))))
-    if gwr_bg is None or gwr["gwr_pu_pic"] is None:
+    all_terms = all(k_ in core_stats for k_ in LANDMARK_LABELS)
+    if all_terms and (gwr_bg is None or gwr["gwr_pu_pic"] is None):
         raise PipelineError(
             "the GWR could not be computed (white-matter landmarks at or below 0 HU); the scan "
             "is not a plausible non-contrast head CT there"
         )
+    gwr_reason = None
+    if gwr_bg is None:
+        gwr_reason = ("GWR_BG not measurable: " + "; ".join(missing_text)
+                      + " (GWR_BG needs CN, PU, PIC on both sides and CC)")
+        findings[0] = QualitativeFinding(GWR_MEASURABLE_CONCEPT, SCT_NO)
+        findings = findings[:1]
 
-    def side_mean(right: int, left: int) -> float:
-        return float(np.mean([core_stats[right].mean_hu, core_stats[left].mean_hu]))
+    def side_mean(right: int, left: int) -> str:
+        values = [core_stats[x].mean_hu for x in (right, left) if x in core_stats]
+        return f"{np.mean(values):.1f}" if values else "n/a"
 
     right_text = f"  right {gwr['gwr_bg_right']:.3f}" if gwr["gwr_bg_right"] is not None else ""
     left_text = f"  left {gwr['gwr_bg_left']:.3f}" if gwr["gwr_bg_left"] is not None else ""
+    pu_pic_text = f"{gwr['gwr_pu_pic']:.3f}" if gwr["gwr_pu_pic"] is not None else "n/a"
+    missing_short = [_SHORT[x][0] for x in LANDMARK_LABELS if x not in core_stats]
     text = [
-        f"GWR_BG (CN+PU)/(CC+PIC) = {gwr_bg:.3f}{right_text}{left_text}",
-        f"PU/PIC = {gwr['gwr_pu_pic']:.3f}; cut-off < {p.gwr_cutoff:g}: "
-        + ("BELOW" if low else "not below"),
-        (f"CN {side_mean(LABEL_CAUDATE_RIGHT, LABEL_CAUDATE_LEFT):.1f}  "
-         f"PU {side_mean(LABEL_PUTAMEN_RIGHT, LABEL_PUTAMEN_LEFT):.1f}  "
-         f"PIC {side_mean(LABEL_PLIC_RIGHT, LABEL_PLIC_LEFT):.1f}  "
-         f"CC {core_stats[LABEL_CORPUS_CALLOSUM].mean_hu:.1f} HU (core means)"),
+        (f"GWR_BG (CN+PU)/(CC+PIC) = {gwr_bg:.3f}{right_text}{left_text}" if gwr_bg is not None
+         else f"GWR_BG not measurable: {', '.join(missing_short)} missing{right_text}{left_text}"),
+        f"PU/PIC = {pu_pic_text}; cut-off < {p.gwr_cutoff:g}: "
+        + ("BELOW" if low else ("not below" if gwr_bg is not None else "n/a")),
+        (f"CN {side_mean(LABEL_CAUDATE_RIGHT, LABEL_CAUDATE_LEFT)}  "
+         f"PU {side_mean(LABEL_PUTAMEN_RIGHT, LABEL_PUTAMEN_LEFT)}  "
+         f"PIC {side_mean(LABEL_PLIC_RIGHT, LABEL_PLIC_LEFT)}  "
+         f"CC {side_mean(LABEL_CORPUS_CALLOSUM, LABEL_CORPUS_CALLOSUM)} HU (core means)"),
         f"{algorithm.name} {algorithm.version} ({algorithm.validation_status.value})",
     ]
     key_image = _key_image(volume, label_map, k, text)
@@ -939,7 +1140,9 @@ def measure(
         "algorithm_version": algorithm.version,
         "validation_status": algorithm.validation_status.value,
         "disclaimer": RESEARCH_USE_DISCLAIMER,
-        "gwr_measurable": True,
+        "gwr_measurable": gwr_bg is not None,
+        "gwr_reason": gwr_reason,
+        "landmarks_missing": [_SHORT[x][1] for x in LANDMARK_LABELS if x not in stats],
         **{key: (None if v is None else round(v, 4)) for key, v in gwr.items()},
         "gwr_cerebrum": None,
         "gwr_average": None,
@@ -979,14 +1182,24 @@ def measure(
         summary["landmark_coverage"] = {_SHORT[k_][1]: round(v, 3)
                                         for k_, v in registration.landmark_coverage.items()}
         summary["registration_seconds"] = round(registration.seconds, 2)
-        summary["registration_mattes_mi"] = round(registration.metric_value, 4)
+        summary["registration_metric"] = round(registration.metric_value, 4)
+        summary["registration_metric_name"] = "negative normalised correlation (pseudo-CT)"
+        summary["brain_volume_in_view_cm3"] = (
+            None if registration.brain_volume_cm3 is None
+            else round(registration.brain_volume_cm3, 1))
+        summary["brain_extent_mm"] = (None if registration.brain_extent_mm is None
+                                      else round(registration.brain_extent_mm, 1))
+        summary["skull_enclosure"] = (None if registration.skull_enclosure is None
+                                      else round(registration.skull_enclosure, 3))
+        summary["template_scale"] = (None if registration.template_scale is None
+                                     else [round(v, 3) for v in registration.template_scale])
     for message in warnings:
         logger.info("brain-gwr: %s", message)
     return PipelineResult(
         protocol=PROTOCOL_NAME,
         algorithm=algorithm,
         source_datasets=list(volume.datasets),
-        segments=[s for s in SEGMENTS if s.number in LANDMARK_LABELS],
+        segments=[s for s in SEGMENTS if s.number in stats],
         label_map=volume.to_source_frames(label_map.astype(np.uint8)),
         measurements=measurements,
         findings=findings,
@@ -1001,8 +1214,12 @@ def _key_image(volume: CTVolume, label_map: np.ndarray, k: int, text: list[str])
 
     source_index = 0 if volume.is_single_slice else volume.source_frame_of_slice(k)
     if source_index is None:
-        logger.info("brain-gwr: source images are not axial; no key image")
-        return None
+        # Coronal or sagittal source images: the key image is the axial reformat of slice k;
+        # it references the source image that holds most of the landmarks shown on it.
+        marker = np.zeros(volume.hu.shape, dtype=np.uint8)
+        marker[k] = label_map[k] > 0 if label_map[k].any() else 1
+        frames = volume.to_source_frames(marker)
+        source_index = int(np.argmax(frames.reshape(frames.shape[0], -1).sum(axis=1)))
     spacing_rc = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
     pixels = render_key_image(volume.hu[k], label_map[k], SEGMENTS, text,
                               window_hu=(0.0, 80.0), pixel_spacing_mm=spacing_rc)

@@ -247,7 +247,7 @@ def test_volume_missing_the_landmarks_is_rejected(upright_phantom: HeadPhantom,
                                                   tmp_path: Path) -> None:
     # 90 mm of brain from just above the basal ganglia: enough extent, landmarks cut off.
     datasets = _datasets(upright_phantom, tmp_path, slice_indices=range(36, 66))
-    with pytest.raises(UnsupportedInputError, match="does not cover caudate nucleus"):
+    with pytest.raises(UnsupportedInputError, match="covers none of the landmarks"):
         run_from_datasets(datasets, {})
 
 
@@ -297,8 +297,13 @@ def test_real_single_slice_reports_what_it_can(real_slice_result: PipelineResult
     assert 20.0 <= s["brain_parenchyma_mean_hu"] <= 45.0
     findings = {f.name.value: f.value for f in real_slice_result.findings}
     assert findings["GWR-MEASURABLE"] == SCT_NO
-    # No Frame of Reference UID: no SEG possible, so nothing is labelled for the SEG.
-    assert not real_slice_result.label_map.any()
+    # The file has no Frame of Reference UID. Where the reader supplies one (it now does, with
+    # a warning), the parenchyma can go into a SEG; otherwise nothing is labelled for the SEG.
+    if "FrameOfReferenceUID" in real_slice_result.source_datasets[0]:
+        assert [s_.number for s_ in real_slice_result.segments] == [8]
+        assert real_slice_result.label_map.any()
+    else:
+        assert not real_slice_result.label_map.any()
     assert real_slice_result.key_image is not None
     assert any("Frame of Reference" in w for w in real_slice_result.warnings)
 
@@ -319,9 +324,13 @@ def test_single_slice_with_frame_of_reference_gets_a_segment(
 @pytest.mark.peers
 def test_real_slice_outputs(real_slice_result: PipelineResult, tmp_path: Path) -> None:
     objects = build_outputs(real_slice_result, software_version="0.1.0")
-    assert objects.seg is None
     paths = write_outputs(objects, tmp_path)
-    assert set(paths) == {"sr", "sc"}
+    # A SEG exists only where the reader supplied the missing Frame of Reference UID.
+    if "FrameOfReferenceUID" in real_slice_result.source_datasets[0]:
+        assert set(paths) == {"seg", "sr", "sc"}
+    else:
+        assert objects.seg is None
+        assert set(paths) == {"sr", "sc"}
     assert run_dciodvfy(paths["sc"]).errors == []
     # The source says Patient Identity Removed YES without a De-identification Method; the
     # shared writer copies the flag into the SR (reported to the lead). Nothing else may fail.
