@@ -45,6 +45,8 @@ from pipelines.spine import (
     find_body_mask,
     find_vertebra_in_slice,
     label_vertebrae,
+    scan_bone_threshold,
+    vertebra_block,
 )
 from pipelines.types import (
     DCM_ATTENUATION,
@@ -354,14 +356,11 @@ class ReferenceL3Locator:
         self.last_labelling = labelling
         l3 = labelling.find("L3")
         found = ", ".join(
-            f"{v.label or '?'} ({v.first_slice}-{v.last_slice})" for v in labelling.vertebrae
+            f"{v.label or ('rib-bearing' if v.bears_ribs else '?')} "
+            f"(slices {v.first_slice}-{v.last_slice})" for v in labelling.vertebrae
         )
         if l3 is None:
-            raise PipelineError(
-                f"L3 could not be identified (counting method: {labelling.method}; segments "
-                f"found caudal→cranial: {found}). {' '.join(labelling.evidence)}. Send a CT "
-                "that covers the lower thoracic and lumbar spine"
-            )
+            raise PipelineError(_l3_missing_reason(labelling, found))
         if l3.truncated:
             raise PipelineError(
                 f"L3 touches the edge of the scanned range (slices {l3.first_slice}-"
@@ -375,6 +374,45 @@ class ReferenceL3Locator:
             method=labelling.method,
             evidence=list(labelling.evidence),
         )
+
+
+#: Levels caudal to cranial (for saying which side of the scan L3 lies on).
+_LEVEL_ORDER = ("S", "L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9", "T8", "T7", "T6",
+                "T5", "T4", "T3", "T2", "T1")
+
+
+def _l3_missing_reason(labelling: SpineLabelling, found: str) -> str:
+    """Why L3 was not found, naming the levels in view (for the refusal message)."""
+    evidence = " ".join(labelling.evidence)
+    labels = [v.label for v in labelling.vertebrae if v.label in _LEVEL_ORDER]
+    if labels:
+        positions = [_LEVEL_ORDER.index(lab) for lab in labels]
+        side = (
+            "caudal to" if min(positions) > _LEVEL_ORDER.index("L3") else "cranial to"
+        )
+        return (
+            f"L3 is not in the scanned range: the levels in view are {labels[0]} to {labels[-1]} "
+            f"(counted by {labelling.method}; L3 lies {side} the scan). Vertebrae found "
+            f"caudal→cranial: {found}. {evidence}. Send a CT that covers L3"
+        )
+    if labelling.method == "thoracic only":
+        return (
+            "L3 is not in the scanned range: every vertebra in view bears ribs or lies above one "
+            "that does (thoracic spine), so the lumbar spine lies below the scan. Vertebrae found "
+            f"caudal→cranial: {found}. {evidence}. Send a CT that covers the lumbar spine"
+        )
+    if labelling.method == "anchors disagree":
+        return (
+            "L3 was not determined: the count from the last rib-bearing vertebra and the count "
+            "from the sacrum disagree (transitional anatomy such as 11 or 13 rib pairs, a "
+            "lumbarised S1 or sacralised L5, or a missed disc); the level is not guessed. "
+            f"Vertebrae found caudal→cranial: {found}. {evidence}. Check the level by hand"
+        )
+    return (
+        f"L3 could not be identified (counting method: {labelling.method}; vertebrae found "
+        f"caudal→cranial: {found}). {evidence}. Send a CT that covers the lower thoracic and "
+        "lumbar spine (last ribs or sacrum)"
+    )
 
 
 class ModelSegmenter:
@@ -542,18 +580,31 @@ class ReferenceSegmenter:
                 f"no body cross-section found in the slice (largest region above -500 HU is "
                 f"{body.sum() * pixel_mm2 / 100.0:.0f} cm²); is this an abdominal CT slice?"
             )
-        vertebra = find_vertebra_in_slice(hu, (dr, dc), body)
+        bone_threshold, _, _ = scan_bone_threshold(hu)
+        vertebra = find_vertebra_in_slice(hu, (dr, dc), body, bone_threshold)
 
-        # Bone (with what it encloses: marrow, spinal canal) is never muscle or fat.
+        # Bone (with what it encloses: marrow, spinal canal) is never muscle or fat; neither is
+        # the partial-volume rim of ribs and of enhanced vessels (one pixel, at least 1 mm).
         bone_raw = (hu > p.muscle_hu[1]) & body
         bone = np.asarray(ndimage.binary_fill_holes(
             ndimage.binary_closing(bone_raw, structure=_disk(1.5 / mm_px)) | bone_raw))
+        spine_block = np.zeros_like(body)
         if vertebra is not None:
-            bone |= vertebra.enclosed
+            spine_block = vertebra_block(hu, (dr, dc), vertebra, body, bone_threshold)
+            bone |= vertebra.enclosed | spine_block
+        bright_rim = ndimage.binary_dilation(bone_raw & ~spine_block,
+                                             structure=_disk(max(1.0, 1.0 / mm_px)))
 
         # 2. Fascia (everything inside the outer surface of the muscle wall).
         inner = ndimage.binary_erosion(body, structure=_disk(p.skin_mm / mm_px))
-        tissue = (hu > p.sat_hu[1]) & inner
+        # Skin: dense tissue reached from the body's edge without crossing fat (up to three
+        # skin thicknesses deep, e.g. where the back is pressed on the table). It must not
+        # close the muscle ring around the subcutaneous fat.
+        edge_mm = ndimage.distance_transform_edt(body, sampling=(dr, dc))
+        dense = (hu > p.sat_hu[1]) & body
+        skin = ndimage.binary_propagation(
+            dense & (edge_mm <= min(dr, dc) + 1e-6), mask=dense & (edge_mm <= 3.0 * p.skin_mm))
+        tissue = (hu > p.sat_hu[1]) & inner & ~skin
         closed = ndimage.binary_closing(tissue, structure=_disk(p.wall_closing_mm / mm_px))
         closed &= inner
         interior = np.asarray(ndimage.binary_fill_holes(closed)) & ~closed
@@ -565,13 +616,14 @@ class ReferenceSegmenter:
         sat = fat & ~fascia
 
         # 3. Muscle compartment.
-        lean = _in_band(hu, p.muscle_hu) & fascia & ~bone
+        lean = _in_band(hu, p.muscle_hu) & fascia & ~bone & ~bright_rim
         lean_open = np.asarray(ndimage.binary_opening(lean, structure=_disk(1.0)))
         depth_mm = ndimage.distance_transform_edt(fascia, sampling=(dr, dc))
         rim = fascia & (depth_mm <= 3.0)
         wall_zone = depth_mm <= p.wall_max_depth_mm
         psoas_zone = np.zeros_like(body)
         posterior_zone = np.zeros_like(body)
+        paraspinal_zone = np.zeros_like(body)
         near_vb = np.zeros_like(body)
         if vertebra is not None:
             vb = vertebra.mask.copy()
@@ -587,6 +639,13 @@ class ReferenceSegmenter:
             )
             near_vb &= psoas_zone
             posterior_zone = (rows >= vb_row) & (lateral_mm <= 85.0)
+            # Behind the vertebral body, within the width of the back muscles (about 1.5 body
+            # widths either side of the midline; scales with the patient's own vertebra).
+            paraspinal_zone = (
+                (rows > vertebra.posterior_row)
+                & (lateral_mm <= 1.5 * max(vertebra.body_width_mm, 30.0))
+                & fascia & ~bone
+            )
         protected = posterior_zone | psoas_zone
         # Organs against the wall (liver, spleen): thick soft-tissue blobs lying mostly outside
         # the posterior and psoas zones.
@@ -612,6 +671,12 @@ class ReferenceSegmenter:
         selected = np.zeros(n + 1, dtype=bool)
         selected[np.unique(comps[rim])] = True
         selected[np.unique(comps[near_vb])] = True
+        if n and paraspinal_zone.any():
+            # Paraspinal muscles (erector spinae, multifidus): soft tissue lying mostly behind
+            # the vertebral body beside the arch, even when fat separates it from the wall.
+            total = np.bincount(comps.ravel(), minlength=n + 1)
+            behind = np.bincount(comps[paraspinal_zone], minlength=n + 1)
+            selected |= (behind >= 0.5 * total) & (total * pixel_mm2 >= 50.0)
         selected[0] = False
         candidate = selected[comps]
         # Grow back the one-pixel rim lost by the opening, inside the muscle band.

@@ -74,9 +74,16 @@ class SpineParameters:
     min_vertebra_height_mm:
         Shorter runs of bone slices are merged into the neighbouring disc.
     rib_gap_mm:
-        A rib must come within this distance of the vertebra in the same slice.
+        A rib (a bone component separate from the vertebra's own bone: body, arch and
+        processes) must come within this distance of it in the same slice (costovertebral /
+        costotransverse joint, partial volume of thick slices).
     rib_min_lateral_mm:
-        A rib must reach further than this from the midline (beyond lumbar transverse processes).
+        A rib must reach at least this far from the midline (beyond the laminae and articular
+        processes, which belong to the vertebra). Lumbar transverse processes reach further but
+        are attached to the vertebra, so they are part of its own bone.
+    fused_rib_min_lateral_mm:
+        Bone joined to the vertebral body in a slice and reaching further than this from the
+        midline (beyond lumbar transverse processes) is a rib fused to it by partial volume.
     sacrum_width_ratio:
         A caudal segment wider than this times the median vertebral width is the sacrum.
     """
@@ -87,8 +94,9 @@ class SpineParameters:
     disc_fraction: float = 0.4
     local_window_mm: float = 30.0
     min_vertebra_height_mm: float = 8.0
-    rib_gap_mm: float = 10.0
-    rib_min_lateral_mm: float = 55.0
+    rib_gap_mm: float = 15.0
+    rib_min_lateral_mm: float = 35.0
+    fused_rib_min_lateral_mm: float = 65.0
     sacrum_width_ratio: float = 1.6
 
 
@@ -153,6 +161,11 @@ class SpineLabelling:
         ``(slices,)`` bone area in that region per slice, mm².
     disc_slices: list[int]
         Slices classified as discs.
+    column_course_rc: numpy.ndarray | None
+        ``(slices, 2)`` (row, column) of the vertebral-body centre in each slice: the tracked
+        course of the column (follows lordosis, kyphosis and scoliosis).
+    bone_threshold_hu: float | None
+        The bone threshold used, adapted to the scan (:func:`scan_bone_threshold`).
     """
 
     vertebrae: list[Vertebra]
@@ -163,6 +176,8 @@ class SpineLabelling:
     vertebral_body_roi: tuple[int, int, int, int]
     bone_area_profile_mm2: np.ndarray
     disc_slices: list[int] = field(default_factory=list)
+    column_course_rc: np.ndarray | None = None
+    bone_threshold_hu: float | None = None
 
     def find(self, label: str) -> Vertebra | None:
         """The vertebra with this label, or ``None``."""
@@ -358,6 +373,90 @@ def find_vertebra_in_slice(
     )
 
 
+def vertebra_block(
+    hu_slice: np.ndarray,
+    pixel_spacing_mm: tuple[float, float],
+    vertebra: VertebraInSlice,
+    body_mask: np.ndarray,
+    bone_threshold_hu: float = 200.0,
+    closing_mm: float = 5.0,
+) -> np.ndarray:
+    """The whole vertebra in one slice with what it encloses: body (marrow included, even when
+    osteopenic marrow is below the bone threshold), pedicles, laminae, spinous process and the
+    spinal canal.
+
+    The vertebral-body component is joined by the bone components that cross the posterior
+    midline behind it (arch, spinous process) and those touching them; the union is closed with a
+    ``closing_mm`` disk (bridging gaps of a thin or interrupted cortex and of the arch at the
+    pedicles) and its holes are filled; the convex hull of the vertebral-body part is added.
+
+    Parameters
+    ----------
+    hu_slice:
+        ``(rows, columns)`` HU, canonical orientation.
+    pixel_spacing_mm:
+        (row, column) spacing, mm.
+    vertebra:
+        The vertebra found by :func:`find_vertebra_in_slice`.
+    body_mask:
+        ``(rows, columns)`` bool body outline.
+    bone_threshold_hu:
+        Bone threshold, HU.
+    closing_mm:
+        Radius of the closing, mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, columns)`` bool.
+    """
+    dr, dc = (float(v) for v in pixel_spacing_mm)
+    bone = (hu_slice > bone_threshold_hu) & body_mask
+    lab, n = ndimage.label(bone, structure=np.ones((3, 3), dtype=bool))
+    own = np.zeros(n + 1, dtype=bool)
+    own[np.unique(lab[vertebra.mask])] = True
+    row0 = vertebra.posterior_row
+    col = round(vertebra.body_centre_rc[1])
+    strip = lab[row0 : row0 + round(70.0 / dr),
+                max(0, col - round(6.0 / dc)) : col + round(6.0 / dc) + 1]
+    own[np.unique(strip)] = True
+    own[0] = False
+    near = ndimage.binary_dilation(own[lab], structure=_disk(2.0 / min(dr, dc)))
+    own[np.unique(lab[near])] = True
+    own[0] = False
+    complex_mask = own[lab] | vertebra.mask
+    # Keep only what lies within the vertebra's reach (not a rib that touches a process).
+    rows, cols = np.indices(hu_slice.shape)
+    lateral_mm = np.abs(cols - vertebra.body_centre_rc[1]) * dc
+    complex_mask &= lateral_mm <= max(60.0, 0.5 * vertebra.body_width_mm + 35.0)
+    closed = ndimage.binary_closing(complex_mask, structure=_disk(closing_mm / min(dr, dc)))
+    block = np.asarray(ndimage.binary_fill_holes(closed | complex_mask))
+    # The vertebral body is convex: its hull holds marrow and disc even where the cortical ring
+    # is open (osteopenia, a slice through the end-plate or the disc).
+    body_part = vertebra.mask.copy()
+    body_part[: vertebra.anterior_row] = False
+    body_part[vertebra.posterior_row + 1 :] = False
+    if body_part.sum() >= 3:
+        from skimage.morphology import convex_hull_image
+
+        block |= convex_hull_image(body_part)
+    # Spinal canal: between the back of the body and the lamina / spinous process on the
+    # midline, about half a body width wide, even where the arch is open in this slice.
+    midline = complex_mask[:, max(0, col - 1) : col + 2].any(axis=1)
+    behind = np.flatnonzero(midline[vertebra.posterior_row + 2 : vertebra.posterior_row + 2
+                                    + round(35.0 / dr)])
+    body_rows = np.flatnonzero(block[:, col])
+    if len(behind) and len(body_rows):
+        lamina_row = vertebra.posterior_row + 2 + int(behind[0])
+        # The lamina starts after the first gap behind the body (the canal itself).
+        gaps = np.flatnonzero(~midline[vertebra.posterior_row + 1 : lamina_row + 1])
+        if len(gaps):
+            half = round(0.25 * vertebra.body_width_mm / dc)
+            block[vertebra.posterior_row : lamina_row + 1, max(0, col - half) : col + half + 1] \
+                = True
+    return np.asarray(ndimage.binary_fill_holes(block)) & body_mask
+
+
 def _open_small(mask: np.ndarray) -> np.ndarray:
     # The canal is a hole of the vertebra; marrow holes (cancellous bone below threshold) are
     # usually split by trabeculae. Here: keep the mask as is; the canal is the largest hole.
@@ -391,6 +490,208 @@ def label_vertebrae(volume: CTVolume, params: SpineParameters | None = None) -> 
     return label_vertebrae_array(volume.hu, volume.spacing_mm, params)
 
 
+def scan_bone_threshold(
+    hu: np.ndarray, body_threshold_hu: float = -500.0, upper_hu: float = 200.0
+) -> tuple[float, float, float]:
+    """Bone threshold adapted to the scan's own soft-tissue and bone levels.
+
+    Parameters
+    ----------
+    hu:
+        ``(slices, rows, columns)`` (or ``(rows, columns)``) Hounsfield units.
+    body_threshold_hu:
+        Pixels above this are in the body (or the table).
+    upper_hu:
+        The threshold never exceeds this (200 HU: above enhanced soft tissue, below cortical bone
+        and normal cancellous bone).
+
+    Returns
+    -------
+    tuple[float, float, float]
+        ``(threshold_hu, soft_tissue_hu, bone_hu)``: the soft-tissue level is the median of the
+        body's pixels in -100..150 HU, the bone level the 99.7th percentile of the body's
+        pixels; the threshold is a third of the way from soft tissue to bone, at least 90 HU
+        above soft tissue and at most ``upper_hu`` (``upper_hu`` when the bone level is less
+        than 250 HU above soft tissue: no bone to adapt to). On a normal adult scan this is ``upper_hu``;
+        on osteopenic bone or a low-kV/soft kernel it drops so the cortex still counts as bone.
+    """
+    step = max(1, hu.shape[0] // 24) if hu.ndim == 3 else 1
+    sample = hu[::step] if hu.ndim == 3 else hu
+    sample = sample[..., ::2, ::2]
+    values = sample[sample > body_threshold_hu]
+    if values.size == 0:
+        return upper_hu, 40.0, 1000.0
+    soft_values = values[(values > -100.0) & (values < 150.0)]
+    soft = float(np.median(soft_values)) if soft_values.size else 40.0
+    bone = float(np.percentile(values, 99.7))
+    if bone - soft < 250.0:
+        # No bone clearly above soft tissue: keep the fixed threshold (nothing to adapt to).
+        return upper_hu, soft, bone
+    threshold = float(np.clip(soft + (bone - soft) / 3.0, soft + 90.0, upper_hu))
+    return threshold, soft, bone
+
+
+@dataclass
+class _Track:
+    """Per-slice position of the vertebral body along a (possibly curved) column."""
+
+    row: np.ndarray  # (slices,) vertebral-body centre row
+    col: np.ndarray  # (slices,) vertebral-body centre column
+    found: np.ndarray  # (slices,) bool: a vertebra was seen in the slice
+    depth_px: float  # antero-posterior depth of the vertebral body, rows
+    half_width_px: float  # half lateral width of the vertebral body, columns
+
+
+def _column_candidates(
+    bone: np.ndarray, dr: float, dc: float
+) -> list[tuple[np.ndarray, float, float, float]]:
+    """Bone components of one slice: (mask, area mm², centroid row, centroid column)."""
+    lab, n = ndimage.label(bone, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return []
+    index = np.arange(1, n + 1)
+    areas = ndimage.sum_labels(np.ones(bone.shape), lab, index) * dr * dc
+    cents = ndimage.center_of_mass(bone, lab, index)
+    return [(lab == i, float(a), float(c[0]), float(c[1]))
+            for i, a, c in zip(index, areas, cents, strict=True) if a >= 60.0]
+
+
+def _body_part(mask: np.ndarray, dr: float) -> tuple[float, float, int, int, float]:
+    """Vertebral-body part of a vertebra component: centre (row, col), anterior and posterior
+    rows, width (px). The body is the anterior part, up to the spinal canal when it is enclosed,
+    else up to 45 % of the component's depth (18..45 mm)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    anterior = int(rows[0])
+    enclosed = np.asarray(ndimage.binary_fill_holes(mask))
+    canal = enclosed & ~np.asarray(ndimage.binary_fill_holes(_open_small(mask)))
+    depth_px = float(np.clip(0.45 * (rows[-1] - rows[0] + 1), 18.0 / dr, 45.0 / dr))
+    posterior = anterior + round(depth_px)
+    if canal.any():
+        canal_rows = np.flatnonzero(canal.any(axis=1))
+        if canal_rows[0] - anterior >= 12.0 / dr:
+            posterior = int(canal_rows[0]) - 1
+    part = mask.copy()
+    part[:anterior] = False
+    part[posterior + 1 :] = False
+    if not part.any():
+        part = mask
+    cols = np.flatnonzero(part.any(axis=0))
+    br, bc = ndimage.center_of_mass(part)
+    return float(br), float(bc), anterior, posterior, float(cols[-1] - cols[0] + 1)
+
+
+def _track_column(
+    hu: np.ndarray, silhouette: np.ndarray, threshold: float, spacing: tuple[float, float, float]
+) -> _Track:
+    """Follow the vertebral body slice by slice.
+
+    Pass 1 takes, in each slice, the largest bone component near the posterior midline; a robust
+    running median (about 40 mm) of its position along the slices is the column's course (it
+    follows lordosis, kyphosis and scoliosis). Pass 2 re-picks, in each slice, the component
+    nearest that course (so an enhanced aorta or a rib is not taken for the spine) and
+    interpolates slices without one (discs).
+    """
+    dz, dr, dc = spacing
+    n = hu.shape[0]
+    rows, cols = np.nonzero(silhouette)
+    centre_row = 0.5 * (rows.min() + rows.max())
+    centre_col = 0.5 * (cols.min() + cols.max())
+    inner = ndimage.binary_erosion(silhouette, structure=_disk(5.0 / dc))
+    # Crop: posterior two thirds of the body, +-120 mm around the centre (fast, and enough for a
+    # scoliotic column).
+    r0 = max(0, int(rows.min() + 0.3 * (rows.max() - rows.min())))
+    r1 = int(rows.max()) + 1
+    c0 = max(0, int(centre_col - 120.0 / dc))
+    c1 = min(hu.shape[2], int(centre_col + 120.0 / dc) + 1)
+    closing = _disk(1.5 / dc)
+    per_slice: list[list[tuple[np.ndarray, float, float, float]]] = []
+    first = np.full((n, 2), np.nan)
+    for k in range(n):
+        bone = (hu[k, r0:r1, c0:c1] > threshold) & inner[r0:r1, c0:c1]
+        bone = ndimage.binary_closing(bone, structure=closing) & inner[r0:r1, c0:c1]
+        cands = _column_candidates(bone, dr, dc)
+        per_slice.append(cands)
+        best, best_area = None, 0.0
+        for mask, area, cr, cc in cands:
+            if abs(cc + c0 - centre_col) * dc <= 60.0 and cr + r0 > centre_row - 20.0 / dr \
+                    and area > best_area:
+                best, best_area = (cr + r0, cc + c0), area
+        if best is not None and best_area >= 150.0:
+            first[k] = best
+    ok = ~np.isnan(first[:, 0])
+    if ok.sum() < max(1, 0.3 * n):
+        return _Track(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool), 0.0, 0.0)
+    window = max(3, 2 * round(20.0 / dz) + 1)
+    course = np.empty((n, 2))
+    idx = np.flatnonzero(ok)
+    for j in range(2):
+        filled = np.interp(np.arange(n), idx, first[idx, j])
+        course[:, j] = ndimage.median_filter(filled, size=window, mode="nearest")
+    row = np.full(n, np.nan)
+    col = np.full(n, np.nan)
+    depths, widths = [], []
+    max_jump = 20.0
+    for k in range(n):
+        best, best_d = None, np.inf
+        for mask, area, cr, cc in per_slice[k]:
+            if area < 100.0:
+                continue
+            d = np.hypot((cr + r0 - course[k, 0]) * dr, (cc + c0 - course[k, 1]) * dc)
+            inside = mask[
+                int(np.clip(round(course[k, 0] - r0), 0, mask.shape[0] - 1)),
+                int(np.clip(round(course[k, 1] - c0), 0, mask.shape[1] - 1)),
+            ]
+            if inside:
+                d = 0.0
+            if d < best_d:
+                best, best_d = mask, d
+        if best is None or best_d > max_jump:
+            continue
+        br, bc, ant, post, width = _body_part(best, dr)
+        row[k], col[k] = br + r0, bc + c0
+        depths.append(post - ant + 1)
+        widths.append(width)
+    found = ~np.isnan(row)
+    if found.sum() == 0:
+        return _Track(row, col, found, 0.0, 0.0)
+    fidx = np.flatnonzero(found)
+    row_s = ndimage.median_filter(np.interp(np.arange(n), fidx, row[fidx]), size=window,
+                                  mode="nearest")
+    col_s = ndimage.median_filter(np.interp(np.arange(n), fidx, col[fidx]), size=window,
+                                  mode="nearest")
+    return _Track(row_s, col_s, found, float(np.median(depths)), 0.5 * float(np.median(widths)))
+
+
+def _discs_from_profile(profile: np.ndarray, dz: float, min_pitch_mm: float) -> list[int]:
+    """Disc slices: minima of the bone-area profile at least ``min_pitch_mm`` apart, with a
+    prominence of at least 20 % of the profile's median; a gap between discs longer than 1.7
+    times the median pitch gets another disc at its deepest minimum (a missed disc)."""
+    from scipy.signal import find_peaks
+
+    if len(profile) < 3:
+        return []
+    smooth = ndimage.gaussian_filter1d(profile, sigma=max(0.0, 1.5 / dz)) if dz < 2.0 \
+        else profile
+    scale = float(np.median(profile[profile > 0])) if (profile > 0).any() else 1.0
+    distance = max(1, int(round(min_pitch_mm / dz)))
+    peaks, _ = find_peaks(-smooth, distance=distance, prominence=0.2 * scale)
+    discs = sorted(int(p) for p in peaks)
+    if len(discs) >= 3:
+        pitch = float(np.median(np.diff(discs)))
+        added = True
+        while added:
+            added = False
+            for a, b in zip(discs[:-1], discs[1:], strict=True):
+                if b - a > 1.7 * pitch:
+                    lo, hi = a + round(0.35 * pitch), b - round(0.35 * pitch)
+                    if hi > lo:
+                        discs.append(int(lo + np.argmin(smooth[lo : hi + 1])))
+                        discs.sort()
+                        added = True
+                        break
+    return discs
+
+
 def label_vertebrae_array(
     hu: np.ndarray,
     spacing_mm: tuple[float, float, float],
@@ -422,14 +723,11 @@ def label_vertebrae_array(
     dz, dr, dc = (float(s) for s in spacing_mm)
     pixel_mm2 = dr * dc
 
-    # 1. Body silhouette over all slices.
+    # 1. Body silhouette over all slices, and the scan's own bone threshold.
     silhouette_fraction = np.zeros(hu.shape[1:], dtype=np.float32)
-    bone_fraction = np.zeros(hu.shape[1:], dtype=np.float32)
     for k in range(n_slices):
         silhouette_fraction += hu[k] > p.body_threshold_hu
-        bone_fraction += hu[k] > p.bone_threshold_hu
     silhouette_fraction /= n_slices
-    bone_fraction /= n_slices
     silhouette = find_body_mask(
         np.where(silhouette_fraction >= 0.5, 0.0, -1000.0).astype(np.float32), (dr, dc)
     )
@@ -438,114 +736,129 @@ def label_vertebrae_array(
             "no body found in the volume (nothing above -500 HU in at least half of the "
             "slices); is this a CT of a patient?"
         )
-    body_rows, body_cols = np.nonzero(silhouette)
-    centre_row = 0.5 * (body_rows.min() + body_rows.max())
-    centre_col = 0.5 * (body_cols.min() + body_cols.max())
-
-    # 2. Spinal column.
-    inner = ndimage.binary_erosion(silhouette, structure=_disk(5.0 / dc))
-    column_candidates = (bone_fraction >= p.column_min_fraction) & inner
-    labels, n = ndimage.label(column_candidates, structure=np.ones((3, 3), dtype=bool))
-    best, best_score = 0, 0.0
-    for lab in range(1, n + 1):
-        comp = labels == lab
-        cr, cc = ndimage.center_of_mass(comp)
-        if abs(cc - centre_col) * dc > 40.0 or cr < centre_row:
-            continue
-        score = float(bone_fraction[comp].sum())
-        if score > best_score:
-            best, best_score = lab, score
-    if best == 0 or best_score * pixel_mm2 < 100.0:
-        raise PipelineError(
-            "no vertebral column found: no bone (> "
-            f"{p.bone_threshold_hu:.0f} HU) persists along the slices near the posterior midline "
-            f"of the body ({n_slices} slice(s)). The series must be an axial CT covering the "
-            "lumbar spine"
-        )
-    column = labels == best
-    col_rows = np.flatnonzero(column.any(axis=1))
-    a0, a1 = int(col_rows[0]), int(col_rows[-1])
-    extent_mm = (a1 - a0 + 1) * dr
-    depth_mm = float(np.clip(0.42 * extent_mm, 18.0, 45.0))
-    r0, r1 = a0, min(hu.shape[1], a0 + round(depth_mm / dr))
-    col_cols = np.flatnonzero(column[r0:r1].any(axis=0))
-    midline = float(np.mean(col_cols))
-    half_width_px = round(35.0 / dc)
-    c0 = max(int(col_cols[0]), int(midline) - half_width_px)
-    c1 = min(int(col_cols[-1]) + 1, int(midline) + half_width_px + 1)
-    roi = (r0, r1, c0, c1)
+    threshold, soft_hu, bone_hu = scan_bone_threshold(hu, p.body_threshold_hu,
+                                                      p.bone_threshold_hu)
     evidence = [
-        (
-            f"spinal column at row {0.5 * (r0 + r1):.0f}, column {midline:.0f} "
-            f"(vertebral-body region {depth_mm:.0f} mm deep)"
-        )
+        f"bone threshold {threshold:.0f} HU (soft tissue {soft_hu:.0f} HU, bone "
+        f"{bone_hu:.0f} HU in this scan)"
     ]
 
-    # 3. Bone-area profile and discs.
-    profile = np.array(
-        [float((hu[k, r0:r1, c0:c1] > p.bone_threshold_hu).sum()) * pixel_mm2
-         for k in range(n_slices)]
+    # 2. Spinal column, followed slice by slice.
+    track = _track_column(hu, silhouette, threshold, (dz, dr, dc))
+    if track.found.sum() < max(2, 0.3 * n_slices) or track.depth_px <= 0:
+        raise PipelineError(
+            f"no vertebral column found: no bone (> {threshold:.0f} HU) persists along the "
+            f"slices near the posterior midline of the body ({n_slices} slice(s)). The series "
+            "must be an axial CT covering the lumbar spine"
+        )
+    half_depth = max(2, round(0.4 * track.depth_px))
+    half_width = max(2, round(0.8 * track.half_width_px))
+    lateral_shift_mm = float(np.ptp(track.col) * dc)
+    ap_shift_mm = float(np.ptp(track.row) * dr)
+    evidence.append(
+        f"spinal column followed through {int(track.found.sum())} of {n_slices} slices "
+        f"(vertebral body {track.depth_px * dr:.0f} mm deep, {2 * track.half_width_px * dc:.0f} "
+        f"mm wide; course moves {ap_shift_mm:.0f} mm antero-posteriorly and "
+        f"{lateral_shift_mm:.0f} mm laterally)"
     )
-    window = max(1, round(p.local_window_mm / dz))
-    local_max = ndimage.maximum_filter1d(profile, size=2 * window + 1, mode="nearest")
-    global_ref = float(np.percentile(profile, 90)) if n_slices else 0.0
-    is_bone = (profile >= p.disc_fraction * local_max) & (profile >= 0.15 * global_ref)
-    is_bone &= profile > 50.0  # mm²: at least a small cortical ring
-    runs = _runs(is_bone)
-    min_len = max(1, int(np.ceil(p.min_vertebra_height_mm / dz - 1e-6)))
-    segments = [(a, b) for a, b in runs if (b - a + 1) >= min_len or a == 0 or b == n_slices - 1]
-    disc_slices = [int(k) for k in np.flatnonzero(~is_bone)]
+
+    # 3. Bone-area profile inside the vertebral-body region that follows the column; discs.
+    profile = np.zeros(n_slices)
+    for k in range(n_slices):
+        rc, cc = round(track.row[k]), round(track.col[k])
+        a0, a1 = max(0, rc - half_depth), min(hu.shape[1], rc + half_depth + 1)
+        b0, b1 = max(0, cc - half_width), min(hu.shape[2], cc + half_width + 1)
+        profile[k] = float((hu[k, a0:a1, b0:b1] > threshold).sum()) * pixel_mm2
+    discs = _discs_from_profile(profile, dz, p.min_vertebra_height_mm + 10.0)
+    bounds = [-1, *discs, n_slices]
+    segments = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        first_k, last_k = a + 1, b - 1
+        if last_k < first_k:
+            continue
+        # The disc may span more than its deepest slice: trim low-bone end slices.
+        level = 0.5 * float(np.median(profile[first_k : last_k + 1]))
+        while first_k < last_k and a >= 0 and profile[first_k] < level:
+            first_k += 1
+        while last_k > first_k and b < n_slices and profile[last_k] < level:
+            last_k -= 1
+        segments.append((first_k, last_k))
+    disc_slices = list(discs)
+    mid = n_slices // 2
+    r0 = max(0, round(track.row[mid]) - half_depth)
+    r1 = min(hu.shape[1], round(track.row[mid]) + half_depth + 1)
+    c0 = max(0, round(track.col[mid]) - half_width)
+    c1 = min(hu.shape[2], round(track.col[mid]) + half_width + 1)
+    roi = (r0, r1, c0, c1)
     if len(segments) < 2:
         raise PipelineError(
             f"found {len(segments)} vertebra(e) along {n_slices} slice(s) of {dz:g} mm; at least "
             "two vertebrae separated by a disc are needed to count levels. Send a series that "
-            "covers the lumbar spine with slices of 7 mm or thinner"
+            "covers the lumbar spine with slices of 5 mm or thinner"
         )
 
-    # 4. Ribs and widths, slice by slice, in a crop around the column.
-    crop_r0 = max(0, r0 - round(20.0 / dr))
-    crop_c0 = max(0, int(midline - 130.0 / dc))
-    crop_c1 = min(hu.shape[2], int(midline + 130.0 / dc) + 1)
-    crop_r1 = hu.shape[1]
+    # 4. Ribs and widths, slice by slice, around the tracked column.
     rib_in_slice = np.zeros(n_slices, dtype=bool)
     width_in_slice = np.zeros(n_slices, dtype=float)
     structure = np.ones((3, 3), dtype=bool)
-    roi_slice = (slice(r0 - crop_r0, r1 - crop_r0), slice(c0 - crop_c0, c1 - crop_c0))
-    lateral_mm = np.abs(np.arange(crop_c0, crop_c1) - midline) * dc
-    for a, b in segments:
-        for k in range(a, b + 1):
-            bone = hu[k, crop_r0:crop_r1, crop_c0:crop_c1] > p.bone_threshold_hu
-            lab, nlab = ndimage.label(bone, structure=structure)
-            if nlab == 0:
+    for k in range(n_slices):
+        midline = float(track.col[k])
+        crop_r0 = max(0, round(track.row[k] - half_depth - 25.0 / dr))
+        crop_r1 = hu.shape[1]
+        crop_c0 = max(0, int(midline - 140.0 / dc))
+        crop_c1 = min(hu.shape[2], int(midline + 140.0 / dc) + 1)
+        bone = hu[k, crop_r0:crop_r1, crop_c0:crop_c1] > threshold
+        bone &= silhouette[crop_r0:crop_r1, crop_c0:crop_c1]
+        lab, nlab = ndimage.label(bone, structure=structure)
+        if nlab == 0:
+            continue
+        rc = round(track.row[k]) - crop_r0
+        roi_k = (slice(max(0, rc - half_depth), rc + half_depth + 1),
+                 slice(max(0, round(midline) - half_width - crop_c0),
+                       round(midline) + half_width + 1 - crop_c0))
+        in_roi = np.bincount(lab[roi_k].ravel(), minlength=nlab + 1)
+        in_roi[0] = 0
+        vert = int(np.argmax(in_roi))
+        if in_roi[vert] == 0:
+            continue
+        vmask = lab == vert
+        vcols = np.flatnonzero(vmask.any(axis=0))
+        body_cols = np.flatnonzero(vmask[roi_k[0]].any(axis=0))
+        width_in_slice[k] = (body_cols[-1] - body_cols[0] + 1) * dc
+        lateral_mm = np.abs(np.arange(crop_c0, crop_c1) - midline) * dc
+        # The vertebra's own bone: the body, what crosses the posterior midline (laminae,
+        # spinous process) and what touches those (pedicles, transverse and articular
+        # processes). A rib is separated from it by a joint.
+        strip = lab[rc : rc + round(80.0 / dr),
+                    max(0, round(midline - 6.0 / dc) - crop_c0) : round(midline + 6.0 / dc) + 1
+                    - crop_c0]
+        own = np.zeros(nlab + 1, dtype=bool)
+        own[vert] = True
+        own[np.unique(strip)] = True
+        own[0] = False
+        grow = _disk(2.0 / min(dr, dc))
+        for _ in range(2):
+            near_own = ndimage.binary_dilation(own[lab], structure=grow)
+            own[np.unique(lab[near_own])] = True
+            own[0] = False
+        complex_mask = own[lab]
+        distance = ndimage.distance_transform_edt(~complex_mask, sampling=(dr, dc))
+        for t in np.flatnonzero(~own):
+            if t == 0:
                 continue
-            in_roi = np.bincount(lab[roi_slice].ravel(), minlength=nlab + 1)
-            in_roi[0] = 0
-            vert = int(np.argmax(in_roi))
-            if in_roi[vert] == 0:
+            comp = lab == t
+            if comp.sum() * pixel_mm2 < 15.0:
                 continue
-            vmask = lab == vert
-            vcols = np.flatnonzero(vmask.any(axis=0))
-            # Width of the body part (rows of the vertebral-body region), not the processes.
-            body_cols = np.flatnonzero(vmask[roi_slice[0]].any(axis=0))
-            width_in_slice[k] = (body_cols[-1] - body_cols[0] + 1) * dc
-            # Dilate only within the vertebra's bounding box grown by the gap (fast).
-            box = ndimage.find_objects(vmask.astype(np.int8))[0]
-            g = int(np.ceil(p.rib_gap_mm / min(dr, dc)))
-            br0, br1 = max(0, box[0].start - g), min(vmask.shape[0], box[0].stop + g)
-            bc0, bc1 = max(0, box[1].start - g), min(vmask.shape[1], box[1].stop + g)
-            near = ndimage.distance_transform_edt(
-                ~vmask[br0:br1, bc0:bc1], sampling=(dr, dc)) <= p.rib_gap_mm
-            lab_box = lab[br0:br1, bc0:bc1]
-            touching = np.unique(lab_box[near & (lab_box > 0) & (lab_box != vert)])
-            for t in touching:
-                cols_t = np.flatnonzero((lab == t).any(axis=0))
-                if lateral_mm[cols_t].max() > p.rib_min_lateral_mm:
-                    rib_in_slice[k] = True
-                    break
-            if not rib_in_slice[k] and lateral_mm[vcols].max() > p.rib_min_lateral_mm + 10.0 \
-                    and width_in_slice[k] < 2.0 * p.rib_min_lateral_mm:
-                # Rib fused with the vertebra at this slice thickness, but not sacrum-wide.
+            rows_t, cols_t = np.nonzero(comp)
+            if (distance[comp].min() <= p.rib_gap_mm
+                    and lateral_mm[cols_t].max() >= p.rib_min_lateral_mm
+                    and rows_t.min() >= rc - half_depth):
                 rib_in_slice[k] = True
+                break
+        if not rib_in_slice[k] and lateral_mm[vcols].max() > p.fused_rib_min_lateral_mm \
+                and width_in_slice[k] < 2.0 * p.fused_rib_min_lateral_mm - 20.0:
+            # Rib fused with the vertebra at this slice thickness, but not sacrum-wide.
+            rib_in_slice[k] = True
 
     raw: list[_Segment] = []
     for a, b in segments:
@@ -559,6 +872,9 @@ def label_vertebrae_array(
                 truncated=a == 0 or b == n_slices - 1,
             )
         )
+    # A rib seen only in a slice or two of a vertebra (a rib from the level above sloping down
+    # past it) does not make it rib-bearing when the level above has clearly more.
+    min_rib_slices = max(1, round(3.0 / dz))
     sacrum_index: int | None = None
     first = raw[0]
     median_width = float(np.median([r.width_mm for r in raw[1:]]))
@@ -568,33 +884,57 @@ def label_vertebrae_array(
             f"sacrum: caudal segment (slices {first.first}-{first.last}) is "
             f"{first.width_mm:.0f} mm wide vs {median_width:.0f} mm for the vertebrae"
         )
-    rib_bearing = [i for i, r in enumerate(raw) if r.ribs > 0]
+    rib_bearing = [i for i, r in enumerate(raw) if r.ribs >= min_rib_slices]
     t12_index = rib_bearing[0] if rib_bearing else None
+    # The last rib-bearing vertebra is T12 only when the vertebra below it is seen whole and
+    # bears no rib; when the scan ends at or just below it, the last rib may lie below the scan.
+    min_whole = max(1, int(np.ceil(p.min_vertebra_height_mm / dz - 1e-6)))
+    ribs_to_edge = t12_index is not None and (
+        t12_index == 0
+        or (raw[t12_index - 1].truncated
+            and raw[t12_index - 1].last - raw[t12_index - 1].first + 1 < 2 * min_whole
+            and t12_index - 1 != sacrum_index)
+    )
     if t12_index is not None:
-        evidence.append(
-            f"last rib-bearing vertebra (T12): slices {raw[t12_index].first}-"
-            f"{raw[t12_index].last}; {len(rib_bearing)} rib-bearing vertebra(e) in the volume"
-        )
+        if ribs_to_edge:
+            evidence.append(
+                f"ribs reach the caudal end of the scan: the lowest rib-bearing vertebra in view "
+                f"(slices {raw[t12_index].first}-{raw[t12_index].last}) has no whole rib-free "
+                "vertebra below it in the scan, so it may not be the last rib-bearing one (T12); "
+                "it and every vertebra above it are thoracic, the lumbar spine lies below the "
+                "scanned range; not numbered"
+            )
+        else:
+            evidence.append(
+                f"last rib-bearing vertebra (T12): slices {raw[t12_index].first}-"
+                f"{raw[t12_index].last}; {len(rib_bearing)} rib-bearing vertebra(e) in the volume"
+            )
 
-    # 5. Counting.
+    # 5. Counting from two independent anchors.
+    anchor: int | None
+    anchor_label: str | None
     if t12_index is not None and sacrum_index is not None:
         if t12_index - sacrum_index == 6:
             method, confidence, anchor, anchor_label = "ribs+sacrum", 0.9, t12_index, "T12"
             evidence.append("counts from the last rib and from the sacrum agree (5 lumbar)")
         else:
-            method, confidence, anchor, anchor_label = (
-                "ribs (sacrum disagrees)", 0.3, t12_index, "T12")
+            method, confidence, anchor, anchor_label = "anchors disagree", 0.2, None, None
             evidence.append(
                 f"counts disagree: {t12_index - sacrum_index - 1} segments between the last "
-                "rib-bearing vertebra and the sacrum instead of 5 (transitional anatomy, a "
-                "missed disc or a missed rib); labelled from the ribs"
+                "rib-bearing vertebra and the sacrum instead of 5 (transitional anatomy: 4 or 6 "
+                "lumbar-type vertebrae, 11 or 13 rib pairs, or a missed disc); not labelled"
             )
     elif t12_index is not None:
-        method, confidence, anchor, anchor_label = "ribs", 0.6, t12_index, "T12"
-        evidence.append("sacrum not identified; counted from the last rib only")
+        if ribs_to_edge:
+            method, confidence, anchor, anchor_label = "thoracic only", 0.0, None, None
+        else:
+            method, confidence, anchor, anchor_label = "ribs", 0.6, t12_index, "T12"
+            evidence.append("sacrum not in view or not identified; counted from the last rib "
+                            "(T12) only")
     elif sacrum_index is not None:
         method, confidence, anchor, anchor_label = "sacrum", 0.6, sacrum_index, "S"
-        evidence.append("no rib-bearing vertebra in the volume; counted from the sacrum only")
+        evidence.append("no rib-bearing vertebra in the volume; counted from the sacrum (S1) "
+                        "only")
     else:
         method, confidence, anchor, anchor_label = "none", 0.0, None, None
         evidence.append("neither a rib-bearing vertebra nor the sacrum was found; not labelled")
@@ -614,7 +954,7 @@ def label_vertebrae_array(
                 last_slice=r.last,
                 centre_slice=round(0.5 * (r.first + r.last)),
                 height_mm=(r.last - r.first + 1) * dz,
-                bears_ribs=r.ribs > 0,
+                bears_ribs=r.ribs >= min_rib_slices,
                 rib_slices=r.ribs,
                 width_mm=r.width_mm,
                 is_sacrum=i == sacrum_index,
@@ -627,10 +967,12 @@ def label_vertebrae_array(
         confidence=confidence,
         method=method,
         evidence=evidence,
-        column_centre_rc=(0.5 * (r0 + r1), midline),
+        column_centre_rc=(float(np.mean(track.row)), float(np.mean(track.col))),
         vertebral_body_roi=roi,
         bone_area_profile_mm2=profile,
         disc_slices=disc_slices,
+        column_course_rc=np.stack([track.row, track.col], axis=1),
+        bone_threshold_hu=threshold,
     )
 
 

@@ -21,6 +21,11 @@ Anatomy (simplified, in mm around the body centre):
 * one pair of ribs (+700 HU) on each of T10, T11 and T12, starting at the vertebral body and
   sloping caudally as they run round the trunk, so the last rib-bearing vertebra is T12.
 
+Anatomy varies independently of the pipelines' defaults: body size (``body_scale``,
+``sat_thickness_mm``: thin to obese), a curved column (``lordosis_mm``, ``scoliosis_mm``),
+osteopenic bone (``cortical_bone_hu``, ``cancellous_bone_hu``) and transitional anatomy (11 or
+13 rib pairs through ``rib_bearing``).
+
 HU values sit in the middle of the bands of :mod:`pipelines.l3_body_composition` (muscle
 -29..150, SAT/IMAT -190..-30, VAT -150..-50), several noise SDs from any band edge.
 
@@ -175,6 +180,12 @@ def make_abdomen_phantom(
     sat_thickness_mm: float = 22.0,
     muscle_wall_thickness_mm: float = 12.0,
     n_imat_islands: int = 6,
+    body_scale: float = 1.0,
+    lordosis_mm: float = 0.0,
+    scoliosis_mm: float = 0.0,
+    cortical_bone_hu: float = TISSUE_HU["cortical_bone"],
+    cancellous_bone_hu: float = TISSUE_HU["cancellous_bone"],
+    rib_bearing: tuple[str, ...] = ("T10", "T11", "T12"),
 ) -> AbdomenPhantom:
     """Build an abdominal CT phantom from T10 to the sacrum with exact ground truth.
 
@@ -206,6 +217,21 @@ def make_abdomen_phantom(
         Number of intramuscular fat islands (radius 3 pixels) per slice: up to six in the
         paraspinal and psoas muscles, more in the abdominal wall; an island is drawn only where
         it lies wholly inside muscle with a 2-pixel margin.
+    body_scale:
+        Scale of the body outline (300 x 230 mm at 1): e.g. 0.85 with a thin ``sat_thickness_mm``
+        for a thin patient, 1.3 with a thick one for an obese patient. The field of view must
+        hold the body plus 30 mm.
+    lordosis_mm:
+        Anterior displacement of the lumbar spine at its apex (L3), mm: the column (vertebrae,
+        canal, psoas and paraspinal muscles, rib necks) follows a curve that is 0 at the sacrum
+        and at T12 (an S-shaped sagittal profile; 0 = straight).
+    scoliosis_mm:
+        Lateral displacement (towards the patient's left when positive) at mid-column, mm.
+    cortical_bone_hu, cancellous_bone_hu:
+        Bone attenuation, HU (defaults: normal adult bone; e.g. 350 and 100 for osteopenic bone).
+    rib_bearing:
+        Vertebrae carrying a rib pair, among T10..L1: ``("T10", "T11")`` draws 11 pairs (no
+        T12 ribs), ``("T10", "T11", "T12", "L1")`` 13 pairs (a lumbar rib), the default 12.
 
     Returns
     -------
@@ -219,10 +245,10 @@ def make_abdomen_phantom(
         at least one slice thick so that it is sampled).
     """
     fov_mm = min(rows, columns) * pixel_spacing_mm
-    if fov_mm < 330.0:
+    if fov_mm < 300.0 * body_scale + 30.0:
         raise ValueError(
-            f"field of view {fov_mm:.0f} mm is too small for the 300 x 230 mm body; use more "
-            "pixels or a larger pixel spacing"
+            f"field of view {fov_mm:.0f} mm is too small for the {300 * body_scale:.0f} x "
+            f"{230 * body_scale:.0f} mm body; use more pixels or a larger pixel spacing"
         )
     length_mm = n_slices * slice_thickness_mm
     levels, scale = _spine_layout(length_mm)
@@ -247,7 +273,17 @@ def make_abdomen_phantom(
     by_name = {lv.name: lv for lv in levels}
 
     # Ribs: pairs on T10-T12 as 3-D polylines; sampled densely.
-    rib_points = _rib_points(levels, sat_thickness_mm, muscle_wall_thickness_mm)
+    def column_offset(z_mm: float) -> tuple[float, float]:
+        """(dy, dx) of the column at height z: lordosis (anterior, negative y) in the lumbar
+        spine, scoliosis (lateral) over the whole length."""
+        lo, hi = by_name["S"].z1_mm, by_name["T12"].z0_mm
+        t = np.clip((z_mm - lo) / max(hi - lo, 1.0), 0.0, 1.0)
+        dy = -lordosis_mm * float(np.sin(np.pi * t))
+        dx = scoliosis_mm * float(np.sin(np.pi * np.clip(z_mm / max(length_mm, 1.0), 0, 1)))
+        return dy, dx
+
+    rib_points = _rib_points(levels, sat_thickness_mm, muscle_wall_thickness_mm, body_scale,
+                             rib_bearing, column_offset)
     rib_radius_mm = 4.0
 
     # IMAT islands: fixed positions (mm) inside the paraspinal and psoas muscles and the wall.
@@ -258,8 +294,10 @@ def make_abdomen_phantom(
         slice_hu = hu0[k]
         slice_lab = labels[k]
         # Smooth, small change of body size along z.
-        f = 1.0 + 0.03 * np.sin(z / 90.0)
+        f = (1.0 + 0.03 * np.sin(z / 90.0)) * body_scale
         body_rx, body_ry = 150.0 * f, 115.0 * f
+        dy, dx = column_offset(float(z))
+        sy, sx = yy - dy, xx - dx  # coordinates that follow the column
         body = _ellipse(yy, xx, 0.0, 0.0, body_ry, body_rx)
         inner_skin = _ellipse(yy, xx, 0.0, 0.0, body_ry - 2.0, body_rx - 2.0)
         wall_rx = body_rx - 2.0 - sat_thickness_mm
@@ -270,7 +308,7 @@ def make_abdomen_phantom(
         cavity = _ellipse(yy, xx, 0.0, 0.0, cavity_ry, cavity_rx)
         # Paraspinal muscles: posterior, either side of the spinous process, joined to the ring.
         paraspinal = (
-            _ellipse(yy, xx, 78.0, -32.0, 22.0, 26.0) | _ellipse(yy, xx, 78.0, 32.0, 22.0, 26.0)
+            _ellipse(sy, sx, 78.0, -32.0, 22.0, 26.0) | _ellipse(sy, sx, 78.0, 32.0, 22.0, 26.0)
         ) & fascia
         # Psoas grows caudally (larger at L4-L5), absent above L1.
         l1_top = by_name["L1"].z1_mm
@@ -280,8 +318,8 @@ def make_abdomen_phantom(
         if psoas_size > 0.05:
             prx, pry = 8.0 + 10.0 * psoas_size, 9.0 + 8.0 * psoas_size
             pcx = 24.0 + prx - 1.0
-            psoas = _ellipse(yy, xx, vb_cy - 4.0, -pcx, pry, prx) | _ellipse(
-                yy, xx, vb_cy - 4.0, pcx, pry, prx
+            psoas = _ellipse(sy, sx, vb_cy - 4.0, -pcx, pry, prx) | _ellipse(
+                sy, sx, vb_cy - 4.0, pcx, pry, prx
             )
         muscle = (fascia & ~cavity) | paraspinal | psoas
 
@@ -300,7 +338,8 @@ def make_abdomen_phantom(
         if kid_lo <= z <= kid_hi:
             kry = 22.0 * np.sqrt(max(0.05, 1.0 - ((z - 0.5 * (kid_lo + kid_hi)) /
                                                      (0.55 * (kid_hi - kid_lo))) ** 2))
-            kidneys = _ellipse(yy, xx, 25.0, -72.0, kry, 18.0) | _ellipse(yy, xx, 25.0, 72.0, kry, 18.0)
+            kidneys = _ellipse(sy, sx, 25.0, -72.0, kry, 18.0) | _ellipse(sy, sx, 25.0, 72.0,
+                                                                          kry, 18.0)
             organs.append((kidneys, TISSUE_HU["kidney"]))
         if z >= by_name["L2"].z1_mm:
             liver = _ellipse(yy, xx, -15.0, -50.0, 55.0, 55.0) & (xx < 10.0)
@@ -326,12 +365,12 @@ def make_abdomen_phantom(
         vb_rx, vb_ry = 24.0, 16.0
         if level is not None and level.name == "S":
             # Sacrum: wide, with alae, posterior surface at the canal.
-            vb_region = _ellipse(yy, xx, vb_cy + 2.0, 0.0, 20.0, 55.0)
-            vb_inner = _ellipse(yy, xx, vb_cy + 2.0, 0.0, 17.0, 52.0)
+            vb_region = _ellipse(sy, sx, vb_cy + 2.0, 0.0, 20.0, 55.0)
+            vb_inner = _ellipse(sy, sx, vb_cy + 2.0, 0.0, 17.0, 52.0)
         else:
-            vb_region = _ellipse(yy, xx, vb_cy, 0.0, vb_ry, vb_rx)
-            vb_inner = _ellipse(yy, xx, vb_cy, 0.0, vb_ry - 2.5, vb_rx - 2.5)
-        canal = _ellipse(yy, xx, vb_cy + vb_ry + 9.0, 0.0, 8.0, 10.0)
+            vb_region = _ellipse(sy, sx, vb_cy, 0.0, vb_ry, vb_rx)
+            vb_inner = _ellipse(sy, sx, vb_cy, 0.0, vb_ry - 2.5, vb_rx - 2.5)
+        canal = _ellipse(sy, sx, vb_cy + vb_ry + 9.0, 0.0, 8.0, 10.0)
         if level is None:
             slice_hu[vb_region] = TISSUE_HU["disc"]
             slice_lab[vb_region] = LABEL_BACKGROUND
@@ -339,15 +378,15 @@ def make_abdomen_phantom(
             slice_lab[canal] = LABEL_BACKGROUND
         else:
             # Posterior elements: ring around the canal, spinous and transverse processes.
-            ring = _ellipse(yy, xx, vb_cy + vb_ry + 9.0, 0.0, 12.0, 14.0)
+            ring = _ellipse(sy, sx, vb_cy + vb_ry + 9.0, 0.0, 12.0, 14.0)
             spinous = (
-                (np.abs(xx) <= 3.5) & (yy >= vb_cy + vb_ry + 15.0) & (yy <= vb_cy + vb_ry + 28.0)
+                (np.abs(sx) <= 3.5) & (sy >= vb_cy + vb_ry + 15.0) & (sy <= vb_cy + vb_ry + 28.0)
             )
-            transverse = (np.abs(yy - (vb_cy + vb_ry + 6.0)) <= 3.0) & (np.abs(xx) <= 38.0)
+            transverse = (np.abs(sy - (vb_cy + vb_ry + 6.0)) <= 3.0) & (np.abs(sx) <= 38.0)
             posterior = (ring | spinous | transverse) & ~canal
             bone = vb_region | posterior
-            slice_hu[bone] = TISSUE_HU["cortical_bone"]
-            slice_hu[vb_inner] = TISSUE_HU["cancellous_bone"]
+            slice_hu[bone] = cortical_bone_hu
+            slice_hu[vb_inner] = cancellous_bone_hu
             slice_lab[bone] = LABEL_BACKGROUND
             slice_hu[canal] = TISSUE_HU["canal"]
             slice_lab[canal] = LABEL_BACKGROUND
@@ -361,7 +400,7 @@ def make_abdomen_phantom(
                 r_in_plane = np.sqrt(rib_radius_mm**2 - (pz - z) ** 2)
                 rib |= _ellipse(yy, xx, py, px, r_in_plane, r_in_plane)
             rib &= inner_skin
-            slice_hu[rib] = TISSUE_HU["cortical_bone"]
+            slice_hu[rib] = cortical_bone_hu
             slice_lab[rib] = LABEL_BACKGROUND
 
         # IMAT islands: only where the whole island (+1 pixel) lies in muscle.
@@ -385,6 +424,11 @@ def make_abdomen_phantom(
             vertebra_slices[lv.name] = (int(inside[0]), int(inside[-1]))
     mid_l3 = int(np.argmin(np.abs(z_centres - by_name["L3"].mid_mm)))
     truth = _truth_on_slice(hu[mid_l3], hu0[mid_l3], labels[mid_l3], ps)
+    extra: dict[str, object] = {
+        "body_scale": body_scale, "lordosis_mm": lordosis_mm, "scoliosis_mm": scoliosis_mm,
+        "cortical_bone_hu": cortical_bone_hu, "cancellous_bone_hu": cancellous_bone_hu,
+        "rib_bearing": tuple(rib_bearing), "sat_thickness_mm": sat_thickness_mm,
+    }
     return AbdomenPhantom(
         hu=hu,
         hu_noise_free=hu0,
@@ -399,6 +443,7 @@ def make_abdomen_phantom(
         patient_sex=patient_sex,
         seed=seed,
         contrast_agent=contrast_agent,
+        extra=extra,
     )
 
 
@@ -419,20 +464,29 @@ def _truth_on_slice(hu: np.ndarray, hu0: np.ndarray, labels: np.ndarray, ps: flo
     }
 
 
-def _rib_points(levels: list[_Level], sat_mm: float, wall_mm: float) -> np.ndarray:
-    """Sample points (y, x, z) in mm along the ribs of T10, T11 and T12 (both sides)."""
+def _rib_points(
+    levels: list[_Level],
+    sat_mm: float,
+    wall_mm: float,
+    body_scale: float = 1.0,
+    rib_bearing: tuple[str, ...] = ("T10", "T11", "T12"),
+    column_offset: object = None,
+) -> np.ndarray:
+    """Sample points (y, x, z) in mm along the ribs of the ``rib_bearing`` vertebrae (both
+    sides); the necks follow the column (``column_offset(z) -> (dy, dx)``)."""
     points: list[np.ndarray] = []
-    ry = 115.0 - 2.0 - sat_mm - wall_mm * 0.5
-    rx = 150.0 - 2.0 - sat_mm - wall_mm * 0.5
+    ry = 115.0 * body_scale - 2.0 - sat_mm - wall_mm * 0.5
+    rx = 150.0 * body_scale - 2.0 - sat_mm - wall_mm * 0.5
     for lv in levels:
-        if not lv.name.startswith("T"):
+        if lv.name not in rib_bearing:
             continue
         z_mid = lv.mid_mm
+        dy, dx = column_offset(z_mid) if callable(column_offset) else (0.0, 0.0)
         for side in (-1.0, 1.0):
             # Neck: from beside the vertebral body (2 mm gap) out past the transverse process.
             t = np.linspace(0.0, 1.0, 40)
-            neck_y = 52.0 + 20.0 * t
-            neck_x = side * (31.0 + 40.0 * t)
+            neck_y = 52.0 + dy + 20.0 * t
+            neck_x = dx + side * (31.0 + 40.0 * t)
             neck = np.stack([neck_y, neck_x, np.full_like(t, z_mid)], axis=1)
             # Shaft: along an ellipse inside the wall, from posterolateral to anterolateral,
             # dropping 35 mm.
