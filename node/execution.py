@@ -83,22 +83,29 @@ class JobOutcome:
 def read_series_files(files: Sequence[str]) -> tuple[list[Any], list[str]]:
     """Read the files of a series; unreadable files become warnings unless none is readable.
 
+    Repairs made while reading (:func:`pipelines.volume.read_instance_with_warnings`) are
+    returned among the warnings, once per kind with the number of files concerned.
+
     Raises
     ------
     InvalidInputError
         If no file can be read.
     """
-    from pipelines.volume import read_instance
+    from pipelines.volume import read_instance_with_warnings
 
     datasets = []
     problems = []
+    repairs: dict[str, int] = {}
     for path in files:
         try:
-            ds = read_instance(path)
+            ds, warnings = read_instance_with_warnings(path)
             check_pixel_data(ds)
             datasets.append(ds)
+            for warning in warnings:
+                repairs[warning] = repairs.get(warning, 0) + 1
         except InvalidInputError as exc:
             problems.append(str(exc))
+    problems.extend(f"{warning} ({count} of {len(files)} files)" for warning, count in repairs.items())
     if not datasets:
         raise InvalidInputError(
             "no readable image in the series: " + "; ".join(problems[:3])
@@ -209,7 +216,7 @@ def execute_job(spec: JobSpec) -> JobOutcome:
             ok=True,
             algorithm=algorithm,
             summary=result.summary,
-            warnings=list(result.warnings),
+            warnings=[*result.warnings, *objects.notes],
             outputs=outputs,
         )
     except InvalidInputError as exc:

@@ -46,7 +46,7 @@ import logging
 import re
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import highdicom as hd
@@ -126,11 +126,15 @@ class OutputObjects:
         The Comprehensive 3D SR holding the TID 1500 Measurement Report.
     sc: pydicom.Dataset | None
         The Secondary Capture key image, or ``None`` when the result has no key image.
+    notes: list[str]
+        Source values changed on the way into the outputs (invalid ages or dates written
+        empty...), for the job log.
     """
 
     seg: Dataset | None
     sr: Dataset
     sc: Dataset | None
+    notes: list[str] = field(default_factory=list)
 
     def items(self) -> list[tuple[str, Dataset]]:
         """``(kind, dataset)`` pairs of the objects that exist, in the order SEG, SR, SC."""
@@ -500,7 +504,7 @@ def _build_outputs(
             for kind, ds in OutputObjects(seg, sr, sc).items()
         },
     )
-    return OutputObjects(seg=seg, sr=sr, sc=sc)
+    return OutputObjects(seg=seg, sr=sr, sc=sc, notes=sorted(notes))
 
 
 #: VRs whose values are encoded with the Specific Character Set (PS3.5 §6.1.2.3).
