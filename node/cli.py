@@ -169,6 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 warnings=outcome.warnings,
                 outputs={o.kind: o.path for o in outcome.outputs},
             )
+            if args.png:
+                entry["outputs"].update(_key_image_png(outcome.outputs))
         else:
             entry["error"] = outcome.error
             status = EXIT_FAILURE
@@ -179,6 +181,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         for entry in results:
             print(_format_run_entry(entry))
     return status
+
+
+def _key_image_png(outputs: list[Any]) -> dict[str, str]:
+    """Write the Secondary Capture of ``outputs`` as ``key_image.png`` beside it."""
+    import pydicom
+    from PIL import Image
+
+    written = {}
+    for output in outputs:
+        if output.kind != "SC":
+            continue
+        ds = pydicom.dcmread(output.path)
+        path = Path(output.path).with_name("key_image.png")
+        Image.fromarray(ds.pixel_array).save(path)
+        written["PNG"] = str(path)
+    return written
 
 
 def _format_run_entry(entry: dict[str, Any]) -> str:
@@ -452,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--json", action="store_true", help="print results as JSON")
     run.add_argument("--no-validate", action="store_true", help="skip dciodvfy validation")
+    run.add_argument(
+        "--png", action="store_true",
+        help="also write each key image (the Secondary Capture) as key_image.png beside the "
+        "outputs, to look at the result without a DICOM viewer",
+    )
     run.add_argument("--verbose", "-v", action="store_true")
     run.set_defaults(func=cmd_run)
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from node_helpers import c_store, wait_for_jobs
@@ -45,6 +46,20 @@ def test_run_real_slice_writes_outputs_and_reports_unverified_level(
     # No patient data on the terminal.
     name = str(pydicom.dcmread(real_ct_slice_path).PatientName)
     assert not name or name not in result.stdout + result.stderr
+
+
+def test_run_png_writes_the_key_image_as_the_secondary_capture_shows_it(
+    real_chest_cr_path: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    result = ainode("run", str(real_chest_cr_path), "--out", str(tmp_path / "out"), "--json",
+                    "--png")
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)
+    png = np.asarray(Image.open(entry["outputs"]["PNG"]))
+    sc = pydicom.dcmread(entry["outputs"]["SC"]).pixel_array
+    assert png.shape == sc.shape and np.array_equal(png, sc)
 
 
 def test_run_without_protocol_routes_and_ignores_mr(tmp_path: Path) -> None:
