@@ -42,31 +42,38 @@ Model interface (:class:`pipelines.types.LearnedModel`, built by :mod:`models`)
 
 Reference method (no trained weights; :func:`segment_reference`)
 ----------------------------------------------------------------
-On a working copy whose longest side is ``working_size_px`` (default 512):
+The aerated lung field is the dark valley that has brighter tissue on both sides along each
+row: the chest wall laterally, the mediastinum (spine, heart, great vessels) medially. That
+holds at any age, size, exposure and processing, with or without pixel spacing, and needs no
+absolute grey level. On a working copy whose longest side is ``working_size_px`` (default 512),
+with W the thorax width (median body width over rows 30-60 %):
 
-1. *Normalisation*: subtract a Gaussian-smoothed background (sigma = longest side / 6) to remove
-   the large-scale gradient (soft tissue over the bases, exposure fall-off).
-2. *Body*: Otsu threshold; dark regions touching the image border are outside the patient.
-3. *Device and rib suppression*: grey-level opening with a disk of radius 2 % of the thorax width
-   (removes bright structures narrower than about 4 % of the thorax: tubes, catheters, ECG lead
-   wires, ribs) — the lung field is defined under them.
-4. *Lung candidates*: below the lowest of three multi-Otsu thresholds inside the body (eroded)
-   and below the Otsu threshold of the opened *unflattened* image (so that the background
-   subtraction cannot make the upper abdomen look like lung), opened to cut thin bridges;
-   components touching the image border or smaller than 1 % of the image are discarded
-   (outside the thorax).
-5. *Anatomical constraints*: the mediastinum is the brightest column band in the middle 40 % of
-   the body; the lung on each side is the largest remaining component on that side.
-6. *Boundary refinement* (three passes, grow only): per lung, pixels within 1.5 % of the thorax
-   width of the mask and darker than halfway between the median of the lung core and the median
-   of a ring of tissue around it (unflattened opened image) are added.
-7. *Hole filling and convex-ish smoothing*: fill holes (electrodes, nodules, catheters), binary
-   closing with a disk of 3 % of the thorax width, then a closing with a disk of 10 % whose
-   added pixels are kept only where they are not brighter than the median of the tissue ring
-   around the lung (fills notches left by opacities, keeps the heart out).
-8. The seed's *median filter* (``median_filter_px``, default 5 pixels at working size; the seed's
+1. *Normalisation*: grey levels rescaled between the 1st and 99th percentiles (brightness and
+   contrast drop out); body = not the dark regions touching the image border (Otsu).
+2. *Device and rib suppression*: grey-level opening with a disk of radius 0.02 W (removes
+   bright structures narrower than about 4 % of the thorax: tubes, catheters, ECG wires,
+   ribs, markers and text), then a Gaussian of sigma 0.01 W.
+3. *Valley depth*: row-wise black top-hat, a grey closing with a horizontal line of 0.6 W
+   (longer than one lung is wide) minus the image, on the image padded with black at both
+   sides, so that regions open to the image edge (air beside the neck, arms) are not filled
+   (:func:`_valley_depth`).
+4. *Lung candidates*: hysteresis threshold of the depth (Otsu's threshold; half of it for
+   connected pixels), inside the body, cut at the mediastinum (the brightest column band in
+   the middle 40 % of the body), opened by 0.02 W to cut thin bridges.
+5. *Anatomical constraints*: components under 1 % of the image are dropped, and so are those
+   that reach the top edge lying mostly in the top quarter (neck, shoulders) or the bottom edge
+   lying mostly in the bottom quarter (abdomen). On each side of the mediastinum the largest
+   component is the lung; other components within 0.08 W of it and at least 5 % of its size
+   are fragments of the same field (an opacity split it; the *lung field fragmented* flag is
+   set whenever a side has more than one component).
+6. *Edge placement*: within 0.04 W of the edge, a pixel belongs to the lung when it is darker
+   than halfway between the lung's median and the median of the tissue ring around it (the
+   full-width-at-half-maximum rule; the depth threshold alone puts the edge where the lung
+   has already brightened towards the chest wall); then a closing by 0.03 W and hole filling
+   (electrodes, nodules, catheters). Each mask is kept on its side of the mediastinum.
+7. The seed's *median filter* (``median_filter_px``, default 5 pixels at working size; the seed's
    kernel size is not known).
-9. The seed's *small-area fallback*: when both lungs together cover less than
+8. The seed's *small-area fallback*: when both lungs together cover less than
    ``small_area_fraction`` of the working image (default 0.114 = 30,000 px / 512², the seed's
    30,000 pixels read as pixels of a 512 x 512 network input — an assumption), the same method is
    run on the image rotated +90° and -90°, the three lung indicator maps (rotated back) are
@@ -96,13 +103,17 @@ sites and is not a diagnostic threshold.
 
 Quality flags: lungs cut off by the field of view (a lung touches the image edge), suspected
 patient rotation (mediastinum off the thorax midline by more than 10 % of the thorax width),
-rotation fallback applied (image rotated by 90°), total lung area implausible for a neonate
+rotation fallback applied (image rotated by 90°), lung field fragmented (step 5), lung fields
+asymmetric (left/right area ratio outside ``left_right_area_ratio_range``, default 0.6-1.4, or
+one field missing), total lung area implausible for a neonate
 (outside ``neonate_total_area_cm2``) and for an adult (outside ``adult_total_area_cm2``). The
 plausible ranges are this project's estimates (no published reference found, clinical.md §3).
 
-Limits: the reference method was tuned on the synthetic phantom of
-:mod:`training.phantoms.chest_radiograph` and checked by eye on one real *adult* PA radiograph
-(pydicom-data RG1); neonatal anatomy (large thymus, small lungs, supine AP films, skin folds,
+Limits: the reference method was checked on the synthetic phantom of
+:mod:`training.phantoms.chest_radiograph`, and by eye on eight real paediatric radiographs
+(children aged 1-5, Kermany et al., Cell 2018) and two real *adult* PA radiographs (SIIM/NIH,
+pydicom-data RG1); its constants are fractions of the thorax width chosen for anatomy, not
+fitted to those images. Neonatal anatomy (large thymus, small lungs, supine AP films, skin folds,
 incubator artefacts) and white-out lungs (RDS stage IV) are outside what it was checked on.
 Research use only, not for diagnosis.
 """
@@ -117,7 +128,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from scipy import ndimage
-from skimage.filters import threshold_multiotsu, threshold_otsu
+from skimage.filters import apply_hysteresis_threshold, threshold_otsu
 from skimage.morphology import disk
 from skimage.transform import resize
 
@@ -170,22 +181,29 @@ ALGORITHM = AlgorithmInfo(
     ),
 )
 
-# Reference-method constants (chosen on the phantom and the real RG1 film, see the module
-# docstring; not tuned on neonatal clinical images).
-#: Step 1: sigma of the Gaussian background, as a fraction of the working image's longest side,
-#: and the weight with which it is subtracted.
-BACKGROUND_SIGMA_FRACTION = 1.0 / 6.0
-BACKGROUND_WEIGHT = 1.0
-#: Step 3: radius of the grey-level opening, as a fraction of the thorax width.
+# Reference-method constants: fractions of the thorax width chosen for anatomy (see the module
+# docstring), checked on the phantom and real paediatric and adult films, not fitted to them.
+#: Step 2: radius of the grey-level opening that removes ribs, tubes and wires, and sigma of the
+#: Gaussian smoothing after it (fractions of the thorax width).
 OPENING_FRACTION = 0.02
-#: Step 6: passes of the grow-only local-threshold boundary refinement, and its band width
-#: (fraction of the thorax width).
-REFINEMENT_PASSES = 3
-REFINEMENT_BAND_FRACTION = 0.015
-#: Step 7: closing radius, and the wider "convex-ish" closing whose added pixels must not be
-#: brighter than the tissue around the lung (fractions of the thorax width).
+SMOOTHING_FRACTION = 0.01
+#: Step 3: length of the row-wise closing (fraction of the thorax width); it must exceed the
+#: width of one lung field (about 0.35-0.45 of the thorax on a frontal film).
+VALLEY_LENGTH_FRACTION = 0.6
+#: Step 4: hysteresis thresholds on the valley depth: Otsu's threshold, and this fraction of it
+#: for the pixels connected to those above it.
+HYSTERESIS_LOW_FRACTION = 0.5
+#: Step 5: smallest lung component (fraction of the image), and the largest gap between the main
+#: part of a lung field and a fragment that joins it (fraction of the thorax width).
+MIN_COMPONENT_FRACTION = 0.01
+FRAGMENT_GAP_FRACTION = 0.08
+#: Step 6: edge placement: within this distance of a lung field's edge (fraction of the thorax
+#: width, inside and outside), pixels darker than the level this fraction of the way from the
+#: lung's median to the surrounding tissue's median are lung (0.5: half contrast).
+EDGE_BAND_FRACTION = 0.04
+EDGE_LEVEL_FRACTION = 0.5
+#: Step 6: closing radius (fraction of the thorax width).
 CLOSING_FRACTION = 0.03
-CONVEX_CLOSING_FRACTION = 0.10
 
 #: Label values of the lung label map.
 LABEL_BACKGROUND = 0
@@ -237,6 +255,8 @@ RDS_ABSENT = CodedTerm("NORDS", PRIVATE_SCHEME, "No RDS")
 FLAG_CUT_OFF = CodedTerm("LUNGCUT", PRIVATE_SCHEME, "Lungs cut off by field of view")
 FLAG_ROTATION = CodedTerm("PTROT", PRIVATE_SCHEME, "Patient rotation suspected")
 FLAG_ROTATED_IMAGE = CodedTerm("ROT90", PRIVATE_SCHEME, "Rotation fallback applied")
+FLAG_FRAGMENTED = CodedTerm("LUNGFRAG", PRIVATE_SCHEME, "Lung field fragmented")
+FLAG_ASYMMETRIC = CodedTerm("LUNGASYM", PRIVATE_SCHEME, "Lung fields asymmetric")
 FLAG_NEONATE_IMPLAUSIBLE = CodedTerm(
     "AREANEO", PRIVATE_SCHEME, "Lung area implausible for a neonate"
 )
@@ -317,6 +337,10 @@ class NeonatalRDSParameters:
     rotation_offset_fraction:
         Mediastinum offset from the thorax midline, as a fraction of the thorax width, above
         which patient rotation is flagged.
+    left_right_area_ratio_range:
+        (low, high) left/right lung-field area ratio outside which the fields are flagged as
+        asymmetric (project estimate: the left field is smaller, behind the heart; an opacity,
+        effusion, pneumothorax or a failed segmentation moves the ratio outside).
     require_chest_pixels:
         When Body Part Examined is missing or unknown, require the pixel check
         (:func:`pipelines.body_region.guess_radiograph_region`) to find a chest.
@@ -331,6 +355,7 @@ class NeonatalRDSParameters:
     neonate_total_area_cm2: tuple[float, float] = (10.0, 120.0)
     adult_total_area_cm2: tuple[float, float] = (150.0, 900.0)
     rotation_offset_fraction: float = 0.10
+    left_right_area_ratio_range: tuple[float, float] = (0.6, 1.4)
     require_chest_pixels: bool = True
     rds_probability_threshold: float = 0.5
 
@@ -344,7 +369,10 @@ class NeonatalRDSParameters:
             For unknown keys or values of the wrong type.
         """
         parameters = parameters_from_mapping(
-            cls, params, "neonatal-rds", pairs=("neonate_total_area_cm2", "adult_total_area_cm2")
+            cls,
+            params,
+            "neonatal-rds",
+            pairs=("neonate_total_area_cm2", "adult_total_area_cm2", "left_right_area_ratio_range"),
         )
         if parameters.working_size_px < 64 or parameters.median_filter_px < 1:
             raise ConfigError(
@@ -364,6 +392,9 @@ class LungFields:
         ``(rows, columns)`` uint8, numbering of :data:`LABEL_RIGHT_LUNG` / :data:`LABEL_LEFT_LUNG`.
     rotation_fallback_applied: bool
         Whether the ±90° rotation averaging replaced the first segmentation.
+    fragmented: bool | None
+        Whether the aerated field of a lung fell into several separate parts (opacities or
+        overlying structures split it; its area is then less certain); ``None`` for a model.
     mediastinum_offset_fraction: float | None
         Signed offset of the mediastinum from the thorax midline / thorax width.
     thorax_width_fraction: float
@@ -374,6 +405,7 @@ class LungFields:
 
     label_map: np.ndarray
     rotation_fallback_applied: bool = False
+    fragmented: bool | None = None
     mediastinum_offset_fraction: float | None = None
     thorax_width_fraction: float = 1.0
     notes: list[str] = field(default_factory=list)
@@ -413,6 +445,7 @@ class _Core:
     mediastinum_column: int
     thorax_width_px: float
     opened: np.ndarray
+    fragmented: bool = False
 
 
 def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
@@ -442,16 +475,6 @@ def _open(mask: np.ndarray, radius: float) -> np.ndarray:
     return _dilate(_erode(mask, radius), radius)
 
 
-def _background(work: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian-smoothed background, computed on a 4x reduced grid for speed."""
-    step = 4
-    small = work[::step, ::step]
-    smooth = ndimage.gaussian_filter(small, sigma / step, mode="nearest")
-    return resize(smooth, work.shape, order=1, anti_aliasing=False, preserve_range=True).astype(
-        np.float32
-    )
-
-
 def _body_mask(work: np.ndarray) -> np.ndarray:
     dark = work < threshold_otsu(work)
     labels, _ = ndimage.label(dark)
@@ -462,89 +485,152 @@ def _body_mask(work: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.binary_fill_holes(~outside), dtype=bool)
 
 
-def _reference_core(work: np.ndarray) -> _Core:
-    """One pass of steps 1-7 on the working image (0..1, 0 black)."""
-    height, width = work.shape
-    sigma = max(work.shape) * BACKGROUND_SIGMA_FRACTION
-    flat = (work - BACKGROUND_WEIGHT * _background(work, sigma) + 0.5).astype(np.float32)
-    body = _body_mask(work)
-    widths = body[int(0.3 * height) : int(0.6 * height) + 1].sum(axis=1)
-    thorax_width = float(np.median(widths)) if widths.size and widths.max() > 0 else float(width)
-    r_open = max(1, round(OPENING_FRACTION * thorax_width))
-    opened = ndimage.grey_opening(flat, footprint=disk(r_open))
-    inner = _erode(body, r_open + 1)
-    empty = np.zeros_like(body)
-    columns = np.nonzero(body.any(axis=0))[0]
-    if inner.sum() < 100 or columns.size == 0:
-        return _Core(empty, empty.copy(), body, width // 2, thorax_width, opened)
-    values = opened[inner]
-    try:
-        threshold = float(threshold_multiotsu(values, classes=3)[0])
-    except ValueError:
-        threshold = float(threshold_otsu(values))
-    # Loose absolute limit on the unflattened image: the background subtraction must not make
-    # bright regions (upper abdomen beside the spine) look like lung.
-    plain = ndimage.grey_opening(work, footprint=disk(r_open))
-    absolute = float(threshold_otsu(plain[inner]))
-    candidates = _open((opened < threshold) & (plain < absolute) & inner, max(1, r_open // 2))
-    labels, _ = ndimage.label(candidates)
+def _valley_depth(smoothed: np.ndarray, length: int) -> np.ndarray:
+    """Row-wise black top-hat: how much darker each pixel is than the bright rims around it.
 
-    # Mediastinum: the brightest column band in the middle 40 % of the body.
-    c0, c1 = int(columns.min()), int(columns.max())
+    A grey-level closing along the rows with a line of ``length`` pixels fills every dark
+    valley narrower than ``length`` that has brighter tissue on *both* sides (lung between chest
+    wall and mediastinum) up to the lower of the two rims. The image is padded with black on
+    both sides so that regions open to the image edge (air beside the neck, the arms) are not
+    filled.
+
+    Parameters
+    ----------
+    smoothed:
+        ``(rows, columns)`` float image, 0 = black.
+    length:
+        Line length in pixels (longer than the widest lung).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, columns)`` float32, >= 0.
+    """
+    padded = np.pad(smoothed, ((0, 0), (length, length)), constant_values=0.0)
+    closed = ndimage.grey_closing(padded, size=(1, length), mode="nearest")
+    depth = (closed - padded)[:, length:-length]
+    return np.clip(depth, 0.0, None).astype(np.float32)
+
+
+def _mediastinum_column(smoothed: np.ndarray, body: np.ndarray, smooth_px: int) -> int:
+    """Column of the mediastinum: the brightest column band in the middle 40 % of the body,
+    rows 20-70 % of the image (spine, heart and great vessels)."""
+    height, width = smoothed.shape
+    columns = np.nonzero(body.any(axis=0))[0]
+    c0, c1 = (int(columns.min()), int(columns.max())) if columns.size else (0, width - 1)
     band = slice(int(c0 + 0.3 * (c1 - c0)), int(c0 + 0.7 * (c1 - c0)) + 1)
     profile = ndimage.uniform_filter1d(
-        opened[int(0.2 * height) : int(0.7 * height) + 1].mean(axis=0), max(3, r_open)
+        smoothed[int(0.2 * height) : int(0.7 * height) + 1].mean(axis=0), max(3, smooth_px)
     )
-    mediastinum = band.start + int(np.argmax(profile[band]))
+    return band.start + int(np.argmax(profile[band]))
 
-    sides: dict[str, tuple[int, int]] = {}
-    for index, region in enumerate(ndimage.find_objects(labels), start=1):
-        if region is None or _touches_border(region, work.shape):
+
+def _edge_at_half_contrast(
+    mask: np.ndarray, picture: np.ndarray, body: np.ndarray, thorax_width: float
+) -> np.ndarray:
+    """Move a lung field's edge to the half-contrast level between its core and the tissue around.
+
+    Within :data:`EDGE_BAND_FRACTION` of the thorax width of the current edge (inside and
+    outside), a pixel belongs to the lung when it is darker than
+    ``(median(core) + median(ring)) / 2`` (the full-width-at-half-maximum rule for an edge);
+    the core (the mask eroded by the band) always does, and only pixels connected to it are
+    kept. The ring is the body band between one and two band widths outside the mask. The
+    valley-depth threshold places the edge where the lung has already brightened towards the
+    chest wall, or (on sharp edges) a little outside; this puts it where the contrast is halved.
+    """
+    reach = max(1.0, EDGE_BAND_FRACTION * thorax_width)
+    distance = ndimage.distance_transform_edt(~mask)
+    ring = (distance > reach) & (distance <= 2 * reach) & body
+    core = _erode(mask, reach)
+    if ring.sum() < 10 or core.sum() < 10:
+        return mask
+    lung_level = float(np.median(picture[mask]))
+    level = lung_level + EDGE_LEVEL_FRACTION * (float(np.median(picture[ring])) - lung_level)
+    placed = core | ((distance <= reach) & (picture < level) & body)
+    labels, _ = ndimage.label(placed)
+    keep = np.unique(labels[core])
+    return np.isin(labels, keep[keep > 0])
+
+
+def _reference_core(work: np.ndarray) -> _Core:
+    """One pass of steps 1-6 on the working image (0..1, 0 black)."""
+    height, width = work.shape
+    low, high = np.percentile(work, (1.0, 99.0))
+    if high - low <= 1e-6:
+        empty = np.zeros(work.shape, dtype=bool)
+        return _Core(empty, empty.copy(), empty.copy(), width // 2, float(width), work)
+    normed = np.clip((work - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    body = _body_mask(normed)
+    widths = body[int(0.3 * height) : int(0.6 * height) + 1].sum(axis=1)
+    thorax_width = float(np.median(widths)) if widths.size and widths.max() > 0 else float(width)
+    thorax_width = max(thorax_width, 0.25 * width)
+    r_open = max(1, round(OPENING_FRACTION * thorax_width))
+    opened = ndimage.grey_opening(normed, footprint=disk(r_open))
+    smoothed = ndimage.gaussian_filter(opened, max(0.5, SMOOTHING_FRACTION * thorax_width))
+    depth = _valley_depth(smoothed, max(3, round(VALLEY_LENGTH_FRACTION * thorax_width)))
+    empty = np.zeros_like(body)
+    mediastinum = _mediastinum_column(smoothed, body, r_open)
+    if not (depth > 0).any():
+        return _Core(empty, empty.copy(), body, mediastinum, thorax_width, smoothed)
+    threshold = float(threshold_otsu(depth))
+    candidates = apply_hysteresis_threshold(
+        depth, HYSTERESIS_LOW_FRACTION * threshold, threshold
+    )
+    # Lungs lie inside the body, and the two lungs never cross the mediastinum; an opening
+    # cuts thin bridges (to the neck, the axillae, bowel gas).
+    candidates &= body
+    candidates[:, max(0, mediastinum - 1) : mediastinum + 2] = False
+    candidates = _open(candidates, r_open)
+    labels, _ = ndimage.label(candidates)
+    regions = ndimage.find_objects(labels)
+    sides: dict[str, list[tuple[int, int]]] = {"left": [], "right": []}
+    for index, region in enumerate(regions, start=1):
+        if region is None:
             continue
         component = labels[region] == index
-        area = int(component.sum())
-        if area < 0.01 * height * width:
+        area = int(np.count_nonzero(component))
+        if area < MIN_COMPONENT_FRACTION * height * width:
             continue
-        centroid_column = float(np.nonzero(component)[1].mean()) + region[1].start
-        side = "left" if centroid_column < mediastinum else "right"
-        if area > sides.get(side, (0, 0))[0]:
-            sides[side] = (area, index)
+        # Lungs lie inside the thorax: a component that reaches the top edge with most of it
+        # in the top quarter (neck, shoulders), or the bottom edge with most of it in the
+        # bottom quarter (abdomen), is not a lung field.
+        centre_row = (float(np.nonzero(component)[0].mean()) + region[0].start) / height
+        if (region[0].start == 0 and centre_row < 0.25) or (
+            region[0].stop == height and centre_row > 0.75
+        ):
+            continue
+        side = "left" if region[1].stop <= mediastinum + 1 else "right"
+        sides[side].append((area, index))
 
-    r_band = max(1, round(REFINEMENT_BAND_FRACTION * thorax_width))
     r_close = max(1, round(CLOSING_FRACTION * thorax_width))
     masks = {}
-    for side in ("left", "right"):
-        if side not in sides:
+    for side, found in sides.items():
+        if not found:
             masks[side] = empty.copy()
             continue
-        mask = np.asarray(ndimage.binary_fill_holes(labels == sides[side][1]), dtype=bool)
-        for _ in range(REFINEMENT_PASSES):
-            core = _erode(mask, r_band)
-            near = _dilate(mask, r_band)
-            ring = _dilate(mask, 3 * r_band) & ~near & body
-            if core.sum() <= 10 or ring.sum() <= 10:
-                break
-            local = 0.5 * (float(np.median(plain[core])) + float(np.median(plain[ring])))
-            # Grow only: the first mask is kept, pixels around it darker than the local
-            # threshold are added.
-            refined = mask | (near & (plain < local) & inner)
-            refined_labels, _ = ndimage.label(refined)
-            keep = np.unique(refined_labels[core])
-            mask = np.asarray(
-                ndimage.binary_fill_holes(np.isin(refined_labels, keep[keep > 0])), dtype=bool
-            )
+        found.sort(reverse=True)
+        main_area, main_index = found[0]
+        mask = labels == main_index
+        distance = ndimage.distance_transform_edt(~mask)
+        for area, index in found[1:]:
+            # Fragments of the same lung (an opacity or a rib splits the aerated field): close
+            # to the main part and not tiny next to it.
+            part = labels == index
+            near = float(distance[part].min()) <= FRAGMENT_GAP_FRACTION * thorax_width
+            if near and area >= 0.05 * main_area:
+                mask |= part
+        mask = _edge_at_half_contrast(mask, opened, body, thorax_width)
         mask = _close(mask, r_close)
-        if CONVEX_CLOSING_FRACTION > 0:
-            # Convex-ish smoothing: a wider closing, keeping only added pixels that are not
-            # brighter than the tissue around the lung (so the heart is not taken in).
-            ring = _dilate(mask, 3 * r_band) & ~_dilate(mask, r_band) & body
-            if ring.any():
-                limit = float(np.median(plain[ring]))
-                wide = _close(mask, max(1, round(CONVEX_CLOSING_FRACTION * thorax_width)))
-                mask |= wide & (plain <= limit) & inner
-        masks[side] = np.asarray(ndimage.binary_fill_holes(mask), dtype=bool)
-    masks["right"] &= ~masks["left"]
-    return _Core(masks["left"], masks["right"], body, mediastinum, thorax_width, opened)
+        mask = np.asarray(ndimage.binary_fill_holes(mask), dtype=bool)
+        if side == "left":
+            mask[:, mediastinum:] = False
+        else:
+            mask[:, : mediastinum + 1] = False
+        masks[side] = mask
+    fragmented = any(len(found) > 1 for found in sides.values())
+    return _Core(
+        masks["left"], masks["right"], body, mediastinum, thorax_width, smoothed, fragmented
+    )
 
 
 def _side_labels(
@@ -665,6 +751,7 @@ def segment_reference(
     return LungFields(
         label_map=full,
         rotation_fallback_applied=fallback,
+        fragmented=core.fragmented,
         mediastinum_offset_fraction=offset,
         thorax_width_fraction=core.thorax_width_px / work.shape[1],
         notes=notes,
@@ -782,6 +869,11 @@ def _flags(
     cut_off = bool((lungs & edge).any())
     offset = fields_.mediastinum_offset_fraction
     rotation = None if offset is None else bool(abs(offset) > parameters.rotation_offset_fraction)
+    right = int(np.count_nonzero(label_map == LABEL_RIGHT_LUNG))
+    left = int(np.count_nonzero(label_map == LABEL_LEFT_LUNG))
+    low, high = parameters.left_right_area_ratio_range
+    # One lung field missing counts as asymmetric.
+    asymmetric = bool(not right or not low <= left / right <= high)
     neonate = adult = None
     if total_cm2 is not None:
         low, high = parameters.neonate_total_area_cm2
@@ -792,6 +884,8 @@ def _flags(
         "lungs_cut_off": cut_off,
         "patient_rotation_suspected": rotation,
         "rotation_fallback_applied": fields_.rotation_fallback_applied,
+        "lung_field_fragmented": fields_.fragmented,
+        "lung_fields_asymmetric": asymmetric,
         "area_implausible_for_neonate": neonate,
         "area_implausible_for_adult": adult,
     }
@@ -964,6 +1058,8 @@ def measure(
         "lungs_cut_off": FLAG_CUT_OFF,
         "patient_rotation_suspected": FLAG_ROTATION,
         "rotation_fallback_applied": FLAG_ROTATED_IMAGE,
+        "lung_field_fragmented": FLAG_FRAGMENTED,
+        "lung_fields_asymmetric": FLAG_ASYMMETRIC,
         "area_implausible_for_neonate": FLAG_NEONATE_IMPLAUSIBLE,
         "area_implausible_for_adult": FLAG_ADULT_IMPLAUSIBLE,
     }
@@ -1031,7 +1127,7 @@ def _key_image(
     def area(name: str) -> str:
         cm2 = summary[f"{name}_area_cm2"]
         percent = summary[f"{name}_area_percent"]
-        return f"{cm2:.1f} cm²" if cm2 is not None else f"{percent:.1f} % of image"
+        return f"{cm2:.1f} cm2" if cm2 is not None else f"{percent:.1f} % of image"
 
     ratio = summary["left_right_area_ratio"]
     loi = summary["lung_opacity_index"]
@@ -1058,6 +1154,8 @@ def _key_image(
             "lungs_cut_off",
             "patient_rotation_suspected",
             "rotation_fallback_applied",
+            "lung_field_fragmented",
+            "lung_fields_asymmetric",
             "area_implausible_for_neonate",
         )
         if summary.get(k)

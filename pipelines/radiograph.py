@@ -158,7 +158,7 @@ def radiograph_pixel_spacing(
         return (value, value), f"assumed {value:g} mm (parameter, not from the header)", warnings
     warnings.append(
         "no usable pixel spacing in the header: areas are reported as fractions of the image, "
-        "not in cm²"
+        "not in cm2"
     )
     return None, "none (no usable Pixel Spacing or Imager Pixel Spacing)", warnings
 
