@@ -217,6 +217,8 @@ def test_acquisition_variant_is_stable_or_refused(
 def test_abdominal_ct_is_refused() -> None:
     files = dicom_files(case_path("abdomen-ct-upper-siemens"))
     datasets = read_instances(files).datasets
+    # The series records contrast, which alone would refuse it; switch that off so that the
+    # head checks (brain enclosed by a skull, extent, registration quality) must refuse it.
     with pytest.raises((UnsupportedInputError, PipelineError)) as info:
-        run_from_datasets(datasets, {})
+        run_from_datasets(datasets, {"reject_contrast": False})
     assert "head" in str(info.value)
