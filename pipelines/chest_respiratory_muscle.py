@@ -101,11 +101,10 @@ from pipelines.acquisition import contrast_recorded
 from pipelines.errors import ConfigError, PipelineError, UnsupportedInputError
 from pipelines.parameters import parameters_from_mapping
 from pipelines.spine import (
-    SpineLabelling,
     find_body_mask,
     find_vertebra_in_slice,
-    label_vertebrae_array,
 )
+from pipelines.thorax import ThoracicLevels, label_thoracic_levels
 from pipelines.types import (
     DCM_ATTENUATION,
     PRIVATE_SCHEME,
@@ -342,6 +341,11 @@ class ChestAnatomy:
         view).
     evidence: list[str]
         Human-readable notes.
+    thoracic: ThoracicLevels | None
+        Column track, ribs and thoracic levels (:func:`pipelines.thorax.label_thoracic_levels`)
+        in the coordinates of the body's bounding box; ``None`` for a single slice.
+    column_offset_rc: tuple[float, float]
+        (row, column) of that bounding box in the image (add to ``thoracic.column_rc``).
     """
 
     lungs: np.ndarray
@@ -352,6 +356,8 @@ class ChestAnatomy:
     rotation_deg: float
     body_touches_edge: bool = False
     evidence: list[str] = field(default_factory=list)
+    thoracic: ThoracicLevels | None = None
+    column_offset_rc: tuple[float, float] = (0.0, 0.0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -631,7 +637,12 @@ def segment_reference(
             "in any slice, other than bowel gas); this protocol measures chest CT. Route "
             "abdomen or head CT elsewhere"
         )
-    slab = (int(with_lung[0]), int(with_lung[-1]))
+    # Column, ribs and thoracic levels (pipelines.thorax); the lung apex is the highest lung
+    # beside the midline (the trachea joins the lungs and runs up the neck).
+    thoracic = (label_thoracic_levels(hu, lungs, spacing_mm, body) if n_slices > 1 else None)
+    apex = thoracic.apex_slice if thoracic is not None else None
+    top = int(with_lung[-1]) if apex is None else min(int(apex), int(with_lung[-1]))
+    slab = (int(with_lung[0]), top)
     slab_mm = (slab[1] - slab[0] + 1) * dz
     if n_slices > 1 and slab_mm < p.min_slab_mm:
         raise UnsupportedInputError(
@@ -641,6 +652,24 @@ def segment_reference(
         )
     evidence = [f"lungs in slices {slab[0]}-{slab[1]} ({slab_mm:.0f} mm)"]
     origin, ap_unit, angle = _midsagittal(hu, body, slab, spacing_mm, p, evidence)
+    # Per-slice shift of the vertebral-body centre along the column track (kyphosis, lordosis).
+    shift_ap = np.zeros(n_slices)
+    shift_lat = np.zeros(n_slices)
+    if thoracic is not None:
+        track = thoracic.column_rc
+        known = ~np.isnan(track[:, 0])
+        in_slab = known.copy()
+        in_slab[: slab[0]] = False
+        in_slab[slab[1] + 1 :] = False
+        if in_slab.any():
+            ref = np.median(track[in_slab], axis=0)
+            d_r = np.where(known, track[:, 0] - ref[0], 0.0) * dr
+            d_c = np.where(known, track[:, 1] - ref[1], 0.0) * dc
+            shift_ap = d_r * ap_unit[0] + d_c * ap_unit[1]
+            shift_lat = -d_r * ap_unit[1] + d_c * ap_unit[0]
+            evidence.append("vertebral column followed slice by slice: the body centre moves "
+                            f"{np.ptp(shift_ap[known]):.0f} mm front-back and "
+                            f"{np.ptp(shift_lat[known]):.0f} mm left-right")
     lung_rc = np.argwhere(lungs[slab[0] : slab[1] + 1].any(axis=0))
     lung_centre = (float(lung_rc[:, 0].mean()), float(lung_rc[:, 1].mean()))
 
@@ -653,11 +682,20 @@ def segment_reference(
     ap_c = ly * ap_unit[0] + lx * ap_unit[1]
     lat_c = -ly * ap_unit[1] + lx * ap_unit[0]
     from_anterior_deg = np.degrees(np.arctan2(np.abs(lat_c), -ap_c))
-    # Spine region: vertebral body (from 25 mm ventral of its centre) and everything dorsal.
-    paravertebral = (np.abs(lat) < p.paravertebral_half_width_mm) & (ap > -25.0)
-    spine_crop = (np.abs(lat) < 25.0) & (ap > -30.0) & (ap < 70.0)
-    erector_zone = (np.abs(lat) < p.paravertebral_half_width_mm) & (ap > p.erector_min_depth_mm)
-    left = lat > 0.0
+    # Spine region: vertebral body (from 25 mm ventral of its centre) and everything dorsal,
+    # per slice about the column's centre on that slice.
+    paravertebral = np.empty(hu.shape, dtype=bool)
+    spine_crop = np.empty(hu.shape, dtype=bool)
+    erector_zone = np.empty(hu.shape, dtype=bool)
+    left = np.empty(hu.shape, dtype=bool)
+    for k in range(n_slices):
+        ap_k, lat_k = ap - shift_ap[k], lat - shift_lat[k]
+        paravertebral[k] = (np.abs(lat_k) < p.paravertebral_half_width_mm) & (ap_k > -25.0)
+        spine_crop[k] = (np.abs(lat_k) < 25.0) & (ap_k > -30.0) & (ap_k < 70.0)
+        erector_zone[k] = ((np.abs(lat_k) < p.paravertebral_half_width_mm)
+                           & (ap_k > p.erector_min_depth_mm))
+        left[k] = lat_k > 0.0
+    spine_any = spine_crop.any(axis=0)
 
     k0, k1 = slab
     sub = slice(k0, k1 + 1)
@@ -673,18 +711,18 @@ def segment_reference(
         muscle[k] &= ndimage.binary_erosion(body[k], structure=skin)
     # Spinal canal and marrow: what the vertebra's bone encloses, carried over the discs
     # (computed on the bounding box of the spine region only).
-    box_r = np.flatnonzero(spine_crop.any(axis=1))
-    box_c = np.flatnonzero(spine_crop.any(axis=0))
+    box_r = np.flatnonzero(spine_any.any(axis=1))
+    box_c = np.flatnonzero(spine_any.any(axis=0))
     if len(box_r) and len(box_c):
         pad = int(np.ceil(4.0 / min(dr, dc))) + 1
         sr0, sr1 = max(0, box_r[0] - pad), min(hu.shape[1], box_r[-1] + pad + 1)
         sc0, sc1 = max(0, box_c[0] - pad), min(hu.shape[2], box_c[-1] + pad + 1)
         crop_bone = bone[:, sr0:sr1, sc0:sc1]
-        crop_zone = spine_crop[sr0:sr1, sc0:sc1]
+        crop_zone = spine_crop[:, sr0:sr1, sc0:sc1]
         enclosed = np.zeros(crop_bone.shape, dtype=bool)
         closing = _disk(4.0 / min(dr, dc))
         for k in range(ke0, k1 + 1):
-            spine_bone = ndimage.binary_closing(crop_bone[k] & crop_zone, structure=closing)
+            spine_bone = ndimage.binary_closing(crop_bone[k] & crop_zone[k], structure=closing)
             enclosed[k] = ndimage.binary_fill_holes(spine_bone) & ~crop_bone[k]
         n_disc = max(1, round(10.0 / dz))
         enclosed = ndimage.maximum_filter1d(enclosed.view(np.uint8), size=2 * n_disc + 1,
@@ -719,26 +757,26 @@ def segment_reference(
     # Intercostal: rib bone above and below in the same column.
     if n_slices > 1:
         n_gap = max(1, int(np.ceil(p.intercostal_max_gap_mm / dz)))
-        rib = bone & ~paravertebral[None]
+        rib = bone & ~paravertebral
         above = np.zeros(hu.shape, dtype=bool)
         below = np.zeros(hu.shape, dtype=bool)
         for j in range(1, n_gap + 1):
             above[:-j] |= rib[j:]
             below[j:] |= rib[:-j]
-        ic = muscle & above & below & ~taken & ~paravertebral[None]
+        ic = muscle & above & below & ~taken & ~paravertebral
         del above, below
         assign(ic, LABEL_INTERCOSTAL_RIGHT, LABEL_INTERCOSTAL_LEFT)
         taken |= ic
 
     muscle[:k0] = below_slab
     del below_slab
-    es = muscle & erector_zone[None] & ~taken
+    es = muscle & erector_zone & ~taken
     assign(es, LABEL_ERECTOR_SPINAE_RIGHT, LABEL_ERECTOR_SPINAE_LEFT)
     taken |= es
 
     # Thoracic cavity per slice: hull of lungs and nearby rib bone (outside the spine region).
     n_window = max(0, round(p.cage_window_mm / dz))
-    rib_outside = bone & ~paravertebral[None] & body
+    rib_outside = bone & ~paravertebral & body
     window = (ndimage.maximum_filter1d(rib_outside[sub].view(np.uint8), size=2 * n_window + 1,
                                        axis=0, mode="constant").astype(bool)
               if n_window > 0 else rib_outside[sub])
@@ -752,8 +790,8 @@ def segment_reference(
         superficial = remaining & ~cavity
         pec = superficial & pec_zone if (k <= apex_limit or n_slices == 1) else \
             np.zeros_like(superficial)
-        labels[k][pec & ~left] = LABEL_PECTORALIS_RIGHT
-        labels[k][pec & left] = LABEL_PECTORALIS_LEFT
+        labels[k][pec & ~left[k]] = LABEL_PECTORALIS_RIGHT
+        labels[k][pec & left[k]] = LABEL_PECTORALIS_LEFT
         labels[k][superficial & ~pec] = LABEL_OTHER_MUSCLE
     labels_full = np.zeros(full_shape, dtype=np.uint8)
     labels_full[:, r0:r1, c0:c1] = labels
@@ -763,7 +801,8 @@ def segment_reference(
         lungs=lungs_full, slab=slab,
         origin_rc=(origin[0] + r0, origin[1] + c0), ap_unit_rc=ap_unit,
         lung_centre_rc=(lung_centre[0] + r0, lung_centre[1] + c0),
-        rotation_deg=angle, evidence=evidence,
+        rotation_deg=angle, evidence=evidence, thoracic=thoracic,
+        column_offset_rc=(float(r0), float(c0)),
         body_touches_edge=_touches_edges(body_full[k0 : k1 + 1]),
     )
     return labels_full, anatomy
@@ -783,11 +822,16 @@ class LevelSlices:
     t4, t12: int | None
         Canonical slice at the middle of the vertebral body, or ``None`` if not found.
     method: str
-        Counting method of :func:`pipelines.spine.label_vertebrae` plus the T1 check.
+        How the levels were counted (``"ribs, anchor T1"``, ``"ribs, anchor T1+T12"``, ...).
     confidence: float
         0..1.
     evidence: list[str]
         Human-readable reasons.
+    anchor: str
+        ``"T1"``, ``"T12"``, ``"T1+T12"``, ``"T1 (T12 disagrees)"`` or ``"none"``.
+    rib_levels: list[tuple[str, int]]
+        (label, canonical slice of the rib neck) of every rib-bearing vertebra found, head to
+        foot; the label is empty where it could not be named.
     """
 
     t4: int | None
@@ -795,17 +839,52 @@ class LevelSlices:
     method: str
     confidence: float
     evidence: list[str]
+    anchor: str = "none"
+    rib_levels: list[tuple[str, int]] = field(default_factory=list)
+
+
+def levels_from_thorax(thoracic: ThoracicLevels | None) -> LevelSlices:
+    """Mid-T4 / mid-T12 from the rib count of :func:`pipelines.thorax.label_thoracic_levels`.
+
+    Parameters
+    ----------
+    thoracic:
+        Rib count and labels; ``None`` (single slice) gives no level.
+
+    Returns
+    -------
+    LevelSlices
+        Never raises for a missing level: the level is ``None`` and the evidence says why.
+    """
+    if thoracic is None:
+        return LevelSlices(None, None, "none", 0.0, ["single slice: no vertebral level"])
+    evidence = list(thoracic.evidence)
+    found: dict[str, int | None] = {}
+    for name in ("T4", "T12"):
+        found[name] = thoracic.mid_slices.get(name)
+        if found[name] is None:
+            if name == "T12" and thoracic.anchor.startswith("T1") and thoracic.labels and \
+                    "T11" in thoracic.labels and thoracic.labels[-1] == "T11" and \
+                    not thoracic.bottom_in_view:
+                evidence.append("T12 is below the series: 11 rib pairs counted from T1 and "
+                                "the 12th rib pair is not in view")
+            else:
+                evidence.append(f"{name} not identified in the volume")
+    rib_levels = [(name, round(z)) for (z, _), name in
+                  zip(thoracic.rib_pairs, thoracic.labels or [""] * len(thoracic.rib_pairs),
+                      strict=True)]
+    return LevelSlices(found["T4"], found["T12"], f"ribs, anchor {thoracic.anchor}",
+                       thoracic.confidence, evidence, thoracic.anchor, rib_levels)
 
 
 def locate_levels(
-    hu: np.ndarray, spacing_mm: tuple[float, float, float]
+    hu: np.ndarray, spacing_mm: tuple[float, float, float],
+    params: ChestParameters | None = None,
 ) -> LevelSlices:
-    """Find mid-T4 and mid-T12 by counting rib-bearing vertebrae.
+    """Find mid-T4 and mid-T12 by counting the ribs along the vertebral column.
 
-    Uses :func:`pipelines.spine.label_vertebrae_array` (T12 = last rib-bearing vertebra, labels
-    counted upwards). When a vertebra without ribs lies above the first rib-bearing one (C7), the
-    first rib-bearing one is T1 and the count from it must agree (confidence 0.9); otherwise the
-    spine module's confidence is kept.
+    Body outline and lungs as in :func:`segment_reference`, then
+    :func:`pipelines.thorax.label_thoracic_levels` and :func:`levels_from_thorax`.
 
     Parameters
     ----------
@@ -813,41 +892,18 @@ def locate_levels(
         ``(slices, rows, columns)`` HU, canonical HPL.
     spacing_mm:
         (slice, row, column) spacing, mm.
+    params:
+        Thresholds.
 
     Returns
     -------
     LevelSlices
-        Never raises for a missing level: the level is ``None`` and the evidence says why.
     """
-    try:
-        labelling: SpineLabelling = label_vertebrae_array(hu, spacing_mm)
-    except PipelineError as exc:
-        return LevelSlices(None, None, "none", 0.0, [str(exc)])
-    evidence = list(labelling.evidence)
-    method, confidence = labelling.method, labelling.confidence
-    vertebrae = labelling.vertebrae
-    ribbed = [i for i, v in enumerate(vertebrae) if v.bears_ribs]
-    t12_index = next((i for i, v in enumerate(vertebrae) if v.label == "T12"), None)
-    if ribbed and ribbed[-1] + 1 < len(vertebrae) and not vertebrae[ribbed[-1] + 1].bears_ribs:
-        t1_index = ribbed[-1]
-        if t12_index is not None and t1_index - t12_index == 11:
-            method, confidence = f"{method}+T1", max(confidence, 0.9)
-            evidence.append("counts from the last rib (T12) and from the first rib (T1) agree "
-                            "(12 rib-bearing vertebrae)")
-        elif t12_index is not None:
-            confidence = min(confidence, 0.3)
-            evidence.append(f"{t1_index - t12_index + 1} vertebrae from the first to the last "
-                            "rib-bearing one instead of 12 (transitional anatomy or a missed "
-                            "disc); T4/T12 counted from the last rib")
-    found: dict[str, int | None] = {}
-    for name in ("T4", "T12"):
-        v = labelling.find(name)
-        found[name] = None if v is None or v.truncated else v.centre_slice
-        if v is None:
-            evidence.append(f"{name} not identified in the volume")
-        elif v.truncated:
-            evidence.append(f"{name} touches the edge of the volume; its middle is unknown")
-    return LevelSlices(found["T4"], found["T12"], method, confidence, evidence)
+    p = params or ChestParameters()
+    dr, dc = float(spacing_mm[1]), float(spacing_mm[2])
+    body = np.stack([body_mask_slice(h, (dr, dc)) for h in hu])
+    lungs = find_lungs(hu, body, spacing_mm, p)
+    return levels_from_thorax(label_thoracic_levels(hu, lungs, spacing_mm, body))
 
 
 # ------------------------------------------------------------------------------------------
@@ -1058,7 +1114,11 @@ def measure(
         if k is None:
             slice_measures[key] = None
             if not single:
-                warnings.append(f"{short} not measured: mid-{level} not identified")
+                reason = next((e for e in (levels.evidence if levels else [])
+                               if e.startswith(level + " ")), "not identified")
+                warnings.append(f"{short} not measured: mid-{level} {reason}"
+                                if reason == "not identified" else
+                                f"{short} not measured: {reason}")
             continue
         lab_k = label_map[k]
         both = np.isin(lab_k, numbers)
@@ -1103,7 +1163,11 @@ def measure(
     summary.update(slice_measures)
     if levels is not None:
         summary["levels"] = {"t4_slice": levels.t4, "t12_slice": levels.t12,
-                             "method": levels.method, "confidence": round(levels.confidence, 2),
+                             "method": levels.method, "anchor": levels.anchor,
+                             "confidence": round(levels.confidence, 2),
+                             "rib_bearing_vertebrae": [
+                                 {"label": name or None, "rib_slice": k}
+                                 for name, k in levels.rib_levels],
                              "evidence": list(levels.evidence)}
         if levels.confidence < 0.9 and (levels.t4 is not None or levels.t12 is not None):
             warnings.append(f"vertebral levels not verified ({levels.method}, confidence "
@@ -1123,6 +1187,7 @@ def measure(
         coverage = {
             "lung_slab": _slab(volume, anatomy.lungs),
             "lung_apices_included": bool(k1 < n - 1) or single,
+            "lung_apex_slice": int(k1),
             "lung_bases_included": bool(k0 > 0) or single,
             "rotation_deg": round(anatomy.rotation_deg, 1),
             "evidence": list(anatomy.evidence),
@@ -1349,7 +1414,7 @@ def run_chest_respiratory_muscle(
             )
         labels = predicted.astype(np.uint8)
         algorithm = model.algorithm
-    levels = None if volume.is_single_slice else locate_levels(volume.hu, volume.spacing_mm)
+    levels = None if volume.is_single_slice else levels_from_thorax(anatomy.thoracic)
     result = measure(volume, labels, p, algorithm=algorithm, levels=levels, anatomy=anatomy,
                      warnings=warnings)
     for message in result.warnings:

@@ -117,7 +117,7 @@ def test_phantom_measurements_match_ground_truth(
 ) -> None:
     volume, result = hfs
     _check_against_truth(phantom, volume, result)
-    assert result.summary["levels"]["method"] == "ribs+T1"
+    assert result.summary["levels"]["anchor"] == "T1+T12"
     assert result.summary["levels"]["confidence"] == pytest.approx(0.9)
     assert result.summary["coverage"]["lung_apices_included"] is True
     assert result.summary["coverage"]["lung_bases_included"] is True
