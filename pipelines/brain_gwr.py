@@ -2,13 +2,15 @@
 
 Reference method (no trained weights), see ``docs/pipelines/brain-gwr.md``:
 
-1. **Brain mask** (skull stripping): skull = voxels above ``bone_hu``; per axial slice the
-   closed skull ring is filled; brain = soft tissue (``brain_mask_hu``) inside it, not touching
-   bone, largest 3D component.
-2. **Registration** of the scan to the shipped Colin27 T1 template (``pipelines.brain_atlas``)
-   with SimpleITK: both brains masked, the scan windowed to the brain and resampled to
-   ``registration_spacing_mm``; centre-of-mass initialisation of the two brain masks, then a
-   rigid (Euler) and an affine stage, Mattes mutual information, multi-resolution.
+1. **Brain mask** (skull stripping, :func:`brain_mask_report`): head = largest non-air
+   component; per axial slice the convex hull of the skull (closes a ring cut by the field of
+   view); soft tissue (``brain_mask_hu``) inside it, away from bone; 3D opening by
+   reconstruction (4 mm ball). Checks: outline enclosed by bone, head-feet extent.
+2. **Registration** of the scan to the shipped Colin27 template (``pipelines.brain_atlas``)
+   with SimpleITK: the template as a pseudo-CT (tissue classes at typical HU), normalised
+   correlation restricted to the scan's visible brain, resampled to ``registration_spacing_mm``;
+   centre-of-mass initialisation, rigid stage from several pitches, then rotation + anisotropic
+   scaling (no shear).
 3. **Labels carried back** to the scan grid with nearest-neighbour interpolation; quality
    check (Dice of the registered template brain mask against the scan's brain mask) and
    coverage check (each landmark's carried-back volume against its expected volume).
@@ -64,9 +66,6 @@ from scipy import ndimage
 
 from pipelines.acquisition import contrast_recorded
 from pipelines.brain_atlas import (
-    TISSUE_CSF,
-    TISSUE_GRAY_MATTER,
-    TISSUE_WHITE_MATTER,
     LABEL_CAUDATE_LEFT,
     LABEL_CAUDATE_RIGHT,
     LABEL_CORPUS_CALLOSUM,
@@ -75,6 +74,9 @@ from pipelines.brain_atlas import (
     LABEL_PUTAMEN_LEFT,
     LABEL_PUTAMEN_RIGHT,
     LANDMARK_LABELS,
+    TISSUE_CSF,
+    TISSUE_GRAY_MATTER,
+    TISSUE_WHITE_MATTER,
     BrainAtlas,
     load_atlas,
 )
@@ -125,7 +127,7 @@ ALGORITHM = AlgorithmInfo(
     validation_status=ValidationStatus.REFERENCE_METHOD,
     is_ai=False,
     source=(
-        "Atlas registration (Colin27 T1, AAL, JHU labels; SimpleITK rigid+affine, Mattes MI) "
+        "Atlas registration (Colin27, AAL, JHU labels; SimpleITK rigid+scaling, pseudo-CT correlation) "
         "with HU refinement; GWR of Torbey 2000 / Metter 2011"
     ),
 )
