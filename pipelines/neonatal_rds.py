@@ -197,10 +197,13 @@ HYSTERESIS_LOW_FRACTION = 0.5
 #: part of a lung field and a fragment that joins it (fraction of the thorax width).
 MIN_COMPONENT_FRACTION = 0.01
 FRAGMENT_GAP_FRACTION = 0.08
+#: A fragment may not reach higher than the other lung's apex by more than this fraction of
+#: the thorax width (both apices lie at about the same height, a 10-degree tilt included).
+FRAGMENT_APEX_FRACTION = 0.08
 #: Step 6: edge placement: within this distance of a lung field's edge (fraction of the thorax
 #: width, inside and outside), pixels darker than the level this fraction of the way from the
 #: lung's median to the surrounding tissue's median are lung (0.5: half contrast).
-EDGE_BAND_FRACTION = 0.04
+EDGE_BAND_FRACTION = 0.06
 EDGE_LEVEL_FRACTION = 0.5
 #: Step 6: closing radius (fraction of the thorax width).
 CLOSING_FRACTION = 0.03
@@ -539,16 +542,18 @@ def _edge_at_half_contrast(
     chest wall, or (on sharp edges) a little outside; this puts it where the contrast is halved.
     """
     reach = max(1.0, EDGE_BAND_FRACTION * thorax_width)
-    distance = ndimage.distance_transform_edt(~mask)
-    ring = (distance > reach) & (distance <= 2 * reach) & body
-    core = _erode(mask, reach)
-    if ring.sum() < 10 or core.sum() < 10:
+    outside = ndimage.distance_transform_edt(~mask)
+    inside = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    ring = (outside > reach) & (outside <= 2 * reach) & body
+    if ring.sum() < 10 or mask.sum() < 10:
         return mask
     lung_level = float(np.median(picture[mask]))
     level = lung_level + EDGE_LEVEL_FRACTION * (float(np.median(picture[ring])) - lung_level)
-    placed = core | ((distance <= reach) & (picture < level) & body)
+    dark = picture < level
+    band = (mask & (inside <= reach)) | ((outside > 0) & (outside <= reach) & body)
+    placed = (mask & (inside > reach)) | (band & dark)
     labels, _ = ndimage.label(placed)
-    keep = np.unique(labels[core])
+    keep = np.unique(labels[mask & placed])
     return np.isin(labels, keep[keep > 0])
 
 
@@ -603,21 +608,29 @@ def _reference_core(work: np.ndarray) -> _Core:
         sides[side].append((area, index))
 
     r_close = max(1, round(CLOSING_FRACTION * thorax_width))
+    tops = {}
+    for side, found in sides.items():
+        found.sort(reverse=True)
+        if found:
+            tops[side] = int(np.nonzero((labels == found[0][1]).any(axis=1))[0].min())
     masks = {}
     for side, found in sides.items():
         if not found:
             masks[side] = empty.copy()
             continue
-        found.sort(reverse=True)
         main_area, main_index = found[0]
         mask = labels == main_index
         distance = ndimage.distance_transform_edt(~mask)
+        other = tops.get("right" if side == "left" else "left")
         for area, index in found[1:]:
             # Fragments of the same lung (an opacity or a rib splits the aerated field): close
-            # to the main part and not tiny next to it.
+            # to the main part, not tiny next to it, and not above the other lung's apex
+            # (supraclavicular soft tissue, shoulder).
             part = labels == index
             near = float(distance[part].min()) <= FRAGMENT_GAP_FRACTION * thorax_width
-            if near and area >= 0.05 * main_area:
+            top = int(np.nonzero(part.any(axis=1))[0].min())
+            below_apex = other is None or top >= other - FRAGMENT_APEX_FRACTION * thorax_width
+            if near and below_apex and area >= 0.05 * main_area:
                 mask |= part
         mask = _edge_at_half_contrast(mask, opened, body, thorax_width)
         mask = _close(mask, r_close)
