@@ -609,7 +609,7 @@ class ReferenceSegmenter:
         closed &= inner
         interior = np.asarray(ndimage.binary_fill_holes(closed)) & ~closed
         fascia = np.asarray(ndimage.binary_fill_holes(tissue | interior)) & inner
-        fascia = np.asarray(ndimage.binary_opening(fascia, structure=_disk(1.0)))
+        fascia = _open_mm(fascia, 1.0, mm_px)
         fascia = _largest(fascia)
 
         fat = _in_band(hu, p.sat_hu) & body
@@ -617,13 +617,15 @@ class ReferenceSegmenter:
 
         # 3. Muscle compartment.
         lean = _in_band(hu, p.muscle_hu) & fascia & ~bone & ~bright_rim
-        lean_open = np.asarray(ndimage.binary_opening(lean, structure=_disk(1.0)))
+        # Cut one-pixel bridges (about 1 mm; none at coarse pixels, where they are real tissue).
+        lean_open = _open_mm(lean, 1.0, mm_px)
         depth_mm = ndimage.distance_transform_edt(fascia, sampling=(dr, dc))
         rim = fascia & (depth_mm <= 3.0)
         wall_zone = depth_mm <= p.wall_max_depth_mm
         psoas_zone = np.zeros_like(body)
         posterior_zone = np.zeros_like(body)
         paraspinal_zone = np.zeros_like(body)
+        paraspinal_core = np.zeros_like(body)
         near_vb = np.zeros_like(body)
         if vertebra is not None:
             vb = vertebra.mask.copy()
@@ -646,6 +648,9 @@ class ReferenceSegmenter:
                 & (lateral_mm <= 1.5 * max(vertebra.body_width_mm, 30.0))
                 & fascia & ~bone
             )
+            # Their core: within one vertebral-body width of the midline (erector spinae and
+            # multifidus beside the spinous process), where no organ lies.
+            paraspinal_core = paraspinal_zone & (lateral_mm <= max(vertebra.body_width_mm, 30.0))
         protected = posterior_zone | psoas_zone
         # Organs against the wall (liver, spleen): thick soft-tissue blobs lying mostly outside
         # the posterior and psoas zones.
@@ -657,14 +662,31 @@ class ReferenceSegmenter:
         soft = np.asarray(ndimage.binary_closing(soft, structure=_disk(1.0))) & fascia
         thick = np.asarray(ndimage.binary_opening(
             soft, structure=_disk(0.5 * p.organ_min_thickness_mm / mm_px)))
-        thick_labels, n_thick = ndimage.label(thick)
+        # Blobs touching each other (liver or spleen against the back muscles) are split at
+        # their narrowest contact: watershed of the thickness map from its distinct maxima.
         organs = np.zeros_like(body)
-        if n_thick:
-            total = np.bincount(thick_labels.ravel(), minlength=n_thick + 1)
-            inside = np.bincount(thick_labels[protected], minlength=n_thick + 1)
-            is_organ = inside < 0.5 * total
-            is_organ[0] = False
-            organs = is_organ[thick_labels]
+        if thick.any():
+            from skimage.morphology import h_maxima
+            from skimage.segmentation import watershed
+
+            dist = ndimage.distance_transform_edt(soft, sampling=(dr, dc))
+            # Every blob at least ~17 mm thick gets a marker of its own (a thinner back muscle
+            # is not flooded from the liver beside it).
+            core = dist >= 0.35 * p.organ_min_thickness_mm
+            peaks = h_maxima(np.round(dist / mm_px).astype(np.int32),
+                             max(1, round(3.0 / mm_px))).astype(bool) & core
+            markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3), dtype=bool))
+            if n_markers:
+                regions = watershed(-dist, markers, mask=thick)
+                # A blob is a muscle when its thickest part (its marker) lies beside the
+                # spinous process behind the vertebral body (back muscles) or beside the body
+                # (psoas); any other thick blob (liver, spleen, kidney, bowel) is an organ.
+                muscle_home = paraspinal_zone | psoas_zone
+                at_home = np.bincount(markers[muscle_home], minlength=n_markers + 1)
+                size = np.bincount(markers.ravel(), minlength=n_markers + 1)
+                is_organ = at_home < 0.5 * size
+                is_organ[0] = False
+                organs = is_organ[regions]
             organs = ndimage.binary_dilation(organs, structure=_disk(1.0)) & lean
         candidate = lean_open & ~organs & (wall_zone | protected)
         comps, n = ndimage.label(candidate, structure=np.ones((3, 3), dtype=bool))
@@ -680,7 +702,7 @@ class ReferenceSegmenter:
         selected[0] = False
         candidate = selected[comps]
         # Grow back the one-pixel rim lost by the opening, inside the muscle band.
-        muscle = lean & ndimage.binary_dilation(candidate, structure=_disk(1.0)) & ~organs
+        muscle = lean & _dilate_mm(candidate, 1.0, mm_px) & ~organs
         # Drop crumbs left over from removed organs.
         muscle = _remove_small(muscle, min_pixels=max(4, round(20.0 / pixel_mm2)))
 
@@ -708,6 +730,20 @@ class ReferenceSegmenter:
             bone=bone, vertebra=vertebra,
         )
         return labels
+
+
+def _open_mm(mask: np.ndarray, radius_mm: float, mm_px: float) -> np.ndarray:
+    """Opening by a disk of ``radius_mm``; none when that is under about one pixel."""
+    if radius_mm / mm_px < 0.75:
+        return np.asarray(mask)
+    return np.asarray(ndimage.binary_opening(mask, structure=_disk(radius_mm / mm_px)))
+
+
+def _dilate_mm(mask: np.ndarray, radius_mm: float, mm_px: float) -> np.ndarray:
+    """Dilation by a disk of ``radius_mm``; none when that is under about one pixel."""
+    if radius_mm / mm_px < 0.75:
+        return np.asarray(mask)
+    return np.asarray(ndimage.binary_dilation(mask, structure=_disk(radius_mm / mm_px)))
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:
