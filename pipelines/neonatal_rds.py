@@ -172,12 +172,13 @@ PROTOCOL_NAME = "neonatal-rds"
 
 ALGORITHM = AlgorithmInfo(
     name="ainode-rds-lung-reference",
-    version="0.1.0",
+    version="0.2.0",
     validation_status=ValidationStatus.REFERENCE_METHOD,
     is_ai=False,
     source=(
-        "Rule-based lung fields (normalisation, thresholds, anatomical constraints, median "
-        "filter and +-90 degree rotation fallback after the neonatal RDS seed study)"
+        "Rule-based lung fields (row-wise valleys between chest wall and mediastinum, "
+        "anatomical constraints, half-contrast edges, median filter and +-90 degree rotation "
+        "fallback after the neonatal RDS seed study)"
     ),
 )
 

@@ -173,7 +173,8 @@ def test_real_radiograph_lung_fields_and_outputs(real_result, tmp_path: Path) ->
     summary = result.summary
     labels = result.label_map[0]
     # Masks on the real lung fields: one lung each side of the midline, about a tenth to a
-    # sixth of the film each (checked by eye on the key image, docs/images/neonatal-rds-real.png).
+    # sixth of the film each (checked by eye on the key image,
+    # docs/images/validation/cxr-rg1-neonatal-rds.png).
     right_columns = np.nonzero(labels == LABEL_RIGHT_LUNG)[1]
     left_columns = np.nonzero(labels == LABEL_LEFT_LUNG)[1]
     assert right_columns.max() < ds.Columns / 2 < left_columns.min()
