@@ -509,8 +509,8 @@ def scan_bone_threshold(
     -------
     tuple[float, float, float]
         ``(threshold_hu, soft_tissue_hu, bone_hu)``: the soft-tissue level is the median of the
-        body's pixels in -100..150 HU, the bone level the 99.7th percentile of the body's
-        pixels; the threshold is a third of the way from soft tissue to bone, at least 90 HU
+        body's pixels in the muscle band -29..150 HU (clinical.md §1), the bone level the 99.7th
+        percentile of the body's pixels; the threshold is a third of the way from soft tissue to bone, at least 90 HU
         above soft tissue and at most ``upper_hu`` (``upper_hu`` when the bone level is less
         than 250 HU above soft tissue: no bone to adapt to). On a normal adult scan this is ``upper_hu``;
         on osteopenic bone or a low-kV/soft kernel it drops so the cortex still counts as bone.
@@ -521,7 +521,7 @@ def scan_bone_threshold(
     values = sample[sample > body_threshold_hu]
     if values.size == 0:
         return upper_hu, 40.0, 1000.0
-    soft_values = values[(values > -100.0) & (values < 150.0)]
+    soft_values = values[(values >= -29.0) & (values <= 150.0)]
     soft = float(np.median(soft_values)) if soft_values.size else 40.0
     bone = float(np.percentile(values, 99.7))
     if bone - soft < 250.0:

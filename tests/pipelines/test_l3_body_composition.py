@@ -247,3 +247,65 @@ def test_headers_without_height_still_get_the_sex_only_attenuation_flag(
     for ds in volume.datasets:
         ds.ContrastBolusAgent = "IOHEXOL 350"
     assert run_l3_body_composition(volume).summary["contrast"] is True
+
+
+# --- Anatomy drawn independently of the pipeline's defaults (issue 12 item 7) -------------------
+
+
+@pytest.mark.parametrize(
+    "anatomy",
+    [
+        {"lordosis_mm": 20.0, "scoliosis_mm": 15.0},
+        {"cortical_bone_hu": 330.0, "cancellous_bone_hu": 90.0},  # osteopenic
+        {"body_scale": 0.85, "sat_thickness_mm": 6.0, "muscle_wall_thickness_mm": 8.0},  # thin
+        {"body_scale": 1.3, "sat_thickness_mm": 55.0, "rows": 300, "columns": 300},  # obese
+        {"n_slices": 150, "slice_thickness_mm": 2.0, "lordosis_mm": 15.0,
+         "cortical_bone_hu": 400.0, "cancellous_bone_hu": 120.0},
+    ],
+    ids=["curved", "osteopenic", "thin", "obese", "2mm-curved-osteopenic"],
+)
+def test_l3_found_on_varied_anatomy(anatomy: dict[str, float], tmp_path: Path) -> None:
+    ph = make_abdomen_phantom(seed=5, **anatomy)  # type: ignore[arg-type]
+    volume = _load(ph, tmp_path)
+    result = run_l3_body_composition(volume)
+    s = result.summary
+    assert s["level"] == "L3" and s["level_verified"] is True
+    assert "rib" in s["level_method"] and "sacrum" in s["level_method"]
+    assert abs(int(s["slice_index"]) - ph.mid_l3_slice) <= 1
+    truth = _truth_at(ph, int(s["slice_index"]))
+    for key in ("sma_cm2", "sat_area_cm2"):
+        assert s[key] == pytest.approx(truth[key], rel=0.05), key
+
+
+def _truth_at(ph: AbdomenPhantom, k: int) -> dict[str, float]:
+    cm2 = ph.spacing_mm[1] * ph.spacing_mm[2] / 100.0
+    return {"sma_cm2": float((ph.labels[k] == LABEL_SMA).sum() * cm2),
+            "sat_area_cm2": float((ph.labels[k] == LABEL_SAT).sum() * cm2)}
+
+
+@pytest.mark.parametrize("ribs", [("T10", "T11"), ("T10", "T11", "T12", "L1")],
+                         ids=["11-rib-pairs", "13-rib-pairs"])
+def test_transitional_rib_count_is_flagged_not_guessed(ribs: tuple[str, ...],
+                                                       tmp_path: Path) -> None:
+    ph = make_abdomen_phantom(seed=6, rib_bearing=ribs)
+    volume = _load(ph, tmp_path)
+    with pytest.raises(PipelineError, match="disagree"):
+        run_l3_body_composition(volume)
+
+
+def test_partial_coverage_names_the_anchor(tmp_path: Path) -> None:
+    ph = make_abdomen_phantom(seed=7, lordosis_mm=12.0)
+    # No ribs in view: from the sacrum up to the top of L1.
+    top = ph.vertebra_slices["L1"][1] + 1
+    no_ribs = _load(ph, tmp_path / "no-ribs", slice_indices=range(0, top))
+    result = run_l3_body_composition(no_ribs)
+    assert result.summary["level_method"] == "sacrum"
+    assert result.summary["level_verified"] is False
+    assert abs(int(result.summary["slice_index"]) - ph.mid_l3_slice) <= 1
+    # No sacrum in view: from mid-L5 up.
+    bottom = sum(ph.vertebra_slices["L5"]) // 2
+    no_sacrum = _load(ph, tmp_path / "no-sacrum", slice_indices=range(bottom, ph.hu.shape[0]))
+    result = run_l3_body_composition(no_sacrum)
+    assert result.summary["level_method"] == "ribs"
+    assert result.summary["level_verified"] is False
+    assert abs(int(result.summary["slice_index"]) + bottom - ph.mid_l3_slice) <= 1
