@@ -100,3 +100,46 @@ def test_written_series_reads_back_exactly(
     assert volume.hu.shape == phantom.hu.shape
     np.testing.assert_array_equal(volume.hu, phantom.hu)
     assert volume.spacing_mm == pytest.approx(phantom.spacing_mm)
+
+
+def _vertebra_centroid(ph: AbdomenPhantom, name: str) -> np.ndarray:
+    first, last = ph.vertebra_slices[name]
+    k = (first + last) // 2
+    return np.argwhere(ph.vertebra_labels[k] == VERTEBRA_NAMES.index(name) + 1).mean(axis=0)
+
+
+def test_curved_spine_moves_the_column() -> None:
+    straight = make_abdomen_phantom(seed=3, noise_hu=0.0)
+    curved = make_abdomen_phantom(seed=3, noise_hu=0.0, lordosis_mm=20.0, scoliosis_mm=15.0)
+    px = curved.spacing_mm[1]
+    shift = (_vertebra_centroid(curved, "L3") - _vertebra_centroid(straight, "L3")) * px
+    assert shift[0] < -10.0  # lordosis: L3 lies anterior
+    assert shift[1] > 10.0  # scoliosis: towards the patient's left
+    # The sacrum end stays where it was (the curve is anchored there).
+    base = (_vertebra_centroid(curved, "S") - _vertebra_centroid(straight, "S")) * px
+    assert abs(base[0]) < 3.0
+
+
+def test_osteopenic_bone_and_rib_pairs() -> None:
+    ph = make_abdomen_phantom(seed=3, noise_hu=0.0, cortical_bone_hu=330.0,
+                              cancellous_bone_hu=90.0, rib_bearing=("T10", "T11"))
+    assert ph.hu_noise_free.max() == pytest.approx(330.0)
+    columns = ph.hu.shape[2]
+    lateral = np.abs(np.arange(columns) - (columns - 1) / 2.0) * ph.spacing_mm[2] > 80.0
+    def lateral_bone(name: str) -> int:
+        first, last = ph.vertebra_slices[name]
+        return int(((ph.hu_noise_free[first:last + 1] > 200) & lateral[None, None, :]).sum())
+    assert lateral_bone("T11") > 0
+    # 11 pairs: no rib starts at T12 (ribs of T11 may still slope past it laterally).
+    thirteen = make_abdomen_phantom(seed=3, noise_hu=0.0, rib_bearing=("T10", "T11", "T12", "L1"))
+    first, last = thirteen.vertebra_slices["L1"]
+    assert ((thirteen.hu_noise_free[first:last + 1] > 500) & lateral[None, None, :]).sum() > 0
+
+
+def test_body_size_varies() -> None:
+    thin = make_abdomen_phantom(seed=3, body_scale=0.85, sat_thickness_mm=6.0)
+    obese = make_abdomen_phantom(seed=3, body_scale=1.3, sat_thickness_mm=55.0, rows=300,
+                                 columns=300)
+    assert obese.truth_l3["sat_area_cm2"] > 4.0 * thin.truth_l3["sat_area_cm2"]
+    with pytest.raises(ValueError, match="too small"):
+        make_abdomen_phantom(body_scale=1.3)
