@@ -227,6 +227,9 @@ class L3Parameters:
         muscle surface (the abdominal-wall muscles are thinner), mm.
     imat_max_hole_cm2:
         Fat holes inside muscle up to this area are IMAT; bigger enclosed regions are not.
+    arm_neck_mm:
+        An arm lying against the trunk is cut off where their contact is narrower than twice
+        this (arms are not part of the L3 compartments), mm.
     """
 
     muscle_hu: tuple[float, float] = (-29.0, 150.0)
@@ -240,6 +243,7 @@ class L3Parameters:
     organ_min_thickness_mm: float = 24.0
     wall_max_depth_mm: float = 25.0
     imat_max_hole_cm2: float = 10.0
+    arm_neck_mm: float = 12.0
 
     def __post_init__(self) -> None:
         if self.cutoff_set not in CUTOFF_SETS:
@@ -580,6 +584,7 @@ class ReferenceSegmenter:
                 f"no body cross-section found in the slice (largest region above -500 HU is "
                 f"{body.sum() * pixel_mm2 / 100.0:.0f} cm²); is this an abdominal CT slice?"
             )
+        body = _trunk_only(body, mm_px, p.arm_neck_mm)
         bone_threshold, _, _ = scan_bone_threshold(hu)
         vertebra = find_vertebra_in_slice(hu, (dr, dc), body, bone_threshold)
 
@@ -730,6 +735,46 @@ class ReferenceSegmenter:
             bone=bone, vertebra=vertebra,
         )
         return labels
+
+
+def _trunk_only(body: np.ndarray, mm_px: float, neck_mm: float) -> np.ndarray:
+    """The trunk without arms lying against it (arms down, e.g. PET/CT).
+
+    An opening by a disk of ``neck_mm`` radius cuts the narrow skin contact between an arm and
+    the trunk; the largest remaining region is the trunk, grown back by the same radius inside
+    the body outline so its own skin line is kept.
+
+    Parameters
+    ----------
+    body:
+        ``(rows, columns)`` bool body outline.
+    mm_px:
+        Pixel size, mm.
+    neck_mm:
+        Contacts narrower than twice this are cut, mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, columns)`` bool.
+    """
+    radius = neck_mm / mm_px
+    if radius < 1.0:
+        return body
+    step = max(1, int(radius // 4))  # coarse grid: same result at a fraction of the cost
+    coarse = body[::step, ::step]
+    opened = ndimage.binary_opening(coarse, structure=_disk(radius / step))
+    trunk = _largest(opened)
+    if not trunk.any():
+        return body
+    grown = ndimage.binary_dilation(trunk, structure=_disk(radius / step + 1))
+    grown = np.repeat(np.repeat(grown, step, axis=0), step, axis=1)[: body.shape[0],
+                                                                     : body.shape[1]]
+    kept = body & grown
+    labels, n = ndimage.label(kept)
+    if n > 1:
+        kept = _largest(kept)
+    return np.asarray(ndimage.binary_fill_holes(kept))
 
 
 def _open_mm(mask: np.ndarray, radius_mm: float, mm_px: float) -> np.ndarray:
