@@ -512,6 +512,8 @@ class RegistrationReport:
     template_scale:
         Singular values of the template-to-scan linear map (template size relative to the
         scan's brain), sorted.
+    ventricle_stage:
+        What the ventricle refinement (:func:`register_ventricles`) did.
     """
 
     transform: sitk.Transform
@@ -524,6 +526,7 @@ class RegistrationReport:
     brain_extent_mm: float | None = None
     skull_enclosure: float | None = None
     template_scale: tuple[float, ...] | None = None
+    ventricle_stage: VentricleStage | None = None
 
 
 def _register(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, fixed_mask: sitk.Image,
@@ -663,6 +666,220 @@ def register_atlas(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
     return final, metric
 
 
+#: Cerebrospinal fluid on non-contrast CT for the ventricle stage: at most this HU after a
+#: 1 x 3 x 3 median filter (CSF 0-10 HU, parenchyma above 20 HU; clinical.md §4.3, Buzug 2008).
+VENTRICLE_CSF_HU = 15.0
+#: CSF deeper than this below the brain surface counts as ventricular (cortical sulci, the
+#: Sylvian fissures and the convexity subarachnoid space lie closer to the surface), mm.
+VENTRICLE_DEPTH_MM = 10.0
+#: Largest correction the ventricle stage may apply to the whole-brain registration: shift (mm)
+#: and isotropic scale range; beyond it the stage is not trusted and the global result is kept.
+VENTRICLE_MAX_SHIFT_MM = 15.0
+VENTRICLE_SCALE_RANGE = (0.8, 1.25)
+
+
+def _deep_csf(csf: np.ndarray, brain: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
+    """CSF voxels deeper than :data:`VENTRICLE_DEPTH_MM` below the brain surface.
+
+    Where the brain mask touches the array border (field of view cutting the brain) the mask is
+    continued beyond the border, so the cut is not taken for a brain surface.
+    """
+    padded = np.pad(brain, 1, mode="edge")
+    depth = ndimage.distance_transform_edt(padded, sampling=tuple(float(s) for s in spacing_mm))
+    return np.asarray(csf & brain & (depth[1:-1, 1:-1, 1:-1] > VENTRICLE_DEPTH_MM))
+
+
+def atlas_deep_csf(atlas: BrainAtlas) -> np.ndarray:
+    """The template's CSF deeper than :data:`VENTRICLE_DEPTH_MM` (``(z, y, x)`` bool), defined
+    exactly as on the scan (:func:`_deep_csf`)."""
+    spacing_zyx = tuple(float(s) for s in atlas.spacing_mm[::-1])
+    return _deep_csf(atlas.tissue == TISSUE_CSF, atlas.brain_mask, spacing_zyx)
+
+
+def atlas_ventricle_region(atlas: BrainAtlas, margin_mm: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """The template's lateral and third ventricles and the region around them.
+
+    Ventricles = the template's deep CSF (:func:`_deep_csf`) within the box spanned by the
+    caudate nuclei and the corpus callosum (the frontal horns and bodies of the lateral
+    ventricles lie between the caudate heads under the corpus callosum; the third ventricle
+    between the thalami below its body) and ± 30 mm of the midline.
+
+    Returns
+    -------
+    tuple[numpy.ndarray, numpy.ndarray]
+        ``(z, y, x)`` bool ventricles and the box around them enlarged by ``margin_mm``, on the
+        atlas grid.
+    """
+    spacing_zyx = tuple(float(s) for s in atlas.spacing_mm[::-1])
+    structures = np.isin(atlas.landmarks, (LABEL_CAUDATE_RIGHT, LABEL_CAUDATE_LEFT,
+                                           LABEL_CORPUS_CALLOSUM))
+    index = np.argwhere(structures)
+    lo, hi = index.min(axis=0), index.max(axis=0) + 1
+    mid_x = int(round(np.argwhere(atlas.landmarks == LABEL_CORPUS_CALLOSUM)[:, 2].mean()))
+    half_x = int(round(30.0 / spacing_zyx[2]))
+    box = np.zeros(atlas.landmarks.shape, dtype=bool)
+    box[lo[0]:hi[0], lo[1]:hi[1], max(0, mid_x - half_x):mid_x + half_x + 1] = True
+    ventricles = atlas_deep_csf(atlas) & box & ~structures
+    grow = [int(round(margin_mm / s)) for s in spacing_zyx]
+    region = ndimage.binary_dilation(box, structure=np.ones([2 * g + 1 for g in grow], dtype=bool))
+    return ventricles, region
+
+
+def _homogeneous(transform: sitk.Transform) -> np.ndarray:
+    """4 x 4 matrix of an affine-like SimpleITK transform (or a composite of such)."""
+    if isinstance(transform, sitk.CompositeTransform):
+        out = np.eye(4)
+        for i in range(transform.GetNumberOfTransforms()):
+            # ITK applies the last added transform first.
+            out = out @ _homogeneous(transform.GetNthTransform(i))
+        return out
+    if isinstance(transform, sitk.TranslationTransform):
+        out = np.eye(4)
+        out[:3, 3] = transform.GetOffset()
+        return out
+    matrix = np.asarray(transform.GetMatrix(), dtype=float).reshape(3, 3)  # type: ignore[attr-defined]
+    center = np.asarray(transform.GetCenter(), dtype=float)  # type: ignore[attr-defined]
+    translation = np.asarray(transform.GetTranslation(), dtype=float)  # type: ignore[attr-defined]
+    out = np.eye(4)
+    out[:3, :3] = matrix
+    out[:3, 3] = translation + center - matrix @ center
+    return out
+
+
+@dataclass
+class VentricleStage:
+    """What the ventricle stage (:func:`register_ventricles`) did.
+
+    ``applied``: whether its correction was kept; ``shift_mm``: displacement of the template
+    ventricles' centre on the scan, mm (LPS); ``scale``: isotropic scale of the correction;
+    ``scan_ventricles_cm3``: deep CSF of the scan in the region, cm³; ``reason``: why it was
+    not applied (or ``None``).
+    """
+
+    applied: bool
+    shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
+    scan_ventricles_cm3: float = 0.0
+    reason: str | None = None
+
+
+def register_ventricles(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
+                        transform: sitk.Transform,
+                        params: BrainGWRParameters) -> tuple[sitk.Transform, VentricleStage]:
+    """Refine the whole-brain registration on the lateral and third ventricles.
+
+    The ventricles are the scan's strongest, scanner-independent landmark next to the basal
+    ganglia: CSF (0-10 HU) against parenchyma (20-45 HU), a contrast ten times the gray/white
+    contrast the whole-brain stage relies on. The whole-brain stage is dominated by the brain
+    outline and the cortical sulci, and a field of view that cuts the frontal pole or a scaled
+    template can leave the deep structures several millimetres off. This stage registers the
+    template's ventricles (:func:`atlas_ventricle_region`) to the scan's deep CSF
+    (median-filtered HU ≤ :data:`VENTRICLE_CSF_HU`, more than :data:`VENTRICLE_DEPTH_MM` below
+    the brain surface) within the ventricle region carried to the scan by the whole-brain
+    transform: both as binary masks smoothed by 2 mm, normalised correlation, a similarity
+    transform (rotation, shift, isotropic scale) applied on top of the whole-brain transform.
+    The correction is kept only when the correlation improves, the shift, scale and rotation
+    stay within :data:`VENTRICLE_MAX_SHIFT_MM`, :data:`VENTRICLE_SCALE_RANGE` and 15°, and it
+    moves the ventricle region by at least the 2 mm grid of the stage (95th percentile).
+
+    Returns
+    -------
+    tuple[SimpleITK.Transform, VentricleStage]
+        The (possibly) refined transform scan -> template and what the stage did.
+    """
+    spacing = 2.0
+    window, lo = _brain_window(brain, volume.spacing_mm, margin_mm=15.0)
+    hu = ndimage.median_filter(volume.hu[window], size=(1, 3, 3))
+    csf = (hu <= VENTRICLE_CSF_HU) & (hu >= -15.0)
+    scan_deep = _deep_csf(csf, brain[window], volume.spacing_mm).astype(np.float32)
+    full = _sitk_image(volume, scan_deep, offset=lo)
+    size = [max(4, round(n * s / spacing)) for n, s in zip(full.GetSize(), full.GetSpacing(),
+                                                           strict=True)]
+    reference = sitk.Image(size, sitk.sitkFloat32)
+    reference.SetSpacing([spacing] * 3)
+    reference.SetOrigin(full.GetOrigin())
+    reference.SetDirection(full.GetDirection())
+    fixed = sitk.SmoothingRecursiveGaussian(
+        sitk.Resample(full, reference, sitk.Transform(), sitk.sitkLinear, 0.0), 2.0)
+    ventricles, region = atlas_ventricle_region(atlas)
+    # Both sides carry the same feature (deep CSF); the fixed mask restricts the comparison to
+    # the ventricle region.
+    moving = sitk.SmoothingRecursiveGaussian(
+        atlas.image(atlas_deep_csf(atlas).astype(np.float32)), 2.0)
+    mask = sitk.Resample(atlas.image(region.astype(np.uint8), sitk.sitkUInt8), reference,
+                         transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    mask_array = sitk.GetArrayFromImage(mask).astype(bool)
+    fixed_array = sitk.GetArrayFromImage(fixed)
+    scan_cm3 = float((fixed_array[mask_array] >= 0.5).sum() * spacing**3 / 1000.0)
+    if scan_cm3 < 2.0:
+        return transform, VentricleStage(False, scan_ventricles_cm3=scan_cm3, reason=(
+            f"ventricle stage skipped: only {scan_cm3:.1f} cm³ of deep CSF near the expected "
+            "ventricles"))
+    # Centre of the correction: the template ventricles' centroid carried to the scan.
+    mapped = sitk.GetArrayFromImage(sitk.Resample(
+        atlas.image(ventricles.astype(np.uint8), sitk.sitkUInt8), reference, transform,
+        sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)).astype(bool)
+    if not mapped.any():
+        return transform, VentricleStage(False, scan_ventricles_cm3=scan_cm3, reason=(
+            "ventricle stage skipped: the template ventricles fall outside the scan"))
+    centre_index = np.argwhere(mapped).mean(axis=0)[::-1]
+    centre = reference.TransformContinuousIndexToPhysicalPoint(
+        tuple(float(v) for v in centre_index))
+    correction = sitk.Similarity3DTransform()
+    correction.SetCenter(centre)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsCorrelation()
+    method.SetMetricSamplingStrategy(method.NONE)
+    method.SetMetricFixedMask(mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=0.01, numberOfIterations=params.registration_iterations,
+        relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([2, 1])
+    method.SetSmoothingSigmasPerLevel([2.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetMovingInitialTransform(transform)
+    method.SetInitialTransform(correction, inPlace=True)
+    before = float(method.MetricEvaluate(fixed, moving))
+    method.Execute(fixed, moving)
+    after = float(method.MetricEvaluate(fixed, moving))
+    matrix = np.asarray(correction.GetMatrix()).reshape(3, 3)
+    scale = float(correction.GetScale())
+    shift = tuple(float(v) for v in (
+        np.asarray(correction.TransformPoint(centre)) - np.asarray(centre)))
+    logger.debug("brain-gwr ventricle stage: metric %.3f -> %.3f, shift %s, scale %.3f",
+                 before, after, shift, scale)
+    low, high = VENTRICLE_SCALE_RANGE
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(matrix / scale) - 1) / 2, -1, 1))))
+    stage = VentricleStage(False, shift, scale, scan_cm3)
+    # Displacement the correction causes within the ventricle region (95th percentile).
+    points = np.argwhere(mask_array)[::7][:, ::-1].astype(float)
+    direction = np.asarray(reference.GetDirection()).reshape(3, 3)
+    physical = (direction @ (points * spacing).T).T + np.asarray(reference.GetOrigin())
+    moved = (matrix @ (physical - np.asarray(centre)).T).T + np.asarray(centre) \
+        + np.asarray(correction.GetTranslation())
+    displacement = float(np.percentile(np.linalg.norm(moved - physical, axis=1), 95))
+    if not after < before:
+        stage.reason = "ventricle stage did not improve the ventricle overlap; not applied"
+    elif np.linalg.norm(shift) > VENTRICLE_MAX_SHIFT_MM or not low <= scale <= high \
+            or angle > 15.0:
+        stage.reason = (f"ventricle stage correction implausible (shift "
+                        f"{np.linalg.norm(shift):.1f} mm, scale {scale:.2f}, rotation "
+                        f"{angle:.0f}°); not applied")
+    elif displacement < spacing:
+        stage.reason = (f"ventricle stage correction below the {spacing:g} mm grid "
+                        f"({displacement:.1f} mm); not needed")
+    else:
+        stage.applied = True
+        combined = _homogeneous(transform) @ _homogeneous(correction)
+        out = sitk.AffineTransform(3)
+        out.SetMatrix(tuple(combined[:3, :3].ravel()))
+        out.SetTranslation(tuple(combined[:3, 3]))
+        return out, stage
+    return transform, stage
+
+
 def _as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
     if isinstance(transform, sitk.CompositeTransform):
         transform = transform.GetBackTransform()
@@ -728,6 +945,10 @@ def segment_reference(
             "ganglia and corpus callosum; send the whole-head series"
         )
     transform, metric = register_atlas(volume, brain, atlas, p)
+    # The brain-outline quality check judges the whole-brain stage; the ventricle stage then
+    # refines the deep structures only (its correction is bounded, VENTRICLE_MAX_SHIFT_MM).
+    whole_brain_transform = transform
+    transform, ventricle_stage = register_ventricles(volume, brain, atlas, transform, p)
     # Carry the labels back within the brain's bounding box (+ 15 mm): the landmarks lie deep
     # inside the brain, and resampling only there keeps time and memory down.
     window, offset = _brain_window(brain, volume.spacing_mm, margin_mm=15.0)
@@ -739,7 +960,7 @@ def segment_reference(
     )
     template_brain = sitk.GetArrayFromImage(
         sitk.Resample(atlas.image(atlas.brain_mask.astype(np.uint8), sitk.sitkUInt8), reference,
-                      transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+                      whole_brain_transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     ).astype(bool)
     overlap = brain[window]
     overlap_t = template_brain
@@ -757,7 +978,8 @@ def segment_reference(
     report = RegistrationReport(transform, dice, coverage, metric, seconds,
                                 missing_labels=missing, brain_volume_cm3=found.volume_cm3,
                                 brain_extent_mm=extent_mm, skull_enclosure=found.skull_enclosure,
-                                template_scale=tuple(float(1.0 / v) for v in scales))
+                                template_scale=tuple(float(1.0 / v) for v in scales),
+                                ventricle_stage=ventricle_stage)
     logger.info("brain-gwr: registration %.1f s, brain Dice %.3f, coverage %s", seconds, dice,
                 {k: round(v, 2) for k, v in coverage.items()})
     if dice < p.min_registration_dice:
@@ -1195,6 +1417,15 @@ def measure(
                                       else round(registration.skull_enclosure, 3))
         summary["template_scale"] = (None if registration.template_scale is None
                                      else [round(v, 3) for v in registration.template_scale])
+        stage = registration.ventricle_stage
+        if stage is not None:
+            summary["ventricle_stage"] = {
+                "applied": stage.applied,
+                "shift_mm": [round(v, 1) for v in stage.shift_mm],
+                "scale": round(stage.scale, 3),
+                "scan_deep_csf_cm3": round(stage.scan_ventricles_cm3, 1),
+                "reason": stage.reason,
+            }
     for message in warnings:
         logger.info("brain-gwr: %s", message)
     return PipelineResult(
