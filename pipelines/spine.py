@@ -544,16 +544,17 @@ class _Track:
 
 def _column_candidates(
     bone: np.ndarray, dr: float, dc: float
-) -> list[tuple[np.ndarray, float, float, float]]:
-    """Bone components of one slice: (mask, area mm², centroid row, centroid column)."""
+) -> tuple[np.ndarray, list[tuple[int, float, float, float]]]:
+    """Bone components of one slice: the label image and, per component of at least 60 mm²,
+    (label, area mm², centroid row, centroid column)."""
     lab, n = ndimage.label(bone, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
-        return []
+        return lab, []
     index = np.arange(1, n + 1)
     areas = ndimage.sum_labels(np.ones(bone.shape), lab, index) * dr * dc
     cents = ndimage.center_of_mass(bone, lab, index)
-    return [(lab == i, float(a), float(c[0]), float(c[1]))
-            for i, a, c in zip(index, areas, cents, strict=True) if a >= 60.0]
+    return lab, [(int(i), float(a), float(c[0]), float(c[1]))
+                 for i, a, c in zip(index, areas, cents, strict=True) if a >= 60.0]
 
 
 def _body_part(mask: np.ndarray, dr: float) -> tuple[float, float, int, int, float]:
@@ -604,20 +605,21 @@ def _track_column(
     c0 = max(0, int(centre_col - 120.0 / dc))
     c1 = min(hu.shape[2], int(centre_col + 120.0 / dc) + 1)
     closing = _disk(1.5 / dc)
-    per_slice: list[list[tuple[np.ndarray, float, float, float]]] = []
+
+    def slice_bone(k: int) -> np.ndarray:
+        bone = (hu[k, r0:r1, c0:c1] > threshold) & inner[r0:r1, c0:c1]
+        return ndimage.binary_closing(bone, structure=closing) & inner[r0:r1, c0:c1]
+
     first = np.full((n, 2), np.nan)
     for k in range(n):
-        bone = (hu[k, r0:r1, c0:c1] > threshold) & inner[r0:r1, c0:c1]
-        bone = ndimage.binary_closing(bone, structure=closing) & inner[r0:r1, c0:c1]
-        cands = _column_candidates(bone, dr, dc)
-        per_slice.append(cands)
-        best, best_area = None, 0.0
-        for mask, area, cr, cc in cands:
+        _, cands = _column_candidates(slice_bone(k), dr, dc)
+        best_rc, best_area = None, 0.0
+        for _, area, cr, cc in cands:
             if abs(cc + c0 - centre_col) * dc <= 60.0 and cr + r0 > centre_row - 20.0 / dr \
                     and area > best_area:
-                best, best_area = (cr + r0, cc + c0), area
-        if best is not None and best_area >= 150.0:
-            first[k] = best
+                best_rc, best_area = (cr + r0, cc + c0), area
+        if best_rc is not None and best_area >= 150.0:
+            first[k] = best_rc
     ok = ~np.isnan(first[:, 0])
     if ok.sum() < max(1, 0.3 * n):
         return _Track(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool), 0.0, 0.0)
@@ -632,21 +634,20 @@ def _track_column(
     depths, widths = [], []
     max_jump = 20.0
     for k in range(n):
-        best, best_d = None, np.inf
-        for mask, area, cr, cc in per_slice[k]:
+        lab, cands = _column_candidates(slice_bone(k), dr, dc)
+        rk = int(np.clip(round(course[k, 0] - r0), 0, lab.shape[0] - 1))
+        ck = int(np.clip(round(course[k, 1] - c0), 0, lab.shape[1] - 1))
+        best_label, best_d = 0, np.inf
+        for label_id, area, cr, cc in cands:
             if area < 100.0:
                 continue
-            d = np.hypot((cr + r0 - course[k, 0]) * dr, (cc + c0 - course[k, 1]) * dc)
-            inside = mask[
-                int(np.clip(round(course[k, 0] - r0), 0, mask.shape[0] - 1)),
-                int(np.clip(round(course[k, 1] - c0), 0, mask.shape[1] - 1)),
-            ]
-            if inside:
-                d = 0.0
+            d = 0.0 if lab[rk, ck] == label_id else float(
+                np.hypot((cr + r0 - course[k, 0]) * dr, (cc + c0 - course[k, 1]) * dc))
             if d < best_d:
-                best, best_d = mask, d
-        if best is None or best_d > max_jump:
+                best_label, best_d = label_id, d
+        if best_label == 0 or best_d > max_jump:
             continue
+        best = lab == best_label
         br, bc, ant, post, width = _body_part(best, dr)
         row[k], col[k] = br + r0, bc + c0
         depths.append(post - ant + 1)
