@@ -22,7 +22,9 @@ The segmentation and the level finding sit behind two small protocols
 (:class:`BodyCompositionSegmenter`, :class:`L3Locator`) so that a trained network can replace
 either later; the rule-based implementations here are the defaults.
 
-Research use only, not for diagnosis. Checked on digital phantoms and one real slice only.
+Research use only, not for diagnosis. Checked on digital phantoms, one real abdominal slice and
+one real upper-abdominal series (T11/T12, against TotalSegmentator's masks); see
+``docs/pipelines/l3-body-composition.md``.
 """
 
 from __future__ import annotations
@@ -525,26 +527,33 @@ class SliceCompartments:
 class ReferenceSegmenter:
     """Rule-based SMA/SAT/VAT/IMAT segmentation of one axial slice at L3.
 
-    Steps (canonical orientation: rows anterior→posterior, columns right→left):
+    Steps (canonical orientation: rows anterior→posterior, columns right→left; every distance in
+    mm, so it runs at 0.5-3.5 mm pixels):
 
-    1. Body: largest region above -500 HU, holes filled (the table is cut off by an opening).
-    2. Fascia: tissue above the fat band (> SAT upper bound) inside the body minus the skin, closed
-       by ``wall_closing_mm`` to bridge gaps of the muscle ring; the ring's interior plus the
-       (unclosed) tissue, holes filled, is everything inside the outer muscle surface. SAT is fat
-       in the body outside it.
-    3. Muscle compartment: connected soft tissue (muscle band) inside the fascia that touches its
-       outer surface (abdominal wall, paraspinal muscles) or lies beside the vertebral body
-       (psoas). Soft tissue thicker than ``organ_min_thickness_mm`` that is neither posterior to
-       the vertebral-body centre nor psoas is an organ against the wall (liver, spleen) and is
-       removed. Organs inside the cavity never touch these and are not counted.
-    4. SMA = muscle-band pixels of the compartment; IMAT = fat-band holes inside it up to
+    1. Body: largest region above -500 HU, holes filled (the table is cut off by an opening); an
+       arm joined to the trunk by a narrow contact (< 2 ``arm_neck_mm``) is cut off.
+    2. Skin (dense tissue reached from the edge without crossing fat) is set aside; fascia =
+       tissue above the fat band inside the body minus skin, closed by ``wall_closing_mm`` to
+       bridge gaps of the muscle ring; the ring's interior plus the (unclosed) tissue, holes
+       filled, is everything inside the outer muscle surface. SAT is fat in the body outside it.
+    3. Spine: the vertebra (scan-adapted bone threshold) with marrow, disc, arch and spinal canal
+       (:func:`pipelines.spine.vertebra_block`) is neither muscle nor fat; nor is the 1 mm
+       partial-volume rim of ribs and enhanced vessels.
+    4. Muscle compartment: soft tissue (muscle band) inside the fascia that touches its outer
+       surface (abdominal wall), lies beside the vertebral body (psoas) or lies mostly behind the
+       vertebral body within 1.5 body widths of the midline (paraspinal muscles). Thick soft
+       tissue (> ``organ_min_thickness_mm``) is split into blobs by a watershed of its thickness
+       map; a blob whose thickest part is not in the paraspinal or psoas zone is an organ (liver,
+       spleen, kidney, bowel) and is removed even where it touches a muscle.
+    5. SMA = muscle-band pixels of the compartment; IMAT = fat-band holes inside it up to
        ``imat_max_hole_cm2``; VAT = VAT-band pixels inside the fascia outside the muscle
        compartment and bone.
 
-    Limits: organs in direct contact with the psoas or the posterior muscles, bowel wall against
-    the abdominal wall, and hernias are not separated; muscle thicker than
-    ``organ_min_thickness_mm`` anterior to the spine (very muscular rectus) would be lost; the
-    table must be separated from the body by air somewhere around the body.
+    Limits: bowel wall against the abdominal wall, hernias and the diaphragmatic crura are
+    counted as muscle; an organ touching a back muscle is split only where the thickness map has
+    a saddle (at 3 mm pixels fat planes vanish and back muscles can go with the liver); an arm
+    lying flush against the trunk is not removed; muscle thicker than ``organ_min_thickness_mm``
+    anterior to the spine (very muscular rectus) would be lost.
     """
 
     def __init__(self, params: L3Parameters | None = None) -> None:

@@ -8,32 +8,40 @@ Method
 ------
 1. Body silhouette: the largest connected region of the z-mean of ``HU > -500`` (so a patient
    table separated from the body by air is ignored).
-2. Spinal column: bone (``HU > bone_threshold_hu``) is averaged over all slices; the persistent
-   bony column nearest the body's left-right centre in the posterior half is the spine.
-3. Vertebral-body region of interest: the anterior part of that column (the body, not the
-   posterior elements). The bone area inside it, slice by slice, is high in vertebral bodies and
-   drops in intervertebral discs; runs of low slices are discs, runs of high slices vertebrae.
-4. Ribs: in each slice, a bone component that is separate from the vertebra but comes within
-   ``rib_gap_mm`` of it and reaches further than ``rib_min_lateral_mm`` from the midline is a rib
-   at its costovertebral joint. A vertebra with such a slice bears ribs; the most caudal
-   rib-bearing vertebra is T12.
-5. Sacrum: a most-caudal segment whose bone is much wider than the vertebral bodies (the alae).
-6. Labels are counted from T12 downwards and from the sacrum upwards; when both are found they
-   must agree.
+2. Bone threshold adapted to the scan (:func:`scan_bone_threshold`): a third of the way from the
+   scan's soft-tissue level to its bone level, at most ``bone_threshold_hu`` (osteopenic bone, soft
+   kernels and low kV lower it).
+3. Column followed slice by slice: per slice, the largest bone component near the posterior
+   midline; a running median (about 40 mm) of its position is the column's course (lordosis,
+   kyphosis, scoliosis); each slice then takes the component nearest that course and the centre of
+   its vertebral body (anterior part, up to the spinal canal).
+4. Bone area inside a vertebral-body window that moves with the course; its minima, at least a
+   short vertebra apart and clearly deeper than the median, are discs; a gap of more than 1.7 disc
+   pitches gets the missed disc at its deepest minimum; vertebrae lie between discs.
+5. Ribs: in each slice, bone separate from the vertebra's own bone (body, arch, processes) that
+   comes within ``rib_gap_mm`` of it and reaches ``rib_min_lateral_mm`` from the midline, or bone
+   fused to the body reaching ``fused_rib_min_lateral_mm`` (beyond lumbar transverse processes).
+6. Sacrum: a most-caudal segment whose bone is much wider than the vertebral bodies (the alae).
+7. Two independent anchors: T12 = the last rib-bearing vertebra, provided a whole rib-free
+   vertebra (or the sacrum) lies below it in the scan (otherwise every vertebra in view is thoracic
+   and nothing is numbered: ``"thoracic only"``); S = the sacrum. Both agree (5 lumbar) -> labels,
+   ``"ribs+sacrum"``; both found but disagreeing -> no labels, ``"anchors disagree"`` (transitional
+   anatomy is flagged, not guessed); one found -> labels counted from it (``"ribs"`` /
+   ``"sacrum"``).
 
 Limits (honest)
 ---------------
-* Transitional anatomy (6 lumbar vertebrae, lumbarised S1, sacralised L5, 11 or 13 rib pairs,
-  hypoplastic T12 ribs) makes both counts wrong by one level; only the disagreement of the two
-  counts can reveal it, and a consistent transitional anomaly cannot be detected at all.
-* Lumbar transverse processes longer than ``rib_min_lateral_mm`` fused to the vertebra are not
-  mistaken for ribs, but a detached (fractured) transverse process or a lumbar rib is.
-* Discs are found from bone-area minima; with thick slices (> ~7 mm), severe degeneration,
-  bridging osteophytes, fusion or hardware, discs may be missed and two vertebrae merged.
-* Very osteoporotic cancellous bone (below ``bone_threshold_hu``) weakens the profile; the
-  cortical shell usually still carries it.
-* Scoliosis or strong lordosis moves the column out of the fixed region of interest.
-* Checked on digital phantoms only; not clinically validated.
+* A consistent transitional anomaly (e.g. 13 rib pairs and 6 lumbar-type vertebrae) cannot be
+  detected; a hypoplastic 12th rib shorter than ``rib_min_lateral_mm`` or a detached lumbar
+  transverse process reaching beyond it changes the rib anchor.
+* Discs are bone-area minima: in degenerated spines with sclerotic end-plates and osteopenic
+  marrow the minimum can fall mid-body (seen on a real T11/T12 series: 6 mm off); thick slices
+  (> 5 mm), bridging osteophytes, fusion or hardware can hide discs (one missing disc in a row is
+  recovered from the pitch, more are not).
+* The sacrum anchor uses the alae's width only (iliac wings are not used).
+* Checked on digital phantoms (curved, osteopenic, thin, obese, 11/13 rib pairs, 1.6-5 mm slices)
+  and one real upper-abdominal series (T11/T12, against TotalSegmentator); no real series covering
+  L3 with ribs or sacrum was available. Not clinically validated.
 """
 
 from __future__ import annotations
@@ -148,9 +156,11 @@ class SpineLabelling:
         Caudal to cranial.
     confidence: float
         0..1: 0.9 when the counts from the ribs and from the sacrum agree, 0.6 when only one
-        landmark was found, 0.3 when they disagree, 0.0 when none was found.
+        anchor was found, 0.2 when they disagree, 0.0 when nothing could be numbered.
     method: str
-        ``"ribs+sacrum"``, ``"ribs"``, ``"sacrum"``, ``"ribs (sacrum disagrees)"`` or ``"none"``.
+        ``"ribs+sacrum"``, ``"ribs"``, ``"sacrum"``, ``"anchors disagree"`` (no labels),
+        ``"thoracic only"`` (every vertebra in view is rib-bearing or above one: no labels) or
+        ``"none"``.
     evidence: list[str]
         Human-readable reasons (what was found, where).
     column_centre_rc: tuple[float, float]
