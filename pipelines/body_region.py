@@ -17,7 +17,8 @@ are not validated on clinical data:
     midline, each at least 4 % of the body cross-section and spanning at least 25 % of the body's
     antero-posterior extent (lungs; bowel gas is smaller and not bilateral in this way);
   - *pelvis*: no lungs, and bone (> 200 HU) in both lateral thirds of the body amounting to at
-    least 1.5 % of the cross-section (iliac wings);
+    least 1.5 % of the cross-section, with one bone plate of at least 2.5 cm² on each side (iliac
+    wings; the lower ribs' small cross-sections do not count);
   - *abdomen*: a trunk-sized body (>= 200 cm²) without lungs or skull, with fat (>= 3 %) and
     soft tissue (>= 30 %), little bone (< 15 %), and not two legs side by side.
 
@@ -63,6 +64,10 @@ BRAIN_HU = (15.0, 60.0)
 FAT_HU = (-190.0, -30.0)
 SOFT_TISSUE_HU = (-29.0, 150.0)
 
+#: An iliac wing is one bone plate: on each side the largest bone component must be at least
+#: this big (cm²). Rib cross-sections at the lower ribs are about 1-2 cm² (measured on a real
+#: upper-abdominal CT at T11/T12), so ribs in both lateral thirds do not make a pelvis.
+ILIAC_MIN_CM2 = 2.5
 #: Minimum fraction of the sampled body slices for a region to be reported.
 MIN_REGION_SLICE_FRACTION = 0.2
 #: At most this many slices are classified (evenly spaced), to keep routing fast.
@@ -98,6 +103,16 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     return np.asarray(labels == int(np.argmax(sizes)), dtype=bool)
+
+
+def _largest_bone_cm2(bone: np.ndarray, cm2: float) -> float:
+    """Area (cm²) of the largest connected component of a ``(rows, columns)`` bone mask."""
+    labels, count = ndimage.label(bone)
+    if count == 0:
+        return 0.0
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return float(sizes.max() * cm2)
 
 
 def _classify_ct_slice(
@@ -181,6 +196,10 @@ def _classify_ct_slice(
         and body_area_cm2 >= 200.0
         and lateral_low + lateral_high >= 0.015 * body_pixels
         and min(lateral_low, lateral_high) >= 0.004 * body_pixels
+        and _largest_bone_cm2(bone & (np.arange(hu.shape[1]) < left_edge + third)[None, :], cm2)
+        >= ILIAC_MIN_CM2
+        and _largest_bone_cm2(bone & (np.arange(hu.shape[1]) > right_edge - third)[None, :], cm2)
+        >= ILIAC_MIN_CM2
     ):
         return "pelvis"
 

@@ -189,3 +189,12 @@ def test_series_region_for_mr_is_unknown() -> None:
     guess = guess_series_region([ds])
     assert guess.regions == ["unknown"]
     assert "MR" in guess.reason
+
+
+def test_lower_ribs_do_not_make_pelvis() -> None:
+    # Several small rib cross-sections (about 1 cm² each) in both lateral thirds, as at T11/T12.
+    slice_ = rp.abdomen_slice()
+    for side in (-1, 1):
+        for row in (-40, 0, 40):
+            slice_[rp._ellipse(slice_.shape, 3.5, (row, side * 125), (7, 5))] = rp.BONE_HU
+    assert _guess([slice_] * 3, 3.5).regions == ["abdomen"]

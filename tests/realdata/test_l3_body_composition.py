@@ -236,3 +236,12 @@ def test_tissues_at_3mm_pixels(upper: dict[str, object]) -> None:
     frac = _tissue_agreement(hu, ts_v, (3.0, 3.0), list(range(0, hu.shape[0], 4)))
     assert frac["back"] >= 0.8, frac
     assert frac["vertebra"] <= 0.05 and frac["liver"] <= 0.05, frac
+
+
+def test_pixel_region_is_abdomen(upper: dict[str, object]) -> None:
+    from pipelines.body_region import guess_ct_region
+
+    volume = upper["volume"]
+    assert isinstance(volume, CTVolume)
+    # Upper abdomen at T11/T12: no lungs, lower ribs laterally (not iliac wings).
+    assert guess_ct_region(volume).regions == ["abdomen"]
