@@ -531,7 +531,8 @@ class ReferenceSegmenter:
     mm, so it runs at 0.5-3.5 mm pixels):
 
     1. Body: largest region above -500 HU, holes filled (the table is cut off by an opening); an
-       arm joined to the trunk by a narrow contact (< 2 ``arm_neck_mm``) is cut off.
+       arm joined to the trunk by a narrow contact (< 2 ``arm_neck_mm``) is cut off, one lying
+       flush against it is cut between the two skin notches (:func:`_cut_flush_arms`).
     2. Skin (dense tissue reached from the edge without crossing fat) is set aside; fascia =
        tissue above the fat band inside the body minus skin, closed by ``wall_closing_mm`` to
        bridge gaps of the muscle ring; the ring's interior plus the (unclosed) tissue, holes
@@ -552,7 +553,7 @@ class ReferenceSegmenter:
     Limits: bowel wall against the abdominal wall, hernias and the diaphragmatic crura are
     counted as muscle; an organ touching a back muscle is split only where the thickness map has
     a saddle (at 3 mm pixels fat planes vanish and back muscles can go with the liver); an arm
-    lying flush against the trunk is not removed; muscle thicker than ``organ_min_thickness_mm``
+    lying flush against the trunk without two clear skin notches is not removed; muscle thicker than ``organ_min_thickness_mm``
     anterior to the spine (very muscular rectus) would be lost.
     """
 
@@ -593,7 +594,7 @@ class ReferenceSegmenter:
                 f"no body cross-section found in the slice (largest region above -500 HU is "
                 f"{body.sum() * pixel_mm2 / 100.0:.0f} cm²); is this an abdominal CT slice?"
             )
-        body = _trunk_only(body, mm_px, p.arm_neck_mm)
+        body = _trunk_only(body, hu, mm_px, p.arm_neck_mm)
         bone_threshold, _, _ = scan_bone_threshold(hu)
         vertebra = find_vertebra_in_slice(hu, (dr, dc), body, bone_threshold)
 
@@ -746,7 +747,7 @@ class ReferenceSegmenter:
         return labels
 
 
-def _trunk_only(body: np.ndarray, mm_px: float, neck_mm: float) -> np.ndarray:
+def _trunk_only(body: np.ndarray, hu: np.ndarray, mm_px: float, neck_mm: float) -> np.ndarray:
     """The trunk without arms lying against it (arms down, e.g. PET/CT).
 
     An opening by a disk of ``neck_mm`` radius cuts the narrow skin contact between an arm and
@@ -757,6 +758,8 @@ def _trunk_only(body: np.ndarray, mm_px: float, neck_mm: float) -> np.ndarray:
     ----------
     body:
         ``(rows, columns)`` bool body outline.
+    hu:
+        ``(rows, columns)`` HU of the slice (an arm holds bone).
     mm_px:
         Pixel size, mm.
     neck_mm:
@@ -783,7 +786,94 @@ def _trunk_only(body: np.ndarray, mm_px: float, neck_mm: float) -> np.ndarray:
     labels, n = ndimage.label(kept)
     if n > 1:
         kept = _largest(kept)
-    return np.asarray(ndimage.binary_fill_holes(kept))
+    kept = _cut_flush_arms(np.asarray(ndimage.binary_fill_holes(kept)), hu, mm_px)
+    return kept
+
+
+def _cut_flush_arms(body: np.ndarray, hu: np.ndarray, mm_px: float) -> np.ndarray:
+    """Cut off an arm lying flush against the trunk along the line joining the two notches
+    (convexity defects) where its skin meets the trunk's, anterior and posterior to it.
+
+    A pair of notches qualifies when both are at least 8 mm deep, lie in the lateral thirds on the
+    same side, are less than 150 mm apart and the line between them runs mostly inside the body
+    (the rest through the air gap between arm and trunk); the part cut off must be smaller than a
+    quarter of the body and hold at least 1 cm² of bone (humerus, or radius and ulna), so a skin
+    fold or pannus is never cut.
+
+    Parameters
+    ----------
+    body:
+        ``(rows, columns)`` bool outline (one region, holes filled).
+    hu:
+        ``(rows, columns)`` HU.
+    mm_px:
+        Pixel size, mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, columns)`` bool: the trunk.
+    """
+    from skimage.draw import line as draw_line
+    from skimage.morphology import convex_hull_image
+
+    if body.sum() < 100:
+        return body
+    hull = convex_hull_image(body)
+    defects = hull & ~body
+    labels, n = ndimage.label(defects)
+    if n < 2:
+        return body
+    depth = ndimage.distance_transform_edt(hull) * mm_px
+    cols = np.flatnonzero(body.any(axis=0))
+    left_edge, right_edge = cols[0], cols[-1]
+    third = (right_edge - left_edge + 1) / 3.0
+    notches = []
+    for i, region in enumerate(ndimage.find_objects(labels), start=1):
+        if region is None:
+            continue
+        piece = labels[region] == i
+        d = np.where(piece, depth[region], 0.0)
+        if d.max() < 8.0:
+            continue
+        r, c = np.unravel_index(int(np.argmax(d)), d.shape)
+        r, c = r + region[0].start, c + region[1].start
+        side = -1 if c < left_edge + third else (1 if c > right_edge - third else 0)
+        if side:
+            notches.append((side, int(r), int(c)))
+    trunk = body
+    for side in (-1, 1):
+        points = [(r, c) for s, r, c in notches if s == side]
+        best = None
+        for i in range(len(points)):
+            for j in range(i + 1, len(points)):
+                (r0, c0), (r1, c1) = points[i], points[j]
+                length_mm = float(np.hypot(r1 - r0, c1 - c0)) * mm_px
+                if length_mm > 150.0:
+                    continue
+                rr, cc = draw_line(r0, c0, r1, c1)
+                if body[rr, cc].mean() < 0.5:
+                    continue
+                if best is None or length_mm < best[0]:
+                    best = (length_mm, rr, cc)
+        if best is None:
+            continue
+        cut = trunk.copy()
+        cut[best[1], best[2]] = False
+        # 4-connected labelling: the 8-connected cut line separates the two sides.
+        cut_labels, count = ndimage.label(cut)
+        if count < 2:
+            continue
+        sizes = np.bincount(cut_labels.ravel())
+        sizes[0] = 0
+        main = int(np.argmax(sizes))
+        removed = trunk.sum() - sizes[main]
+        bone_cm2 = float(((cut_labels != main) & cut & (hu > 200.0)).sum()) * mm_px**2 / 100.0
+        if removed < 0.25 * trunk.sum() and bone_cm2 >= 1.0:
+            trunk = np.asarray(cut_labels == main)
+            trunk[best[1], best[2]] = True  # the cut line itself stays with the trunk
+            trunk = _largest(trunk)
+    return trunk
 
 
 def _open_mm(mask: np.ndarray, radius_mm: float, mm_px: float) -> np.ndarray:
