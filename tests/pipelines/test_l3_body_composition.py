@@ -261,8 +261,9 @@ def test_headers_without_height_still_get_the_sex_only_attenuation_flag(
         {"body_scale": 1.3, "sat_thickness_mm": 55.0, "rows": 300, "columns": 300},  # obese
         {"n_slices": 150, "slice_thickness_mm": 2.0, "lordosis_mm": 15.0,
          "cortical_bone_hu": 400.0, "cancellous_bone_hu": 120.0},
+        {"arms_down": True, "rows": 340, "columns": 340},  # arms flush against the trunk
     ],
-    ids=["curved", "osteopenic", "thin", "obese", "2mm-curved-osteopenic"],
+    ids=["curved", "osteopenic", "thin", "obese", "2mm-curved-osteopenic", "arms-down"],
 )
 def test_l3_found_on_varied_anatomy(anatomy: dict[str, float], tmp_path: Path) -> None:
     ph = make_abdomen_phantom(seed=5, **anatomy)  # type: ignore[arg-type]

@@ -143,3 +143,17 @@ def test_body_size_varies() -> None:
     assert obese.truth_l3["sat_area_cm2"] > 4.0 * thin.truth_l3["sat_area_cm2"]
     with pytest.raises(ValueError, match="too small"):
         make_abdomen_phantom(body_scale=1.3)
+
+
+def test_arms_down_touch_the_trunk_and_carry_no_truth_label() -> None:
+    ph = make_abdomen_phantom(seed=3, noise_hu=0.0, arms_down=True, rows=340, columns=340)
+    k = ph.mid_l3_slice
+    body = ph.hu_noise_free[k] > -500
+    from scipy import ndimage
+
+    labels, count = ndimage.label(body)
+    assert count == 1  # arms and trunk form one region (flush skin contact)
+    columns = np.flatnonzero(body.any(axis=0))
+    assert (columns[-1] - columns[0]) * ph.spacing_mm[2] > 450.0  # trunk 300 mm + two arms
+    truth_columns = np.flatnonzero((ph.labels[k] > 0).any(axis=0))
+    assert (truth_columns[-1] - truth_columns[0]) * ph.spacing_mm[2] < 310.0

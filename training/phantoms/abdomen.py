@@ -23,8 +23,8 @@ Anatomy (simplified, in mm around the body centre):
 
 Anatomy varies independently of the pipelines' defaults: body size (``body_scale``,
 ``sat_thickness_mm``: thin to obese), a curved column (``lordosis_mm``, ``scoliosis_mm``),
-osteopenic bone (``cortical_bone_hu``, ``cancellous_bone_hu``) and transitional anatomy (11 or
-13 rib pairs through ``rib_bearing``).
+osteopenic bone (``cortical_bone_hu``, ``cancellous_bone_hu``), transitional anatomy (11 or
+13 rib pairs through ``rib_bearing``) and arms lying against the trunk (``arms_down``).
 
 HU values sit in the middle of the bands of :mod:`pipelines.l3_body_composition` (muscle
 -29..150, SAT/IMAT -190..-30, VAT -150..-50), several noise SDs from any band edge.
@@ -76,6 +76,9 @@ TISSUE_HU: dict[str, float] = {
 }
 
 _RESCALE_INTERCEPT = RESCALE_INTERCEPT_HU
+
+#: Radius of an arm drawn with ``arms_down``, mm.
+ARM_RADIUS_MM = 45.0
 
 
 @dataclass
@@ -186,6 +189,7 @@ def make_abdomen_phantom(
     cortical_bone_hu: float = TISSUE_HU["cortical_bone"],
     cancellous_bone_hu: float = TISSUE_HU["cancellous_bone"],
     rib_bearing: tuple[str, ...] = ("T10", "T11", "T12"),
+    arms_down: bool = False,
 ) -> AbdomenPhantom:
     """Build an abdominal CT phantom from T10 to the sacrum with exact ground truth.
 
@@ -232,6 +236,9 @@ def make_abdomen_phantom(
     rib_bearing:
         Vertebrae carrying a rib pair, among T10..L1: ``("T10", "T11")`` draws 11 pairs (no
         T12 ribs), ``("T10", "T11", "T12", "L1")`` 13 pairs (a lumbar rib), the default 12.
+    arms_down:
+        Draw both arms at the sides of the trunk, touching its skin (radius
+        :data:`ARM_RADIUS_MM`, with a humerus); they are not part of any truth label.
 
     Returns
     -------
@@ -245,9 +252,10 @@ def make_abdomen_phantom(
         at least one slice thick so that it is sampled).
     """
     fov_mm = min(rows, columns) * pixel_spacing_mm
-    if fov_mm < 300.0 * body_scale + 30.0:
+    width_mm = 300.0 * body_scale + (4.0 * ARM_RADIUS_MM if arms_down else 0.0)
+    if fov_mm < width_mm + 30.0:
         raise ValueError(
-            f"field of view {fov_mm:.0f} mm is too small for the {300 * body_scale:.0f} x "
+            f"field of view {fov_mm:.0f} mm is too small for the {width_mm:.0f} x "
             f"{230 * body_scale:.0f} mm body; use more pixels or a larger pixel spacing"
         )
     length_mm = n_slices * slice_thickness_mm
@@ -323,6 +331,22 @@ def make_abdomen_phantom(
             )
         muscle = (fascia & ~cavity) | paraspinal | psoas
 
+        if arms_down:
+            # Arms at the sides, touching the trunk's skin (flush, as on PET/CT): skin, 8 mm of
+            # fat, muscle and a humerus; not part of the trunk's compartments (label 0).
+            for side in (-1.0, 1.0):
+                ax = side * (body_rx + ARM_RADIUS_MM - 2.0)
+                arm = _ellipse(yy, xx, 0.0, ax, ARM_RADIUS_MM, ARM_RADIUS_MM) & ~body
+                arm_fat = _ellipse(yy, xx, 0.0, ax, ARM_RADIUS_MM - 2.0, ARM_RADIUS_MM - 2.0) & arm
+                arm_muscle = _ellipse(yy, xx, 0.0, ax, ARM_RADIUS_MM - 10.0,
+                                      ARM_RADIUS_MM - 10.0) & arm
+                humerus = _ellipse(yy, xx, 0.0, ax, 11.0, 11.0)
+                marrow = _ellipse(yy, xx, 0.0, ax, 7.0, 7.0)
+                slice_hu[arm] = TISSUE_HU["skin"]
+                slice_hu[arm_fat] = TISSUE_HU["sat"]
+                slice_hu[arm_muscle] = TISSUE_HU["muscle"]
+                slice_hu[humerus] = cortical_bone_hu
+                slice_hu[marrow] = TISSUE_HU["sat"]
         slice_hu[body] = TISSUE_HU["skin"]
         slice_hu[inner_skin] = TISSUE_HU["sat"]
         slice_lab[inner_skin] = LABEL_SAT
@@ -428,6 +452,7 @@ def make_abdomen_phantom(
         "body_scale": body_scale, "lordosis_mm": lordosis_mm, "scoliosis_mm": scoliosis_mm,
         "cortical_bone_hu": cortical_bone_hu, "cancellous_bone_hu": cancellous_bone_hu,
         "rib_bearing": tuple(rib_bearing), "sat_thickness_mm": sat_thickness_mm,
+        "arms_down": arms_down,
     }
     return AbdomenPhantom(
         hu=hu,
