@@ -667,8 +667,10 @@ def register_atlas(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
 
 
 #: Cerebrospinal fluid on non-contrast CT for the ventricle stage: at most this HU after a
-#: 1 x 3 x 3 median filter (CSF 0-10 HU, parenchyma above 20 HU; clinical.md §4.3, Buzug 2008).
-VENTRICLE_CSF_HU = 15.0
+#: 1 x 3 x 3 median filter: the upper bound of CSF (0-10 HU; parenchyma 20-45 HU, clinical.md
+#: §4.3, Buzug 2008), so that hypodense (oedematous, infarcted) parenchyma of 12-20 HU is not
+#: taken for ventricle.
+VENTRICLE_CSF_HU = 10.0
 #: CSF deeper than this below the brain surface counts as ventricular (cortical sulci, the
 #: Sylvian fissures and the convexity subarachnoid space lie closer to the surface), mm.
 VENTRICLE_DEPTH_MM = 10.0

@@ -341,19 +341,27 @@ def _tilted_with_gaps(datasets: list[Dataset], tilt_deg: float = 15.0) -> list[D
     its Image Position (Patient) says so; slices then dropped irregularly (uneven gaps)."""
     ordered = _by_height(datasets)
     z0 = float(np.median([float(d.ImagePositionPatient[2]) for d in ordered]))
+    half_mm = max(abs(float(d.ImagePositionPatient[2]) - z0) for d in ordered)
+    pad = int(np.ceil(half_mm * np.tan(np.deg2rad(abs(tilt_deg))) / float(ordered[0].PixelSpacing[0])))
     out = []
     for i, ds in enumerate(ordered):
         if i % 7 in (2, 5) or i % 11 == 4:
             continue
         z = float(ds.ImagePositionPatient[2])
         shift_mm = (z - z0) * np.tan(np.deg2rad(tilt_deg))
-        shift_rows = shift_mm / float(ds.PixelSpacing[0])
+        row_mm = float(ds.PixelSpacing[0])
+        shift_rows = shift_mm / row_mm
+        # A tilted acquisition reconstructs the whole head: the field of view is enlarged by
+        # `pad` rows of air on both sides first (this series' 162 mm field of view already
+        # cuts the head), so that the shear loses no brain.
+        hu = np.pad(_hu(ds), ((pad, pad), (0, 0)), constant_values=-1024.0)
         # The image row r now lies shift_mm further posterior: its content is the row
         # r + shift_rows of the untilted image.
-        hu = ndimage.shift(_hu(ds), (-shift_rows, 0.0), order=1, cval=-1024.0)
+        hu = ndimage.shift(hu, (-shift_rows, 0.0), order=1, cval=-1024.0)
         new = _stored(ds, hu)
+        new.Rows = hu.shape[0]
         position = [float(v) for v in ds.ImagePositionPatient]
-        position[1] += shift_mm
+        position[1] += shift_mm - pad * row_mm
         new.ImagePositionPatient = position
         new.GantryDetectorTilt = tilt_deg
         out.append(new)
