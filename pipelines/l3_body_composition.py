@@ -403,8 +403,9 @@ def _l3_missing_reason(labelling: SpineLabelling, found: str) -> str:
         )
     if labelling.method == "thoracic only":
         return (
-            "L3 is not in the scanned range: every vertebra in view bears ribs or lies above one "
-            "that does (thoracic spine), so the lumbar spine lies below the scan. Vertebrae found "
+            "L3 is not in the scanned range: every vertebra seen whole bears ribs or lies above "
+            "one that does (thoracic spine; a piece of vertebra at the caudal edge is too short "
+            "to tell), so the lumbar spine lies below the scan. Vertebrae found "
             f"caudal→cranial: {found}. {evidence}. Send a CT that covers the lumbar spine"
         )
     if labelling.method == "anchors disagree":
