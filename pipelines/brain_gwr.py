@@ -389,12 +389,18 @@ class BrainMaskReport:
         Brain mask volume, cm³.
     extent_mm:
         Head-feet extent of the mask, mm.
+    air_below_cm3, air_above_cm3:
+        Air enclosed by the head in axial slices (paranasal sinuses, nasal cavity, mastoid
+        cells), cm³, below and above the brain's centre along the series' feet-to-head axis.
+        In a head it lies below the brain's centre (:data:`ORIENTATION_AIR_MIN_CM3`).
     """
 
     mask: np.ndarray
     skull_enclosure: float
     volume_cm3: float
     extent_mm: float
+    air_below_cm3: float = 0.0
+    air_above_cm3: float = 0.0
 
 
 def brain_mask_report(hu: np.ndarray, spacing_mm: tuple[float, float, float],
@@ -458,13 +464,26 @@ def brain_mask_report(hu: np.ndarray, spacing_mm: tuple[float, float, float],
         near_bone = ndimage.binary_dilation(
             bone, structure=_disk(max(1, round(6.0 / min(grid[1], grid[2]))))[None])
         enclosure = float(np.count_nonzero(border & near_bone) / max(1, np.count_nonzero(border)))
+    # Air enclosed by the head (sinuses, nasal cavity, mastoid cells) below / above the brain's
+    # centre: the anatomy's own head-feet direction, against the headers'.
+    air_below = air_above = 0.0
+    if brain.any() and small.shape[0] > 1:
+        enclosed = np.zeros_like(head)
+        for k in range(small.shape[0]):
+            if head[k].any():
+                enclosed[k] = ndimage.binary_fill_holes(head[k]) & ~head[k]
+        centre = float(np.argwhere(brain)[:, 0].mean())
+        per_slice = enclosed.sum(axis=(1, 2)) * float(np.prod(grid)) / 1000.0
+        z = np.arange(small.shape[0])
+        air_below = float(per_slice[z < centre].sum())
+        air_above = float(per_slice[z > centre].sum())
     if step > 1:
         brain = np.repeat(np.repeat(brain, step, axis=1), step, axis=2)[
             :, : hu.shape[1], : hu.shape[2]] & (hu < p.bone_hu)
     slices = np.flatnonzero(brain.any(axis=(1, 2)))
     extent = float((slices[-1] - slices[0] + 1) * spacing_mm[0]) if slices.size else 0.0
     volume = float(np.count_nonzero(brain) * np.prod(spacing_mm) / 1000.0)
-    return BrainMaskReport(np.asarray(brain), enclosure, volume, extent)
+    return BrainMaskReport(np.asarray(brain), enclosure, volume, extent, air_below, air_above)
 
 
 def brain_mask(hu: np.ndarray, spacing_mm: tuple[float, float, float],
@@ -665,6 +684,14 @@ def register_atlas(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
     logger.debug("brain-gwr registration metric %.4f", metric)
     return final, metric
 
+
+#: Orientation check: air enclosed by the head (paranasal sinuses, nasal cavity, mastoid
+#: cells: all below the brain's centre in any head) of at least this volume above the brain's
+#: centre, cm³, and more than ORIENTATION_AIR_RATIO times the volume below it, means the
+#: headers' head-feet direction is flipped. A series that does not reach the skull base holds
+#: little such air anywhere and is not judged.
+ORIENTATION_AIR_MIN_CM3 = 5.0
+ORIENTATION_AIR_RATIO = 3.0
 
 #: Cerebrospinal fluid on non-contrast CT for the ventricle stage: at most this HU after a
 #: 1 x 3 x 3 median filter: the upper bound of CSF (0-10 HU; parenchyma 20-45 HU, clinical.md
@@ -938,6 +965,15 @@ def segment_reference(
             f"{found.skull_enclosure:.0%} of its outline lies within 6 mm of bone, at least "
             f"{p.min_skull_enclosure:.0%} expected for a brain): the series does not look like "
             "a head CT; send the non-contrast head CT series"
+        )
+    if (found.air_above_cm3 >= ORIENTATION_AIR_MIN_CM3
+            and found.air_above_cm3 > ORIENTATION_AIR_RATIO * found.air_below_cm3):
+        raise UnsupportedInputError(
+            f"the anatomy is upside down relative to the headers: {found.air_above_cm3:.0f} cm³ "
+            "of air enclosed by the head (paranasal sinuses, nasal cavity, mastoid cells) lie "
+            f"above the brain and {found.air_below_cm3:.0f} cm³ below it; Image Position "
+            "(Patient) / Patient Position do not describe this head CT (head-feet flipped). "
+            "No GWR is reported; correct the headers and resend"
         )
     extent_mm = found.extent_mm
     if extent_mm < p.min_brain_extent_mm:
