@@ -1356,13 +1356,17 @@ def measure(
                                         registration.brain_dice, UCUM_NO_UNITS, None, None,
                                         "Registration Dice"))
 
-    # Key image: the axial slice with most putamen + PLIC voxels (basal-ganglia level).
-    level_labels = np.isin(label_map, (LABEL_PUTAMEN_RIGHT, LABEL_PUTAMEN_LEFT,
-                                       LABEL_PLIC_RIGHT, LABEL_PLIC_LEFT, LABEL_CAUDATE_RIGHT,
-                                       LABEL_CAUDATE_LEFT))
-    if not level_labels.any():
-        level_labels = label_map > 0
-    k = int(np.argmax(level_labels.sum(axis=(1, 2))))
+    # Key image: the axial slice of the basal-ganglia level where caudate, putamen and PLIC
+    # are all seen (the largest least-represented of the three), else the slice with most
+    # landmark voxels.
+    per_slice = [np.isin(label_map, group).sum(axis=(1, 2)) for group in (
+        (LABEL_CAUDATE_RIGHT, LABEL_CAUDATE_LEFT), (LABEL_PUTAMEN_RIGHT, LABEL_PUTAMEN_LEFT),
+        (LABEL_PLIC_RIGHT, LABEL_PLIC_LEFT))]
+    least = np.min(per_slice, axis=0)
+    if least.max() > 0:
+        k = int(np.argmax(least))
+    else:
+        k = int(np.argmax((label_map > 0).sum(axis=(1, 2))))
     all_terms = all(k_ in core_stats for k_ in LANDMARK_LABELS)
     if all_terms and (gwr_bg is None or gwr["gwr_pu_pic"] is None):
         raise PipelineError(
