@@ -263,6 +263,21 @@ class ChestParameters:
         Half-width of the paravertebral region (erector spinae; no intercostals), mm.
     erector_min_depth_mm:
         Erector spinae lies more than this dorsal to the vertebral-body centre, mm.
+    erector_lateral_mm:
+        Bounds of the erector spinae's lateral limit, mm from the midline: the limit is the rib
+        angle of the slice (the most dorsal point of the ribs lining the lung, where the
+        iliocostalis ends; 4-8 cm from the midline in adults: Gray's Anatomy, 42nd ed., back
+        muscles) plus ``erector_angle_margin_mm``, held within these bounds (and this range's
+        middle where no rib angle is seen).
+    erector_angle_margin_mm:
+        Margin lateral of the rib angle, mm.
+    erector_fat_plane_mm:
+        A run of fat (below the muscle band) at least this long along a dorsal ray is the fat
+        plane between the erector spinae and the superficial back muscles (trapezius,
+        rhomboids, latissimus), mm.
+    erector_max_gap_mm:
+        The erector spinae starts within this distance dorsal of the lamina, transverse process
+        or rib (or of the lung) of its ray, mm.
     erector_extension_mm:
         The erector spinae is also measured this far below the lowest lung slice (so that the
         mid-T12 ESMA exists when the lungs end above it), mm.
@@ -289,6 +304,10 @@ class ChestParameters:
     intercostal_max_gap_mm: float = 25.0
     paravertebral_half_width_mm: float = 60.0
     erector_min_depth_mm: float = 15.0
+    erector_lateral_mm: tuple[float, float] = (45.0, 90.0)
+    erector_angle_margin_mm: float = 10.0
+    erector_fat_plane_mm: float = 2.5
+    erector_max_gap_mm: float = 15.0
     erector_extension_mm: float = 40.0
     cage_window_mm: float = 20.0
     pectoralis_max_angle_deg: float = 65.0
@@ -298,7 +317,7 @@ class ChestParameters:
     diaphragm_clear_below_mm: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("muscle_hu", "low_attenuation_hu"):
+        for name in ("muscle_hu", "low_attenuation_hu", "erector_lateral_mm"):
             lower, upper = (float(v) for v in getattr(self, name))
             if not lower < upper:
                 raise ConfigError(f"{name} = {getattr(self, name)}: lower must be < upper")
@@ -313,7 +332,7 @@ class ChestParameters:
             If a key is not a field of this class (the message lists the valid keys).
         """
         return parameters_from_mapping(
-            cls, params, PROTOCOL_NAME, pairs=("muscle_hu", "low_attenuation_hu")
+            cls, params, PROTOCOL_NAME, pairs=("muscle_hu", "low_attenuation_hu", "erector_lateral_mm")
         )
 
 
@@ -577,6 +596,132 @@ def _midsagittal(
     return origin, (float(minor[0]), float(minor[1])), angle
 
 
+def _rib_angle_mm(
+    bone: np.ndarray, near_lung: np.ndarray, ap_k: np.ndarray, lat_k: np.ndarray
+) -> tuple[float, float]:
+    """Lateral distance (mm) of the rib angle on the right and left of one slice: the most
+    dorsal rib bone lining the lung, 25-120 mm from the midline (NaN where none).
+
+    Parameters
+    ----------
+    bone, near_lung:
+        ``(rows, columns)`` bool: bone, and pixels within 12 mm of the lung.
+    ap_k, lat_k:
+        ``(rows, columns)`` mm dorsal of the vertebral-body centre and to the patient's left.
+    """
+    out = []
+    for sign in (-1.0, 1.0):
+        side = bone & near_lung & (sign * lat_k > 25.0) & (sign * lat_k < 120.0) & (ap_k > 0.0)
+        if not side.any():
+            out.append(float("nan"))
+            continue
+        depth = np.where(side, ap_k, -np.inf)
+        r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        out.append(float(abs(lat_k[r, c])))
+    return out[0], out[1]
+
+
+def erector_spinae_slice(
+    hu_k: np.ndarray, muscle_k: np.ndarray, bone_k: np.ndarray, lungs_k: np.ndarray,
+    body_k: np.ndarray, ap_k: np.ndarray, lat_k: np.ndarray,
+    lateral_limit_mm: tuple[float, float], row_mm: float, params: ChestParameters,
+    scapula_possible: bool = True,
+) -> np.ndarray:
+    """Erector spinae on one axial slice, from anatomy (step 6 of the module docstring).
+
+    Along each image column (a ray running dorsally, rows anterior -> posterior), the deep back
+    muscle lies directly behind the deepest bone of the spine or ribs (lamina, transverse
+    process, rib at or medial to its angle) or behind the lung: the first muscle within
+    ``erector_max_gap_mm`` dorsal of it, up to the first fat plane (``erector_fat_plane_mm`` of
+    fat), bone (the scapula) or the body's edge. Trapezius and rhomboids, superficial to that fat
+    plane, are not counted. The rays are limited to ``erector_min_depth_mm`` dorsal of the
+    vertebral-body centre and medial to the rib angle (``lateral_limit_mm``).
+
+    Parameters
+    ----------
+    hu_k:
+        ``(rows, columns)`` HU.
+    muscle_k, bone_k, lungs_k, body_k:
+        ``(rows, columns)`` bool masks of the slice (muscle band without skin, bone, lung,
+        body outline).
+    ap_k, lat_k:
+        ``(rows, columns)`` mm dorsal of the vertebral-body centre and to the patient's left.
+    lateral_limit_mm:
+        (right, left) lateral limit, mm from the midline.
+    row_mm:
+        Row spacing, mm.
+    params:
+        Thresholds.
+    scapula_possible:
+        Whether the scapula may lie behind the ribs (lungs large on this slice): then only bone
+        of the spine (within 30 mm of the midline) or lining the lung (within 12 mm) starts a
+        ray; otherwise any bone does (the 11th and 12th ribs below the lungs).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, columns)`` bool.
+    """
+    p = params
+    limit = np.where(lat_k > 0.0, lateral_limit_mm[1], lateral_limit_mm[0])
+    zone = (ap_k > p.erector_min_depth_mm) & (np.abs(lat_k) < limit) & body_k
+    if not zone.any():
+        return np.zeros(hu_k.shape, dtype=bool)
+    cols = np.flatnonzero(zone.any(axis=0))
+    rows_any = np.flatnonzero(zone.any(axis=1))
+    r0, r1 = int(rows_any[0]), int(rows_any[-1]) + 1
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    box = (slice(0, r1), slice(c0, c1))
+    zone_b, ap_b, lat_b = zone[box], ap_k[box], lat_k[box]
+    n_rows = zone_b.shape[0]
+    rr = np.arange(n_rows)[:, None]
+    # Deep structures of each ray: lung, and bone of the spine or of the ribs lining the lung.
+    near = max(1, round(12.0 / row_mm))
+    near_lung = ndimage.maximum_filter(lungs_k[box].view(np.uint8), size=2 * near + 1) > 0
+    deep_bone = bone_k[box] & (near_lung | (np.abs(lat_b) < 30.0)) if scapula_possible \
+        else bone_k[box]
+    deep = (lungs_k[box] | deep_bone) & \
+        (ap_b > -10.0) & (np.abs(lat_b) < limit[box] + 10.0)
+    start = np.where(deep.any(axis=0), n_rows - 1 - np.argmax(deep[::-1], axis=0), -1)
+    front = np.where(zone_b.any(axis=0), np.argmax(zone_b, axis=0) - 1, n_rows)
+    start = np.maximum(start, front)
+    # Behind the lung (between two ribs) the rib's thickness (about 10 mm) adds to the gap.
+    lung_b = lungs_k[box]
+    lung_last = np.where(lung_b.any(axis=0), n_rows - 1 - np.argmax(lung_b[::-1], axis=0), -n_rows)
+    behind_lung = (start - lung_last) * row_mm <= 3.0
+    gap_mm = p.erector_max_gap_mm + np.where(behind_lung, 10.0, 0.0)
+    candidate = muscle_k[box] & zone_b & (rr > start[None, :])
+    has = candidate.any(axis=0)
+    first = np.argmax(candidate, axis=0)
+    has &= (first - start) * row_mm <= gap_mm
+    # Fat plane on a 3 x 3 median of the HU (noise and streaks do not open a plane).
+    run = max(2, round(p.erector_fat_plane_mm / row_mm))
+    fat = (ndimage.median_filter(hu_k[box], size=3) < p.muscle_hu[0]) & body_k[box]
+    plane = ndimage.binary_opening(fat, structure=np.ones((run, 1), dtype=bool))
+    stop = (plane | bone_k[box] | ~body_k[box]) & (rr > first[None, :])
+    first_stop = np.where(stop.any(axis=0), np.argmax(stop, axis=0), n_rows)
+    # Neighbouring rays agree: a ray that stops early on a fatty septum inside the muscle (or a
+    # fatty spot) is lengthened to the depth most of its neighbours within about 4 mm reach
+    # (80th percentile), while the fat plane under the superficial muscles runs across all of
+    # them.
+    width = max(3, 2 * round(4.0 / row_mm) + 1)
+    stop_s = ndimage.percentile_filter(np.where(has, first_stop, -1), 80, size=width,
+                                       mode="nearest")
+    first_s = ndimage.percentile_filter(np.where(has, first, n_rows), 20, size=width,
+                                        mode="nearest")
+    first_stop = np.where(has, np.maximum(first_stop, stop_s), first_stop)
+    first = np.where(has, np.minimum(first, np.maximum(first_s, start + 1)), first)
+    span = (zone_b & (rr >= first[None, :]) & (rr < first_stop[None, :]) & (rr > start[None, :])
+            & has[None, :] & ~bone_k[box] & body_k[box])
+    # Strands one or two rays wide (the tapering lateral edge) are not muscle belly: opening
+    # with a 1.5 mm disk; the erector spinae is the muscle-band part of what remains.
+    span = ndimage.binary_opening(span, structure=_disk(1.5 / row_mm))
+    es_b = span & muscle_k[box]
+    out = np.zeros(hu_k.shape, dtype=bool)
+    out[box] = es_b
+    return out
+
+
 def segment_reference(
     hu: np.ndarray,
     spacing_mm: tuple[float, float, float],
@@ -686,14 +831,11 @@ def segment_reference(
     # per slice about the column's centre on that slice.
     paravertebral = np.empty(hu.shape, dtype=bool)
     spine_crop = np.empty(hu.shape, dtype=bool)
-    erector_zone = np.empty(hu.shape, dtype=bool)
     left = np.empty(hu.shape, dtype=bool)
     for k in range(n_slices):
         ap_k, lat_k = ap - shift_ap[k], lat - shift_lat[k]
         paravertebral[k] = (np.abs(lat_k) < p.paravertebral_half_width_mm) & (ap_k > -25.0)
         spine_crop[k] = (np.abs(lat_k) < 25.0) & (ap_k > -30.0) & (ap_k < 70.0)
-        erector_zone[k] = ((np.abs(lat_k) < p.paravertebral_half_width_mm)
-                           & (ap_k > p.erector_min_depth_mm))
         left[k] = lat_k > 0.0
     spine_any = spine_crop.any(axis=0)
 
@@ -770,9 +912,46 @@ def segment_reference(
 
     muscle[:k0] = below_slab
     del below_slab
-    es = muscle & erector_zone & ~taken
+    # Erector spinae: the deep back muscle between the spine, the ribs up to their angle and
+    # the fat plane under the trapezius and rhomboids (erector_spinae_slice).
+    lo_mm, hi_mm = p.erector_lateral_mm
+    near = max(1, round(12.0 / min(dr, dc)))
+    angles = np.full((n_slices, 2), np.nan)
+    # The rib angle is read where the lungs are large (not at the apices and bases, where the
+    # ribs lining a small lung are only their necks).
+    lung_area = lungs.reshape(n_slices, -1).sum(axis=1)
+    for k in range(ke0, k1 + 1):
+        if lung_area[k] >= 0.3 * lung_area.max():
+            near_lung = ndimage.maximum_filter(lungs[k].view(np.uint8), size=2 * near + 1) > 0
+            angles[k] = _rib_angle_mm(bone[k], near_lung, ap - shift_ap[k], lat - shift_lat[k])
+    half = max(1, round(15.0 / dz))
+    limits = np.full((n_slices, 2), 0.5 * (lo_mm + hi_mm))
+    known_angle = ~np.isnan(angles)
+    for side in (0, 1):
+        if known_angle[:, side].any():
+            fallback = float(np.nanmedian(angles[:, side]))
+            for k in range(ke0, k1 + 1):
+                window = angles[max(0, k - half) : k + half + 1, side]
+                window = window[~np.isnan(window)]
+                value = float(np.median(window)) if len(window) else fallback
+                limits[k, side] = float(np.clip(value + p.erector_angle_margin_mm, lo_mm, hi_mm))
+    es = np.zeros(hu.shape, dtype=bool)
+    # The laminae and ribs shingle: the bone behind which the muscle lies may belong to the
+    # level above or below, so the deep bone of a slice is that within 5 mm in height.
+    n_shingle = max(1, round(5.0 / dz))
+    for k in range(ke0, k1 + 1):
+        if not muscle[k].any():
+            continue
+        near_bone = bone[max(0, k - n_shingle) : k + n_shingle + 1].any(axis=0)
+        es[k] = erector_spinae_slice(
+            hu[k], muscle[k] & ~taken[k], near_bone, lungs[k], body[k], ap - shift_ap[k],
+            lat - shift_lat[k], (float(limits[k, 0]), float(limits[k, 1])), dr, p,
+            scapula_possible=bool(lung_area[k] >= 0.3 * lung_area.max()))
     assign(es, LABEL_ERECTOR_SPINAE_RIGHT, LABEL_ERECTOR_SPINAE_LEFT)
     taken |= es
+    evidence.append("erector spinae lateral limit (rib angle + margin) "
+                    f"{np.median(limits[ke0 : k1 + 1, 0]):.0f} mm right, "
+                    f"{np.median(limits[ke0 : k1 + 1, 1]):.0f} mm left (median)")
 
     # Thoracic cavity per slice: hull of lungs and nearby rib bone (outside the spine region).
     n_window = max(0, round(p.cage_window_mm / dz))

@@ -350,16 +350,23 @@ def find_rib_necks(
         owner = ndimage.maximum(lab, blab, index)
         min_voxels = 20.0 / (dz * dr * dc)  # 20 mm3: not a speck
         found = sorted(
-            (float(cz) + ka, float(reach[int(o) - 1]))
+            (float(cz) + ka, float(reach[int(o) - 1]), int(o))
             for (cz, _, _), s, o in zip(centres, sizes, owner, strict=True) if s >= min_voxels
         )
-        merged: list[tuple[float, float]] = []
-        for z, r in found:
-            if merged and (z - merged[-1][0]) * dz < p.rib_merge_mm:
-                merged[-1] = (0.5 * (merged[-1][0] + z), max(merged[-1][1], r))
+        # Crossings of one rib (one 3-D component) closer than rib_merge_mm are one rib (neck
+        # and transverse process of one level); crossings of two different components are two
+        # ribs however close: the necks of the first and second ribs cross the band only 5-10 mm
+        # apart (the first rib slopes steeply down from T1, the second leaves T2 almost level).
+        merged: list[tuple[float, float, int]] = []
+        for z, r, o in found:
+            close = [i for i, (zm, _, om) in enumerate(merged)
+                     if om == o and (z - zm) * dz < p.rib_merge_mm]
+            if close:
+                i = close[-1]
+                merged[i] = (0.5 * (merged[i][0] + z), max(merged[i][1], r), o)
             else:
-                merged.append((z, r))
-        necks += [RibNeck(side, z, r) for z, r in merged]
+                merged.append((z, r, o))
+        necks += [RibNeck(side, z, r) for z, r, _ in merged]
     return sorted(necks, key=lambda neck: -neck.slice_position)
 
 
@@ -522,7 +529,7 @@ def label_thoracic_levels(
         result.evidence.append("neither the first nor the last rib pair is recognisably in "
                                "view: no thoracic level named")
     result.labels = names
-    for (z, _), name in zip(pairs, names, strict=True):
+    for (z, _), name in zip(pairs, names or [""] * count, strict=True):
         if name:
             mid = round(z - 0.25 * spacing_sl)
             if 0 <= mid < n:

@@ -27,8 +27,8 @@ Anatomy (simplified, in mm in a body frame: ``y`` posterior, ``x`` patient left,
   superficial to the ribs; **serratus anterior** on the lateral wall (T3..T9); a posterolateral
   **latissimus dorsi** layer (T6..L1); **sternocleidomastoid / scalenes** at the neck base
   (C7 down to 10 mm below the lung apices) — "other" muscle, +44 HU;
-* **erector spinae** (+36 HU) beside the spinous processes, dorsal to the transverse processes, at
-  all levels, with fatty infiltration: about a fifth of its voxels, in a marbled 3-D pattern, at
+* **erector spinae** (+36 HU) in the gutter beside the spinous processes, on the transverse
+  processes and laminae (no fat between; the lungs end in front of it), at all levels, with fatty infiltration: about a fifth of its voxels, in a marbled 3-D pattern, at
   +10 HU (:data:`ERECTOR_FATTY_HU`), so its low-attenuation fraction (-29..+29 HU) is well above
   that of the other classes;
 * **left/right differ**: the right pectoralis is thicker and the right erector spinae larger than
@@ -305,9 +305,14 @@ def make_chest_phantom(
         (from_anterior_deg > 72.0) & (from_anterior_deg < 110.0)
     latissimus = _ellipse(yy, xx, 0.0, 0.0, 115.0, 160.0) & ~_ellipse(yy, xx, 0.0, 0.0, 108.0, 153.0) & (yy > 25.0) & \
         (ax > 75.0) & (ax < 150.0)
-    grow = float(np.sqrt(RIGHT_LARGER))  # right erector spinae: RIGHT_LARGER times the area
-    erector = _ellipse(yy, xx, 80.0, -32.0, 14.0 * grow, 24.0 * grow) | \
-        _ellipse(yy, xx, 80.0, 32.0, 14.0, 24.0)
+    # Right erector spinae: RIGHT_LARGER times the volume of the left; the 1.5 % on the radii
+    # makes up for the clipping at the transverse processes and rib necks below.
+    grow = float(np.sqrt(RIGHT_LARGER)) * 1.015
+    # Erector spinae: in the gutter, on the transverse processes (y = 54 +- 3 mm) and laminae.
+    erector = _ellipse(yy, xx, 74.0, -32.0, 24.0 * grow, 24.0 * grow) | \
+        _ellipse(yy, xx, 74.0, 32.0, 24.0, 24.0)
+    # Dorsal to the transverse processes and, lateral to their tips, to the rib necks.
+    erector &= (yy >= _VB_CY + 27.0) & ((ax < 38.0) | (yy >= neck_y + _RIB_HALF_MM))
     scm = _ellipse(yy, xx, -100.0, -45.0, 8.0, 14.0) | _ellipse(yy, xx, -100.0, 45.0, 8.0, 14.0)
     scalene = _ellipse(yy, xx, 5.0, -48.0, 9.0, 9.0) | _ellipse(yy, xx, 5.0, 48.0, 9.0, 9.0)
     left = xx > 0
@@ -384,10 +389,11 @@ def make_chest_phantom(
             put(h, lab, serratus & inner_skin, TISSUE_HU["muscle"], "other")
         if levels["L1"][0] <= z <= levels["T6"][1]:
             put(h, lab, latissimus, TISSUE_HU["muscle"], "other")
-        put(h, lab, erector & inner_skin, TISSUE_HU["erector_spinae"], "es")
+        put(h, lab, erector & inner_skin & ~lung_k, TISSUE_HU["erector_spinae"], "es")
         # Fatty infiltration: marbled spots whose pattern shifts from slice to slice.
         marble = np.sin(2 * np.pi * yy / 9.0 + z / 7.0) * np.sin(2 * np.pi * xx / 11.0 - z / 5.0)
-        h[erector & inner_skin & (marble > _FATTY_LEVEL)] = TISSUE_HU["erector_spinae_fatty"]
+        h[erector & inner_skin & ~lung_k & (marble > _FATTY_LEVEL)] = \
+            TISSUE_HU["erector_spinae_fatty"]
         if z >= z_apex - 10.0:
             put(h, lab, scm & inner_skin, TISSUE_HU["muscle"], "other")
         if z >= z_apex:
