@@ -34,7 +34,8 @@ Method
    facet; Gray's Anatomy, 42nd ed., thoracic vertebrae) and its neck runs nearly horizontally to
    the transverse process of vertebra N, so the middle of vertebra N lies below the neck by about
    a quarter of the rib spacing (the vertebra + disc height). The mid-vertebra slice is the neck
-   height minus ``0.25 x`` the local rib spacing.
+   height minus ``0.25 x`` the median rib spacing; ribs 11 and 12 have one facet on their own
+   vertebra's body, so mid-T11 and mid-T12 are at their neck's height.
 
 Limits: cervical ribs and rib fusions are counted as ribs; a first rib hidden by the field of view
 (cut laterally) may be missed; a rib fractured near the neck is still counted once.
@@ -76,7 +77,10 @@ class ThoraxParameters:
         A rib reaches at least this far lateral of the column centre, mm (a short 12th rib does;
         the transverse processes of T12 and L1 end about 35-40 mm from the midline).
     rib_merge_mm:
-        Neck crossings of one side closer than this in height are one rib, mm.
+        Neck crossings of one rib (3-D component) closer than this in height are one, mm.
+    rib_search_lateral_mm:
+        Ribs are followed this far lateral of the column (their lateral reach within the box
+        tells the short first rib from the second), mm.
     """
 
     bone_threshold_hu: float = 200.0
@@ -89,6 +93,7 @@ class ThoraxParameters:
     rib_band_dorsal_mm: float = 20.0
     rib_min_reach_mm: float = 45.0
     rib_merge_mm: float = 10.0
+    rib_search_lateral_mm: float = 130.0
 
 
 @dataclass(frozen=True)
@@ -304,8 +309,8 @@ def find_rib_necks(
         return []
     ka, kb = int(valid[0]), int(valid[-1]) + 1
     # Work on a box around the column: ventral rib_band_ventral_mm + 20 mm, dorsal
-    # rib_band_dorsal_mm + 20 mm, and rib_min_reach_mm + 5 mm each side.
-    reach_px = (p.rib_min_reach_mm + 5.0) / dc
+    # rib_band_dorsal_mm + 20 mm, and rib_search_lateral_mm each side.
+    reach_px = p.rib_search_lateral_mm / dc
     ca = max(0, int(np.nanmin(column_rc[ka:kb, 1]) - reach_px))
     cb = min(hu.shape[2], int(np.nanmax(column_rc[ka:kb, 1]) + reach_px) + 1)
     ra = max(0, int(np.nanmin(column_rc[ka:kb, 0]) - (p.rib_band_ventral_mm + 20.0) / dr))
@@ -373,20 +378,31 @@ def find_rib_necks(
 def pair_ribs(necks: list[RibNeck], dz: float) -> tuple[list[tuple[float, int]], float]:
     """Match left and right necks by height (step 3): ``(slice, sides seen)`` head to foot and
     the median rib spacing (mm)."""
-    positions = {side: sorted((n.slice_position for n in necks if n.side == side), reverse=True)
-                 for side in ("right", "left")}
-    spacings = [abs(a - b) * dz for s in positions.values() for a, b in zip(s, s[1:])]
+    triples, spacing = _pair(necks, dz)
+    return [(z, sides) for z, sides, _ in triples], spacing
+
+
+def _pair(necks: list[RibNeck], dz: float) -> tuple[list[tuple[float, int, float]], float]:
+    """:func:`pair_ribs` with the mean lateral reach (mm) of each pair."""
+    by_side = {side: sorted((n for n in necks if n.side == side),
+                            key=lambda n: -n.slice_position) for side in ("right", "left")}
+    spacings = [abs(a.slice_position - b.slice_position) * dz
+                for s in by_side.values() for a, b in zip(s, s[1:])]
     spacing = float(np.median(spacings)) if spacings else float("nan")
     tolerance = 0.5 * spacing / dz if spacings else 10.0 / dz
-    right, left = list(positions["right"]), list(positions["left"])
-    pairs: list[tuple[float, int]] = []
+    right, left = list(by_side["right"]), list(by_side["left"])
+    pairs: list[tuple[float, int, float]] = []
     while right or left:
-        if right and left and abs(right[0] - left[0]) <= tolerance:
-            pairs.append((0.5 * (right.pop(0) + left.pop(0)), 2))
-        elif right and (not left or right[0] > left[0]):
-            pairs.append((right.pop(0), 1))
+        if right and left and abs(right[0].slice_position - left[0].slice_position) <= tolerance:
+            a, b = right.pop(0), left.pop(0)
+            pairs.append((0.5 * (a.slice_position + b.slice_position), 2,
+                          0.5 * (a.lateral_reach_mm + b.lateral_reach_mm)))
+        elif right and (not left or right[0].slice_position > left[0].slice_position):
+            a = right.pop(0)
+            pairs.append((a.slice_position, 1, a.lateral_reach_mm))
         else:
-            pairs.append((left.pop(0), 1))
+            a = left.pop(0)
+            pairs.append((a.slice_position, 1, a.lateral_reach_mm))
     return pairs, spacing
 
 
@@ -467,7 +483,8 @@ def label_thoracic_levels(
     result.evidence.append(f"column followed over slices {valid[0]}-{valid[-1]} "
                            f"({(valid[-1] - valid[0] + 1) * dz:.0f} mm)")
     necks = find_rib_necks(hu, body, column, spacing_mm, p)
-    pairs, spacing = pair_ribs(necks, dz)
+    triples, spacing = _pair(necks, dz)
+    pairs = [(z, sides) for z, sides, _ in triples]
     result.rib_pairs, result.rib_spacing_mm = pairs, spacing
     n_right = sum(1 for x in necks if x.side == "right")
     n_left = sum(1 for x in necks if x.side == "left")
@@ -498,12 +515,28 @@ def label_thoracic_levels(
         + (f"lung apex at slice {apex} ({apex_gap * dz:.0f} mm above that rib)" if apex_in_view
            else "lung apices reach the top of the series")
         + f"; lowest rib at slice {bottom:.0f}, column continues {column_below * dz:.0f} mm below")
+    # Shape of the first rib (Gray's Anatomy: the shortest and most curved rib, a tight ring
+    # under the clavicle): the highest rib found reaches less far lateral than the next.
+    first_short = False
+    if len(triples) >= 3:
+        top_reach = triples[0][2]
+        next_reach = 0.5 * (triples[1][2] + triples[2][2])
+        first_short = bool(top_reach < 0.85 * next_reach)
+        result.evidence.append(
+            f"highest rib reaches {top_reach:.0f} mm lateral of the column, the next two "
+            f"{next_reach:.0f} mm: " + ("short like a first rib" if first_short else
+                                         "not shorter than the ribs below it"))
+    if apex_in_view and apex_gap > spacing_sl:
+        result.evidence.append(
+            f"the lung apex lies {apex_gap * dz:.0f} mm above the highest rib found (more than "
+            "one rib spacing): the first rib was probably missed, so levels are not counted "
+            "from the top")
     count = len(pairs)
     names: list[str] = []
     if result.top_in_view and result.bottom_in_view:
         names = [f"T{i + 1}" for i in range(count)]
         if count == USUAL_RIB_PAIRS:
-            result.anchor, result.confidence = "T1+T12", 0.9
+            result.anchor, result.confidence = "T1+T12", 0.95 if first_short else 0.9
             result.evidence.append("12 rib pairs: counts from the first rib (T1) and from the "
                                    "last rib (T12) agree")
         else:
@@ -515,7 +548,7 @@ def label_thoracic_levels(
             names = [name for name in names if int(name[1:]) < USUAL_RIB_PAIRS]
             names += [""] * (count - len(names))
     elif result.top_in_view:
-        result.anchor, result.confidence = "T1", 0.7
+        result.anchor, result.confidence = "T1", 0.8 if first_short else 0.6
         names = [f"T{i + 1}" if i < USUAL_RIB_PAIRS else "" for i in range(count)]
         result.evidence.append("first rib pair in view: levels counted down from T1 (the last "
                                "rib pair is not in view, no cross-check)")
@@ -531,7 +564,10 @@ def label_thoracic_levels(
     result.labels = names
     for (z, _), name in zip(pairs, names or [""] * count, strict=True):
         if name:
-            mid = round(z - 0.25 * spacing_sl)
+            # Ribs 11 and 12 have a single facet on their own vertebra's body (Gray's Anatomy):
+            # their neck lies at the middle of that vertebra, not at its upper border.
+            offset = 0.0 if name in ("T11", "T12") else 0.25 * spacing_sl
+            mid = round(z - offset)
             if 0 <= mid < n:
                 result.mid_slices[name] = int(mid)
     return result
