@@ -10,7 +10,11 @@ Reference method (no trained weights), see ``docs/pipelines/brain-gwr.md``:
    with SimpleITK: the template as a pseudo-CT (tissue classes at typical HU), normalised
    correlation restricted to the scan's visible brain, resampled to ``registration_spacing_mm``;
    centre-of-mass initialisation, rigid stage from several pitches, then rotation + anisotropic
-   scaling (no shear).
+   scaling (no shear). Then the **ventricle stage** (:func:`register_ventricles`): the scan's
+   deep CSF (lateral and third ventricles) against the template's, within the ventricle region,
+   a bounded similarity correction on top (moves the deep structures onto the scan's own
+   ventricles). Orientation check: air enclosed by the head (sinuses, mastoids) must not lie
+   above the brain (headers flipped head-feet are refused).
 3. **Labels carried back** to the scan grid with nearest-neighbour interpolation; quality
    check (Dice of the registered template brain mask against the scan's brain mask) and
    coverage check (each landmark's carried-back volume against its expected volume).
@@ -47,8 +51,8 @@ through the same refinement, measurement and outputs.
 A single image cannot be registered in 3D: it is reported with its brain parenchyma (area,
 mean and median HU within ``parenchyma_hu``) and GWR "not measurable" with the reason.
 
-Research use only, not for diagnosis. Checked on digital phantoms built from the same atlas
-and on one real slice only.
+Research use only, not for diagnosis. Checked on digital phantoms built from the same atlas,
+one real slice and one real head CT in two reconstructions (docs/pipelines/brain-gwr.md).
 """
 
 from __future__ import annotations
@@ -127,8 +131,8 @@ ALGORITHM = AlgorithmInfo(
     validation_status=ValidationStatus.REFERENCE_METHOD,
     is_ai=False,
     source=(
-        "Atlas registration (Colin27, AAL, JHU labels; SimpleITK rigid+scaling, pseudo-CT correlation) "
-        "with HU refinement; GWR of Torbey 2000 / Metter 2011"
+        "Atlas registration (Colin27, AAL, JHU labels; SimpleITK rigid+scaling, pseudo-CT "
+        "correlation, ventricle refinement) with HU refinement; GWR of Torbey 2000 / Metter 2011"
     ),
 )
 
@@ -725,7 +729,8 @@ def atlas_deep_csf(atlas: BrainAtlas) -> np.ndarray:
     return _deep_csf(atlas.tissue == TISSUE_CSF, atlas.brain_mask, spacing_zyx)
 
 
-def atlas_ventricle_region(atlas: BrainAtlas, margin_mm: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+def atlas_ventricle_region(atlas: BrainAtlas,
+                           margin_mm: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
     """The template's lateral and third ventricles and the region around them.
 
     Ventricles = the template's deep CSF (:func:`_deep_csf`) within the box spanned by the
@@ -766,7 +771,8 @@ def _homogeneous(transform: sitk.Transform) -> np.ndarray:
         out = np.eye(4)
         out[:3, 3] = transform.GetOffset()
         return out
-    matrix = np.asarray(transform.GetMatrix(), dtype=float).reshape(3, 3)  # type: ignore[attr-defined]
+    matrix = np.asarray(transform.GetMatrix(),  # type: ignore[attr-defined]
+                        dtype=float).reshape(3, 3)
     center = np.asarray(transform.GetCenter(), dtype=float)  # type: ignore[attr-defined]
     translation = np.asarray(transform.GetTranslation(), dtype=float)  # type: ignore[attr-defined]
     out = np.eye(4)

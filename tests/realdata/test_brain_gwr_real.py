@@ -333,7 +333,8 @@ def _tilted_with_gaps(datasets: list[Dataset], tilt_deg: float = 15.0) -> list[D
     ordered = _by_height(datasets)
     z0 = float(np.median([float(d.ImagePositionPatient[2]) for d in ordered]))
     half_mm = max(abs(float(d.ImagePositionPatient[2]) - z0) for d in ordered)
-    pad = int(np.ceil(half_mm * np.tan(np.deg2rad(abs(tilt_deg))) / float(ordered[0].PixelSpacing[0])))
+    row_mm = float(ordered[0].PixelSpacing[0])
+    pad = int(np.ceil(half_mm * np.tan(np.deg2rad(abs(tilt_deg))) / row_mm))
     out = []
     for i, ds in enumerate(ordered):
         if i % 7 in (2, 5) or i % 11 == 4:
