@@ -788,7 +788,7 @@ class VentricleStage:
     ``applied``: whether its correction was kept; ``shift_mm``: displacement of the template
     ventricles' centre on the scan, mm (LPS); ``scale``: isotropic scale of the correction;
     ``scan_ventricles_cm3``: deep CSF of the scan in the region, cm³; ``reason``: why it was
-    not applied (or ``None``).
+    not applied (or ``None``); ``rotation_deg``: rotation angle of the correction, degrees.
     """
 
     applied: bool
@@ -796,6 +796,7 @@ class VentricleStage:
     scale: float = 1.0
     scan_ventricles_cm3: float = 0.0
     reason: str | None = None
+    rotation_deg: float = 0.0
 
 
 def register_ventricles(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
@@ -887,7 +888,7 @@ def register_ventricles(volume: CTVolume, brain: np.ndarray, atlas: BrainAtlas,
                  before, after, shift, scale)
     low, high = VENTRICLE_SCALE_RANGE
     angle = float(np.degrees(np.arccos(np.clip((np.trace(matrix / scale) - 1) / 2, -1, 1))))
-    stage = VentricleStage(False, shift, scale, scan_cm3)
+    stage = VentricleStage(False, shift, scale, scan_cm3, rotation_deg=angle)
     # Displacement the correction causes within the ventricle region (95th percentile).
     points = np.argwhere(mask_array)[::7][:, ::-1].astype(float)
     direction = np.asarray(reference.GetDirection()).reshape(3, 3)
@@ -1471,6 +1472,7 @@ def measure(
                 "applied": stage.applied,
                 "shift_mm": [round(v, 1) for v in stage.shift_mm],
                 "scale": round(stage.scale, 3),
+                "rotation_deg": round(stage.rotation_deg, 1),
                 "scan_deep_csf_cm3": round(stage.scan_ventricles_cm3, 1),
                 "reason": stage.reason,
             }
