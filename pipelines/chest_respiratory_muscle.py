@@ -1011,6 +1011,11 @@ class LevelSlices:
     rib_levels: list[tuple[str, int]]
         (label, canonical slice of the rib neck) of every rib-bearing vertebra found, head to
         foot; the label is empty where it could not be named.
+    mid_slices: dict[str, int]
+        Mid-vertebra canonical slice of every named level.
+    column_rc: numpy.ndarray | None
+        ``(slices, 2)`` (row, column) of the vertebral column in the image (NaN where not
+        followed), for the key image.
     """
 
     t4: int | None
@@ -1020,15 +1025,21 @@ class LevelSlices:
     evidence: list[str]
     anchor: str = "none"
     rib_levels: list[tuple[str, int]] = field(default_factory=list)
+    mid_slices: dict[str, int] = field(default_factory=dict)
+    column_rc: np.ndarray | None = None
 
 
-def levels_from_thorax(thoracic: ThoracicLevels | None) -> LevelSlices:
+def levels_from_thorax(
+    thoracic: ThoracicLevels | None, offset_rc: tuple[float, float] = (0.0, 0.0)
+) -> LevelSlices:
     """Mid-T4 / mid-T12 from the rib count of :func:`pipelines.thorax.label_thoracic_levels`.
 
     Parameters
     ----------
     thoracic:
         Rib count and labels; ``None`` (single slice) gives no level.
+    offset_rc:
+        (row, column) of the box the thoracic search ran in (:attr:`ChestAnatomy.column_offset_rc`).
 
     Returns
     -------
@@ -1052,8 +1063,10 @@ def levels_from_thorax(thoracic: ThoracicLevels | None) -> LevelSlices:
     rib_levels = [(name, round(z)) for (z, _), name in
                   zip(thoracic.rib_pairs, thoracic.labels or [""] * len(thoracic.rib_pairs),
                       strict=True)]
+    column = thoracic.column_rc + np.asarray(offset_rc, dtype=float)[None, :]
     return LevelSlices(found["T4"], found["T12"], f"ribs, anchor {thoracic.anchor}",
-                       thoracic.confidence, evidence, thoracic.anchor, rib_levels)
+                       thoracic.confidence, evidence, thoracic.anchor, rib_levels,
+                       dict(thoracic.mid_slices), column)
 
 
 def locate_levels(
@@ -1418,15 +1431,52 @@ def _resample_nn(image: np.ndarray, spacing: tuple[float, float], target_mm: flo
     return image[np.ix_(ri, ci)]
 
 
-def compose_key_panels(
-    volume: CTVolume, label_map: np.ndarray, slices: Sequence[int | None]
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Coronal reformat plus axial slices side by side, at one pixel spacing.
+#: The sagittal key-image panel runs this far to the patient's right of the column centre, mm:
+#: through the vertebral bodies (25-45 mm wide) beside the spinous processes, so it shows the
+#: bodies to count, the deep erector spinae and the anterior chest wall beside the sternum.
+KEY_SAGITTAL_OFFSET_MM = 8.0
 
-    The coronal panel shows the CT at the row of the lungs' centre (head up, patient's right on
-    the image left) with, for each (slice, column), the label most frequent along the
-    anterior-posterior ray, so every class is visible. Axial panels are canonical slices
-    (anterior up, patient's right on the left).
+
+@dataclass
+class KeyMark:
+    """Text drawn on the key image (composite pixel coordinates before display scaling).
+
+    Attributes
+    ----------
+    row, col: float
+        Anchor of the text (left end of a line mark).
+    text: str
+        The text.
+    line_to_col: float | None
+        Where given, a horizontal line from ``col`` to this column is drawn at ``row``.
+    """
+
+    row: float
+    col: float
+    text: str
+    line_to_col: float | None = None
+
+
+def _body_box(inside: np.ndarray, margin: int) -> tuple[slice, slice]:
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    if len(rows) == 0:
+        return slice(None), slice(None)
+    return (slice(max(0, rows[0] - margin), rows[-1] + margin + 1),
+            slice(max(0, cols[0] - margin), cols[-1] + margin + 1))
+
+
+def compose_key_panels(
+    volume: CTVolume, label_map: np.ndarray, slices: Sequence[tuple[str, int | None]],
+    levels: LevelSlices | None = None,
+) -> tuple[np.ndarray, np.ndarray, float, list[KeyMark]]:
+    """Sagittal slice through the costovertebral joints plus axial slices, side by side, at one
+    pixel spacing.
+
+    The sagittal panel (head up, anterior on the left) follows the vertebral column
+    (:attr:`LevelSlices.column_rc`) :data:`KEY_SAGITTAL_OFFSET_MM` to the patient's right, with
+    the labels of that plane and a mark at the middle of every named thoracic vertebra; the
+    levels of the axial panels are drawn as lines across it. Axial panels are canonical slices
+    (anterior up, patient's right on the image left), cropped to the body.
 
     Parameters
     ----------
@@ -1435,43 +1485,110 @@ def compose_key_panels(
     label_map:
         ``(slices, rows, columns)`` labels.
     slices:
-        Canonical axial slices to add (``None`` entries are skipped).
+        (title, canonical slice) of the axial panels; ``None`` slices are skipped.
+    levels:
+        Thoracic levels and column track (``None``: sagittal through the image's middle column,
+        no marks).
 
     Returns
     -------
-    tuple[numpy.ndarray, numpy.ndarray, float]
-        HU image, label image (same 2-D shape) and their square pixel spacing in mm.
+    tuple[numpy.ndarray, numpy.ndarray, float, list[KeyMark]]
+        HU image, label image (same 2-D shape), their square pixel spacing in mm, and the
+        marks to draw.
     """
     dz, dr, dc = volume.spacing_mm
     target = float(min(dr, dc))
     hu = volume.hu
-    panels: list[tuple[np.ndarray, np.ndarray]] = []
-    if hu.shape[0] > 1:
-        labelled_rows = np.flatnonzero(label_map.any(axis=(0, 2)))
-        row = int(np.median(labelled_rows)) if len(labelled_rows) else hu.shape[1] // 2
-        coronal_hu = hu[::-1, row, :]
-        onehot = np.stack([(label_map == n).sum(axis=1) for n in range(max(LABELS) + 1)])
-        onehot[0] = 0
-        coronal_lab = np.where(onehot.max(axis=0) > 0, onehot.argmax(axis=0), 0)[::-1]
-        panels.append((_resample_nn(coronal_hu, (dz, dc), target),
-                       _resample_nn(coronal_lab.astype(np.uint8), (dz, dc), target)))
-    for k in slices:
-        if k is None:
-            continue
-        panels.append((_resample_nn(hu[k], (dr, dc), target),
-                       _resample_nn(label_map[k], (dr, dc), target)))
+    n = hu.shape[0]
+    panels: list[tuple[np.ndarray, np.ndarray, list[KeyMark]]] = []
+    axial_levels = [(title, k) for title, k in slices if k is not None]
+    if n > 1:
+        track = levels.column_rc if levels is not None and levels.column_rc is not None else None
+        ks = np.arange(n)
+        if track is not None and (~np.isnan(track[:, 1])).any():
+            known = ~np.isnan(track[:, 1])
+            col_k = np.interp(ks, ks[known], track[known, 1])
+            row_k = np.interp(ks, ks[known], track[known, 0])
+        else:
+            col_k = np.full(n, hu.shape[2] / 2.0)
+            row_k = np.full(n, np.nan)
+        cols = np.clip(np.round(col_k - KEY_SAGITTAL_OFFSET_MM / dc).astype(int), 0,
+                       hu.shape[2] - 1)
+        sag_hu = hu[ks, :, cols][::-1]  # (slices head first, rows)
+        sag_lab = label_map[ks, :, cols][::-1]
+        # Rows of the body (not the table) on the slices of the axial panels and the middle.
+        sample = [k for _, k in axial_levels] + [n // 2]
+        outline = np.zeros(hu.shape[1:], dtype=bool)
+        for k in sample:
+            outline |= body_mask_slice(hu[k], (dr, dc))
+        box_r, _ = _body_box(outline, round(5.0 / dr))
+        sag_hu, sag_lab = sag_hu[:, box_r], sag_lab[:, box_r]
+        r_start = box_r.start or 0
+        image = _resample_nn(sag_hu, (dz, dr), target)
+        labels = _resample_nn(sag_lab.astype(np.uint8), (dz, dr), target)
+        to_row = image.shape[0] / n
+        to_col = image.shape[1] / sag_hu.shape[1]
+        marks: list[KeyMark] = []
+        if levels is not None:
+            for name, k in sorted(levels.mid_slices.items(), key=lambda item: -item[1]):
+                if np.isnan(row_k[k]):
+                    continue
+                y = (n - 1 - k + 0.5) * to_row
+                # The track runs along the back of the vertebral bodies: the mark sits in front
+                # of them (about a body's depth, 35 mm, ahead).
+                x = (row_k[k] - r_start - 36.0 / dr) * to_col
+                marks.append(KeyMark(y, max(0.0, x - 40.0), name, line_to_col=x + 6.0))
+            for title, k in axial_levels:
+                y = (n - 1 - k + 0.5) * to_row
+                marks.append(KeyMark(y, 0.0, "", line_to_col=float(image.shape[1] - 1)))
+        panels.append((image, labels, marks))
+    for title, k in axial_levels:
+        box = _body_box(body_mask_slice(hu[k], (dr, dc)), round(5.0 / dr))
+        image = _resample_nn(hu[k][box], (dr, dc), target)
+        labels = _resample_nn(label_map[k][box], (dr, dc), target)
+        panels.append((image, labels, [KeyMark(4.0, 4.0, title)]))
     height = max(p[0].shape[0] for p in panels)
     gap = 4
     width = sum(p[0].shape[1] for p in panels) + gap * (len(panels) - 1)
     out_hu = np.full((height, width), -1024.0, dtype=np.float32)
     out_lab = np.zeros((height, width), dtype=np.uint8)
+    out_marks: list[KeyMark] = []
     x = 0
-    for image, labels in panels:
+    for image, labels, marks in panels:
         top = (height - image.shape[0]) // 2
         out_hu[top : top + image.shape[0], x : x + image.shape[1]] = image
         out_lab[top : top + image.shape[0], x : x + image.shape[1]] = labels
+        out_marks += [KeyMark(m.row + top, m.col + x, m.text,
+                              None if m.line_to_col is None else m.line_to_col + x)
+                      for m in marks]
         x += image.shape[1] + gap
-    return out_hu, out_lab, target
+    return out_hu, out_lab, target, out_marks
+
+
+def _draw_marks(pixels: np.ndarray, marks: list[KeyMark], scale: float) -> np.ndarray:
+    """Draw ``marks`` (composite coordinates times ``scale``) on the rendered RGB image."""
+    from PIL import ImageFont
+
+    canvas = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(canvas)
+    size = max(15, round(15 * scale))
+    font = ImageFont.load_default(size=size)
+    for mark in marks:
+        y, x = mark.row * scale, mark.col * scale
+        if mark.line_to_col is not None:
+            x1 = mark.line_to_col * scale
+            if mark.text:
+                draw.line([(x + 0.65 * size * len(mark.text), y), (x1, y)], fill=(255, 255, 0),
+                          width=max(1, round(scale)))
+            else:  # level of an axial panel: dashed line across the sagittal panel
+                step = 6 * max(1, round(scale))
+                for xs in np.arange(x, x1, 2 * step):
+                    draw.line([(xs, y), (min(xs + step, x1), y)], fill=(0, 200, 255),
+                              width=max(1, round(scale)))
+        if mark.text:
+            draw.text((x, y - size / 2 if mark.line_to_col is not None else y), mark.text,
+                      fill=(255, 255, 0), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(canvas, dtype=np.uint8).copy()
 
 
 def _key_image(
@@ -1482,8 +1599,9 @@ def _key_image(
 
     t4 = levels.t4 if levels else None
     t12 = levels.t12 if levels else None
-    axial = [t4, t12] if volume.hu.shape[0] > 1 else [0]
-    image_hu, image_lab, spacing = compose_key_panels(volume, label_map, axial)
+    single = volume.hu.shape[0] == 1
+    axial = [("mid-T4", t4), ("mid-T12", t12)] if not single else [("axial", 0)]
+    image_hu, image_lab, spacing, marks = compose_key_panels(volume, label_map, axial, levels)
     classes = summary["classes"]
 
     def vol(name: str) -> str:
@@ -1495,10 +1613,19 @@ def _key_image(
         return "-" if value is None else f"{value:.0f}"
 
     unit = "cm2" if volume.is_single_slice else "cm3"
-    lines = [
-        "Coronal (class projection)" + (", mid-T4, mid-T12 axial" if volume.hu.shape[0] > 1
-                                         else "; single axial slice, level unknown"),
-    ]
+    if single:
+        lines = ["Single axial slice, level unknown"]
+    else:
+        shown = [title for title, k in axial if k is not None]
+        missing = [title for title, k in axial if k is None]
+        lines = [
+            f"Sagittal {KEY_SAGITTAL_OFFSET_MM:.0f} mm right of the spine (head up, anterior "
+            "left), mid-vertebra marks T1-T12 as counted"
+            + (f"; axial {', '.join(shown)} (blue dashed lines)" if shown else "")
+            + (f"; {', '.join(missing)} not in view or not named" if missing else "")
+        ]
+        if levels is not None:
+            lines.append(f"Levels: {levels.method}, confidence {levels.confidence:.1f}")
     for key, text in (("pectoralis", "Pectoralis"), ("erector_spinae", "Erector spinae"),
                       ("intercostal", "Intercostal"), ("diaphragm", "Diaphragm*")):
         hu_r = classes.get(f"{key}_right", {}).get("mean_hu")
@@ -1521,7 +1648,9 @@ def _key_image(
     gray = apply_window(image_hu, (-160.0, 240.0))
     pixels = render_key_image_gray(gray, image_lab, list(SEGMENTS), lines,
                                    pixel_spacing_mm=(spacing, spacing))
-    _, display_spacing = display_grid(image_hu.shape, (spacing, spacing))
+    (display_rows, display_cols), display_spacing = display_grid(image_hu.shape,
+                                                                 (spacing, spacing))
+    pixels = _draw_marks(pixels, marks, display_cols / image_hu.shape[1])
     source = None
     for k in (t4, t12, 0):
         if k is not None:
@@ -1593,7 +1722,8 @@ def run_chest_respiratory_muscle(
             )
         labels = predicted.astype(np.uint8)
         algorithm = model.algorithm
-    levels = None if volume.is_single_slice else levels_from_thorax(anatomy.thoracic)
+    levels = None if volume.is_single_slice else levels_from_thorax(anatomy.thoracic,
+                                                                     anatomy.column_offset_rc)
     result = measure(volume, labels, p, algorithm=algorithm, levels=levels, anatomy=anatomy,
                      warnings=warnings)
     for message in result.warnings:

@@ -34,8 +34,8 @@ Method
    facet; Gray's Anatomy, 42nd ed., thoracic vertebrae) and its neck runs nearly horizontally to
    the transverse process of vertebra N, so the middle of vertebra N lies below the neck by about
    a quarter of the rib spacing (the vertebra + disc height). The mid-vertebra slice is the neck
-   height minus ``0.25 x`` the median rib spacing; ribs 11 and 12 have one facet on their own
-   vertebra's body, so mid-T11 and mid-T12 are at their neck's height.
+   height minus ``0.25 x`` the median rib spacing; ribs 1, 11 and 12 have one facet on their
+   own vertebra's body, so mid-T1, mid-T11 and mid-T12 are at their neck's height.
 
 Limits: cervical ribs and rib fusions are counted as ribs; a first rib hidden by the field of view
 (cut laterally) may be missed; a rib fractured near the neck is still counted once.
@@ -564,9 +564,9 @@ def label_thoracic_levels(
     result.labels = names
     for (z, _), name in zip(pairs, names or [""] * count, strict=True):
         if name:
-            # Ribs 11 and 12 have a single facet on their own vertebra's body (Gray's Anatomy):
-            # their neck lies at the middle of that vertebra, not at its upper border.
-            offset = 0.0 if name in ("T11", "T12") else 0.25 * spacing_sl
+            # Ribs 1, 11 and 12 have a single facet on their own vertebra's body (Gray's
+            # Anatomy): their neck lies at the middle of that vertebra, not at its upper border.
+            offset = 0.0 if name in ("T1", "T11", "T12") else 0.25 * spacing_sl
             mid = round(z - offset)
             if 0 <= mid < n:
                 result.mid_slices[name] = int(mid)
