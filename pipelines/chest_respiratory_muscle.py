@@ -959,13 +959,18 @@ def segment_reference(
     window = (ndimage.maximum_filter1d(rib_outside[sub].view(np.uint8), size=2 * n_window + 1,
                                        axis=0, mode="constant").astype(bool)
               if n_window > 0 else rib_outside[sub])
+    near_cage = max(1, round(10.0 / min(dr, dc)))
     apex_limit = k1 - round(p.pectoralis_apex_margin_mm / dz)
     pec_zone = from_anterior_deg < p.pectoralis_max_angle_deg
     for i, k in enumerate(range(k0, k1 + 1)):
         remaining = muscle[k] & ~taken[k]
         if not remaining.any():
             continue
-        cavity = _hull_mask(lungs[k] | window[i])
+        # Rib bone of the neighbouring slices lines the lung; other bone (clavicle, scapula,
+        # humerus, a rib of another level sloping in front of the chest wall) does not bound the
+        # cavity of this slice.
+        near = ndimage.maximum_filter(lungs[k].view(np.uint8), size=2 * near_cage + 1) > 0
+        cavity = _hull_mask(lungs[k] | (window[i] & near) | rib_outside[k])
         superficial = remaining & ~cavity
         pec = superficial & pec_zone if (k <= apex_limit or n_slices == 1) else \
             np.zeros_like(superficial)
