@@ -2,7 +2,7 @@
 muscles (and, lower-confidence, the diaphragm), plus the single-slice PMA at T4 and ESMA at T12.
 
 Protocol ``chest-respiratory-muscle``. Research use only, not for diagnosis; checked on digital
-phantoms and one real (cropped) chest slice only.
+phantoms, one real (cropped) chest slice and one real chest CT (LIDC-IDRI-0314).
 
 Structure
 ---------
@@ -39,9 +39,11 @@ columns right→left
      ``diaphragm_clear_below_mm`` below);
    * intercostal: muscle with rib bone both above and below it in its column within
      ``intercostal_max_gap_mm`` ("between adjacent ribs"), outside the paravertebral region;
-   * erector spinae: muscle in the paravertebral region (``|lateral| < paravertebral_half_width_mm``)
-     more than ``erector_min_depth_mm`` dorsal to the vertebral-body centre (dorsal to the
-     transverse processes);
+   * erector spinae (:func:`erector_spinae_slice`): along dorsal rays, the muscle directly
+     behind the lamina, transverse process or rib (or the lung) up to the first fat plane
+     (``erector_fat_plane_mm``), medial to the rib angle and more than ``erector_min_depth_mm``
+     dorsal to the vertebral-body centre; trapezius and rhomboids beyond the fat plane are not
+     counted;
    * thoracic cavity (excluded): per slice, the convex hull of the lungs and of the rib bone within
      ``cage_window_mm`` (outside the paravertebral region): heart, liver, mediastinum;
    * pectoralis: the remaining (superficial) muscle within ``pectoralis_max_angle_deg`` of the
@@ -49,9 +51,11 @@ columns right→left
      lung apices (so sternocleidomastoid and scalenes are not counted);
    * other thoracic skeletal muscle: the rest (serratus, latissimus, trapezius, ...).
 
-7. Levels: T12 = last rib-bearing vertebra, counted upwards to T4
-   (:func:`pipelines.spine.label_vertebrae`); cross-checked with T1 when a rib-less vertebra (C7)
-   lies above the first rib-bearing one. PMA = pectoralis area on the mid-T4 slice (T4 convention
+7. Levels (:func:`pipelines.thorax.label_thoracic_levels`): the rib pairs leaving the followed
+   vertebral column are counted from the first rib (T1: lung apex at its neck, column continuing
+   above it, a short first rib) or from the last (T12: column continuing below it without a
+   rib); both anchors must agree on 12 pairs for the highest confidence. PMA = pectoralis area
+   on the mid-T4 slice (T4 convention
    of Moon SW et al., J Cachexia Sarcopenia Muscle 2022; McDonald et al. use the slice just above
    the aortic arch); ESMA = erector spinae area on the mid-T12 slice (Tanimura et al., Ann Am Thorac
    Soc 2016;13(3):334-341).
@@ -75,13 +79,14 @@ Limits (honest)
   has no HU contrast, and its crura and the central tendon under the heart are missed.
 * Intercostal muscle needs neighbouring slices; on a single slice it cannot be separated and is
   counted with the superficial muscle. Thick slices (> ~5 mm) blur the rib-above/rib-below rule.
-* Trapezius and rhomboids overlying the erector spinae inside the paravertebral region are counted
-  as erector spinae; breast tissue and axillary soft tissue in the band can be counted as
+* Trapezius and rhomboids overlying the erector spinae are counted with it where no fat plane of
+  ``erector_fat_plane_mm`` separates them; breast tissue and axillary soft tissue in the band
+  can be counted as
   pectoralis; arms lying against the trunk add "other" muscle.
 * Costal cartilage (often in the muscle band) beside the sternum is counted as muscle where it is
   not calcified.
 * Vertebral levels: transitional anatomy (11 or 13 rib pairs) shifts T4 and T12 by one level.
-* Checked on digital phantoms only; not clinically validated.
+* Checked on digital phantoms and one real chest CT (LIDC-IDRI-0314); not clinically validated.
 """
 
 from __future__ import annotations
@@ -138,12 +143,14 @@ PROTOCOL_NAME = "chest-respiratory-muscle"
 
 ALGORITHM = AlgorithmInfo(
     name="ainode-chest-muscle-reference",
-    version="0.1.1",
+    version="0.2.0",
     validation_status=ValidationStatus.REFERENCE_METHOD,
     is_ai=False,
     source=(
         "Rule-based: muscle band -29..150 HU (Alberta protocol); classes of Choi et al., PLoS One "
-        "2024 by anatomy (ribs, spine, lungs); T4/T12 by counting rib-bearing vertebrae"
+        "2024 by anatomy (ribs, spine, lungs; erector spinae from the spine to the fat plane under "
+        "the superficial back muscles); T4/T12 by counting rib-bearing vertebrae from the first "
+        "or last rib"
     ),
 )
 
@@ -260,7 +267,7 @@ class ChestParameters:
     intercostal_max_gap_mm:
         Rib above and below an intercostal voxel must lie within this distance, mm.
     paravertebral_half_width_mm:
-        Half-width of the paravertebral region (erector spinae; no intercostals), mm.
+        Half-width of the paravertebral region (no intercostal muscle there), mm.
     erector_min_depth_mm:
         Erector spinae lies more than this dorsal to the vertebral-body centre, mm.
     erector_lateral_mm:
@@ -332,7 +339,8 @@ class ChestParameters:
             If a key is not a field of this class (the message lists the valid keys).
         """
         return parameters_from_mapping(
-            cls, params, PROTOCOL_NAME, pairs=("muscle_hu", "low_attenuation_hu", "erector_lateral_mm")
+            cls, params, PROTOCOL_NAME,
+            pairs=("muscle_hu", "low_attenuation_hu", "erector_lateral_mm"),
         )
 
 

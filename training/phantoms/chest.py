@@ -28,7 +28,8 @@ Anatomy (simplified, in mm in a body frame: ``y`` posterior, ``x`` patient left,
   **latissimus dorsi** layer (T6..L1); **sternocleidomastoid / scalenes** at the neck base
   (C7 down to 10 mm below the lung apices) — "other" muscle, +44 HU;
 * **erector spinae** (+36 HU) in the gutter beside the spinous processes, on the transverse
-  processes and laminae (no fat between; the lungs end in front of it), at all levels, with fatty infiltration: about a fifth of its voxels, in a marbled 3-D pattern, at
+  processes and laminae (no fat between; the lungs end in front of it), at all levels, with
+  fatty infiltration: about a fifth of its voxels, in a marbled 3-D pattern, at
   +10 HU (:data:`ERECTOR_FATTY_HU`), so its low-attenuation fraction (-29..+29 HU) is well above
   that of the other classes;
 * **left/right differ**: the right pectoralis is thicker and the right erector spinae larger than
