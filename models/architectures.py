@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from monai.networks import nets
 
-from pipelines.errors import ModelError
+from ainode_core.errors import ModelError
 
 #: The MONAI classes a model card may name.
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {

@@ -29,7 +29,7 @@ from typing import Any
 
 import jsonschema
 
-from pipelines.errors import ModelError
+from ainode_core.errors import ModelError
 from pipelines.types import ValidationStatus
 
 CARD_FILE = "card.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from models.registry import discover, get_model, install_model, verify_model
-from pipelines.errors import ModelError
+from ainode_core.errors import ModelError
 
 
 def _install_dir(args: Any) -> Path:

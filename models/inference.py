@@ -33,7 +33,7 @@ from monai.transforms import Resize
 from models.architectures import build_network, load_weights
 from models.cards import ModelCard, NetworkSpec
 from models.registry import ModelEntry, select_model
-from pipelines.errors import ModelError, PipelineError
+from ainode_core.errors import ModelError, PipelineError
 from pipelines.types import AlgorithmInfo, LearnedModel, ValidationStatus
 
 logger = logging.getLogger(__name__)

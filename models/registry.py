@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.cards import CARD_FILE, ModelCard, read_card
-from pipelines.errors import ModelError
+from ainode_core.errors import ModelError
 from pipelines.types import ValidationStatus
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import AINodeError, ConfigError, RoutingError
+from ainode_core.errors import AINodeError, ConfigError, RoutingError
 
 logger = logging.getLogger("ainode")
 

@@ -26,7 +26,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from pipelines.errors import ConfigError
+from ainode_core.errors import ConfigError
 
 _DESTINATION_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
@@ -599,7 +599,7 @@ class Settings(BaseSettings):
         ConfigError
             An unknown protocol in ``protocol_parameters``, or an unknown/invalid parameter.
         """
-        from pipelines.errors import UnsupportedInputError
+        from ainode_core.errors import UnsupportedInputError
         from pipelines.registry import PROTOCOLS, check_parameters
 
         unknown = sorted(set(self.protocol_parameters) - set(PROTOCOLS))

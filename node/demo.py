@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import AINodeError
+from ainode_core.errors import AINodeError
 
 DEMO_FILE = "explicit_VR-UN.dcm"
 HEADLINE_RESULTS = [

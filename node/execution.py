@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import AINodeError, InvalidInputError, OutputError
+from ainode_core.errors import AINodeError, InvalidInputError, OutputError
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pipelines.errors import AINodeError, StorageError
+from ainode_core.errors import AINodeError, StorageError
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from pydantic import (
 )
 
 from pipelines.acquisition import contrast_recorded
-from pipelines.errors import AINodeError, RoutingError
+from ainode_core.errors import AINodeError, RoutingError
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -599,7 +599,7 @@ def route_series(
         Callback returning the pixel classifier's guess for this series (e.g.
         ``lambda: guess_series_region(datasets_with_pixels)``). Called at most once, only when
         a rule whose header conditions hold has a ``pixel_region`` condition. When ``None``,
-        such conditions fail with a note in ``checks``. An :class:`~pipelines.errors.AINodeError`
+        such conditions fail with a note in ``checks``. An :class:`~ainode_core.errors.AINodeError`
         it raises makes those conditions fail, with the error in ``checks``.
 
     Returns

@@ -30,7 +30,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 
 from node.config import AllowedCaller, TLSSettings
-from pipelines.errors import StorageError
+from ainode_core.errors import StorageError
 from storage.database import InstanceRecord, JobDatabase
 from storage.instance_store import InstanceStore, check_uid
 from storage.models import utcnow

@@ -23,7 +23,7 @@ from pynetdicom import AE
 
 from node.config import Destination
 from node.tls import client_tls_args
-from pipelines.errors import ConfigError, SendError
+from ainode_core.errors import ConfigError, SendError
 from storage.database import JobDatabase
 
 logger = logging.getLogger(__name__)

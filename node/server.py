@@ -23,7 +23,7 @@ from node.routing import RoutingRule, configured_rules, route_series
 from node.runner import JobRunner, LocalProcessRunner
 from node.scp import StorageSCP
 from node.sender import DestinationSender
-from pipelines.errors import AINodeError, InvalidInputError
+from ainode_core.errors import AINodeError, InvalidInputError
 from pipelines.registry import get_protocol
 from storage.database import JobDatabase
 from storage.instance_store import InstanceStore

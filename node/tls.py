@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from node.config import DestinationTLS, TLSSettings
-from pipelines.errors import ConfigError
+from ainode_core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

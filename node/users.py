@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from pipelines.errors import ConfigError
+from ainode_core.errors import ConfigError
 from storage.database import JobDatabase
 
 logger = logging.getLogger(__name__)

@@ -321,7 +321,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else known_queues(settings)
     )
     if not queues:
-        from pipelines.errors import ConfigError
+        from ainode_core.errors import ConfigError
 
         raise ConfigError("--queues names no queue; e.g. --queues gpu,cpu")
     run_worker(settings, queues, name=args.name, loglevel=settings.log_level)

@@ -1,55 +1,37 @@
-"""The one exception hierarchy of ainode.
+"""The exception hierarchy, as the pipelines import it: the classes of :mod:`ainode_core.errors`.
 
-Every error that ainode raises on purpose derives from :class:`AINodeError`, and also from the
-matching built-in exception (``ValueError``, ``OSError``, ...), so that callers can catch either.
-Messages say what is wrong, the value seen, and what to do about it.
-
-This module lives in ``pipelines`` because it is the lowest layer: ``storage`` and ``node`` import
-it, and ``pipelines`` must not import them.
+The hierarchy itself lives in the shared kernel ``ainode_core`` so that every layer may import it
+without depending on the methods; this module hands the same classes on (``pipelines.errors.
+StorageError is ainode_core.errors.StorageError``), for the pipelines' modules and for code written
+against the earlier location. New code outside ``pipelines`` imports :mod:`ainode_core.errors`.
 """
 
 from __future__ import annotations
 
+from ainode_core.errors import (
+    AINodeError,
+    ConfigError,
+    InvalidInputError,
+    InvalidSeriesError,
+    ModelError,
+    OutputError,
+    PipelineError,
+    RoutingError,
+    SendError,
+    StorageError,
+    UnsupportedInputError,
+)
 
-class AINodeError(Exception):
-    """Base class of all errors raised by ainode."""
-
-
-class ConfigError(AINodeError, ValueError):
-    """The configuration file, an environment variable or a command-line flag is invalid."""
-
-
-class InvalidInputError(AINodeError, ValueError):
-    """An input DICOM object cannot be used (truncated, missing tags, undecodable pixels)."""
-
-
-class InvalidSeriesError(InvalidInputError):
-    """A series cannot be turned into an image volume (mixed geometry, wrong modality, empty)."""
-
-
-class UnsupportedInputError(InvalidInputError):
-    """The input is valid DICOM but outside what a protocol can measure (e.g. a localizer)."""
-
-
-class PipelineError(AINodeError, RuntimeError):
-    """A pipeline failed on an input it accepted (e.g. no L3 vertebra could be found)."""
-
-
-class OutputError(AINodeError, RuntimeError):
-    """A DICOM output object (SEG, SR, SC) could not be built or failed validation."""
-
-
-class StorageError(AINodeError, OSError):
-    """The instance store or the job database could not be read or written."""
-
-
-class SendError(AINodeError, ConnectionError):
-    """A C-STORE to a destination failed (association refused, aborted, or non-success status)."""
-
-
-class RoutingError(AINodeError, ValueError):
-    """A routing rule is invalid."""
-
-
-class ModelError(AINodeError, RuntimeError):
-    """A model in the registry is missing, invalid, or its weights do not match their sha256."""
+__all__ = [
+    "AINodeError",
+    "ConfigError",
+    "InvalidInputError",
+    "InvalidSeriesError",
+    "ModelError",
+    "OutputError",
+    "PipelineError",
+    "RoutingError",
+    "SendError",
+    "StorageError",
+    "UnsupportedInputError",
+]

@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from pipelines.errors import StorageError
+from ainode_core.errors import StorageError
 from storage.models import (
     AssociationRecord,
     AuditEntry,

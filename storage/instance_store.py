@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.errors import StorageError
+from ainode_core.errors import StorageError
 
 logger = logging.getLogger(__name__)
 

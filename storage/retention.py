@@ -39,7 +39,7 @@ from typing import Any
 
 from sqlalchemy import delete, exists, func, select
 
-from pipelines.errors import ConfigError, StorageError
+from ainode_core.errors import ConfigError, StorageError
 from storage.database import JobDatabase
 from storage.instance_store import InstanceStore
 from storage.models import (

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.errors import InvalidInputError
+from ainode_core.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 

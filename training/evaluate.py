@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.errors import ModelError
+from ainode_core.errors import ModelError
 from training.datasets import Case
 
 _L3_TISSUES = ((1, "sma"), (2, "sat"), (3, "vat"), (4, "imat"))

@@ -35,7 +35,7 @@ from models.architectures import DEFAULT_NETWORKS, build_network, save_weights
 from models.cards import ModelCard, NetworkSpec
 from models.inference import mip_channels, mip_target, resample_2d, window_to_unit
 from models.registry import sha256_file
-from pipelines.errors import ConfigError, ModelError
+from ainode_core.errors import ConfigError, ModelError
 from pipelines.types import ValidationStatus
 from training.datasets import Case, dicom_seg_cases, nifti_cases, phantom_case, split_cases
 

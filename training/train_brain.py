@@ -49,7 +49,7 @@ from models.architectures import DEFAULT_NETWORKS, build_network, save_weights
 from models.cards import ModelCard, NetworkSpec
 from models.registry import sha256_file
 from pipelines.brain_atlas import LANDMARK_LABELS
-from pipelines.errors import ModelError
+from ainode_core.errors import ModelError
 from pipelines.types import ValidationStatus
 from training.datasets import Case, split_cases
 from training.evaluate import EvaluationReport, dice, evaluate_model_dir, mean_metric

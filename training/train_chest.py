@@ -57,7 +57,7 @@ from models.cards import ModelCard, NetworkSpec
 from models.inference import resample_2d, window_to_unit
 from models.registry import sha256_file
 from pipelines.chest_respiratory_muscle import LABELS, RESPIRATORY_LABELS, SEGMENTS
-from pipelines.errors import ModelError
+from ainode_core.errors import ModelError
 from pipelines.types import ValidationStatus
 from training.datasets import Case, split_cases
 from training.evaluate import EvaluationReport, dice, evaluate_model_dir, mean_metric

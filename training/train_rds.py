@@ -64,7 +64,7 @@ from models.architectures import (
 from models.cards import ModelCard, NetworkSpec
 from models.inference import resize_2d
 from models.registry import sha256_file
-from pipelines.errors import InvalidInputError, ModelError
+from ainode_core.errors import InvalidInputError, ModelError
 from pipelines.types import PRIVATE_SCHEME, ValidationStatus
 from training.datasets import Case, split_cases
 from training.evaluate import EvaluationReport, dice, evaluate_model_dir, mean_metric

@@ -17,7 +17,7 @@ from node.users import CurrentUser
 from node.web.auth import client_address, csrf_ok, csrf_token, current_user
 from node.web.status import node_status
 from node.web.views import iso, job_detail, job_summary
-from pipelines.errors import StorageError
+from ainode_core.errors import StorageError
 from storage.models import JobState
 
 

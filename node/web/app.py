@@ -63,7 +63,7 @@ def load_secret_key(settings: Settings) -> str:
         logger.info("created the dashboard session key %s", path)
     key = path.read_text().strip()
     if len(key) < 32:
-        from pipelines.errors import ConfigError
+        from ainode_core.errors import ConfigError
 
         raise ConfigError(f"{path}: session key too short ({len(key)} characters, need 32)")
     return key

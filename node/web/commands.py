@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from pipelines.errors import ConfigError
+from ainode_core.errors import ConfigError
 
 logger = logging.getLogger("ainode")
 
