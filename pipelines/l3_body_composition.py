@@ -47,6 +47,7 @@ from pipelines.spine import (
     find_body_mask,
     find_vertebra_in_slice,
     label_vertebrae,
+    paraspinal_compartment,
     scan_bone_threshold,
     vertebra_block,
 )
@@ -667,6 +668,12 @@ class ReferenceSegmenter:
             # Their core: within one vertebral-body width of the midline (erector spinae and
             # multifidus beside the spinous process), where no organ lies.
             paraspinal_core = paraspinal_zone & (lateral_mm <= max(vertebra.body_width_mm, 30.0))
+        # The posterior compartment behind the arch, transverse processes and ribs (back
+        # muscles), defined from the skeleton, not from fat planes: no organ rule removes it.
+        back_compartment = np.zeros_like(body)
+        if vertebra is not None:
+            back_compartment = paraspinal_compartment(hu, (dr, dc), vertebra, fascia,
+                                                      bone_threshold) & ~bone
         protected = posterior_zone | psoas_zone
         # Organs against the wall (liver, spleen): thick soft-tissue blobs lying mostly outside
         # the posterior and psoas zones.
@@ -703,8 +710,8 @@ class ReferenceSegmenter:
                 is_organ = at_home < 0.5 * size
                 is_organ[0] = False
                 organs = is_organ[regions]
-            organs = ndimage.binary_dilation(organs, structure=_disk(1.0)) & lean
-        candidate = lean_open & ~organs & (wall_zone | protected)
+            organs = _dilate_mm(organs, 1.0, mm_px) & lean & ~back_compartment
+        candidate = lean_open & ~organs & (wall_zone | protected | back_compartment)
         comps, n = ndimage.label(candidate, structure=np.ones((3, 3), dtype=bool))
         selected = np.zeros(n + 1, dtype=bool)
         selected[np.unique(comps[rim])] = True
@@ -718,7 +725,7 @@ class ReferenceSegmenter:
         selected[0] = False
         candidate = selected[comps]
         # Grow back the one-pixel rim lost by the opening, inside the muscle band.
-        muscle = lean & _dilate_mm(candidate, 1.0, mm_px) & ~organs
+        muscle = (lean & _dilate_mm(candidate, 1.0, mm_px) & ~organs) | (lean & back_compartment)
         # Drop crumbs left over from removed organs.
         muscle = _remove_small(muscle, min_pixels=max(4, round(20.0 / pixel_mm2)))
 

@@ -451,20 +451,124 @@ def vertebra_block(
 
         block |= convex_hull_image(body_part)
     # Spinal canal: between the back of the body and the lamina / spinous process on the
-    # midline, about half a body width wide, even where the arch is open in this slice.
+    # midline, about half a body width wide, even where the arch is open in this slice. On the
+    # midline bone profile the canal is the first gap (>= 4 mm) starting in the posterior part of
+    # the body or behind it (the body is at least 0.45 widths deep: an osteopenic marrow gap
+    # nearer the front is not the canal; ``posterior_row`` can fall mid-body when the cortical
+    # ring is open); a gap spanning that depth is filled from ``posterior_row`` and taken as the
+    # canal when that part is a canal deep (0.3 widths). The canal ends at the next bone
+    # (lamina, spinous process) within 35 mm, or after a canal's depth (0.3 body widths) when
+    # the arch is not in this slice.
     midline = complex_mask[:, max(0, col - 1) : col + 2].any(axis=1)
-    behind = np.flatnonzero(midline[vertebra.posterior_row + 2 : vertebra.posterior_row + 2
-                                    + round(35.0 / dr)])
-    body_rows = np.flatnonzero(block[:, col])
-    if len(behind) and len(body_rows):
-        lamina_row = vertebra.posterior_row + 2 + int(behind[0])
-        # The lamina starts after the first gap behind the body (the canal itself).
-        gaps = np.flatnonzero(~midline[vertebra.posterior_row + 1 : lamina_row + 1])
-        if len(gaps):
-            half = round(0.25 * vertebra.body_width_mm / dc)
-            block[vertebra.posterior_row : lamina_row + 1, max(0, col - half) : col + half + 1] \
-                = True
+    half = round(0.25 * vertebra.body_width_mm / dc)
+    top = vertebra.anterior_row
+    profile = midline[top : top + round(120.0 / dr)]
+    gap_labels, n_gaps = ndimage.label(~profile)
+    min_start = round(0.45 * vertebra.body_width_mm / dr)
+    min_len = max(2, round(4.0 / dr))
+    canal_mm = 0.3 * vertebra.body_width_mm
+    canal = None
+    for g in range(1, n_gaps + 1):
+        where = np.flatnonzero(gap_labels == g)
+        start, stop = int(where[0]), int(where[-1])
+        if start == 0 or stop - start + 1 < min_len:
+            continue  # in front of the body, or a crack
+        if start >= min_start:
+            canal = (start, stop)
+            break
+        if stop >= min_start:
+            # A gap across the body's depth: marrow of an open ring, or the canal itself of a
+            # slice without posterior cortex on the midline. Filled from ``posterior_row``; it
+            # is the canal only if that part is a canal deep (0.3 widths), else search on.
+            first = max(start, vertebra.posterior_row - top)
+            if first <= stop:
+                block[top + first : top + stop + 1, max(0, col - half) : col + half + 1] = True
+                if (stop - first + 1) * dr >= canal_mm:
+                    break
+    if canal is not None:
+        start, stop = canal
+        if top + stop + 1 >= top + len(profile) or (stop - start + 1) * dr > 35.0:
+            stop = start + round(canal_mm / dr)
+        block[top + start : top + stop + 1, max(0, col - half) : col + half + 1] = True
     return np.asarray(ndimage.binary_fill_holes(block)) & body_mask
+
+
+def paraspinal_compartment(
+    hu_slice: np.ndarray,
+    pixel_spacing_mm: tuple[float, float],
+    vertebra: VertebraInSlice,
+    inside_mask: np.ndarray,
+    bone_threshold_hu: float = 200.0,
+    reach_widths: float = 2.0,
+) -> np.ndarray:
+    """The posterior (paraspinal) muscle compartment of one slice, defined from the skeleton.
+
+    Erector spinae and multifidus (and quadratus lumborum / the back of psoas lower down) lie
+    posterior to the transverse processes, laminae and rib necks/angles, on each side of the
+    spinous process, bounded posteriorly by the thoracolumbar fascia; liver, spleen and kidney
+    lie anterior to the posterior ribs and the diaphragm. The compartment is therefore taken
+    column by column: behind the most posterior bone of that column (vertebral arch, transverse
+    process, rib), for columns within ``reach_widths`` vertebral-body widths of the midline
+    (at least 45 mm) and no farther out than the last such bone on that side; a column without
+    bone between two that have some takes the line between them, and beyond the last bone of one
+    side the line of the other side mirrored about the midline. It does not depend on fat
+    planes, so it holds at coarse pixels where the fat between organs and muscles vanishes.
+
+    Parameters
+    ----------
+    hu_slice:
+        ``(rows, columns)`` HU, canonical orientation (rows anterior→posterior).
+    pixel_spacing_mm:
+        (row, column) spacing, mm.
+    vertebra:
+        The vertebra of the slice (:func:`find_vertebra_in_slice`).
+    inside_mask:
+        ``(rows, columns)`` bool: where the compartment may lie (inside the outer muscle surface).
+    bone_threshold_hu:
+        Bone threshold, HU (scan-adapted, :func:`scan_bone_threshold`).
+    reach_widths:
+        Lateral reach from the midline in vertebral-body widths.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, columns)`` bool, bone excluded; empty when no posterior bone is found.
+    """
+    dr, dc = (float(v) for v in pixel_spacing_mm)
+    shape = hu_slice.shape
+    out = np.zeros(shape, dtype=bool)
+    vb_row, vb_col = vertebra.body_centre_rc
+    row0 = int(round(vb_row))
+    reach_mm = reach_widths * max(vertebra.body_width_mm, 30.0)
+    cols = np.arange(shape[1])
+    lateral_mm = np.abs(cols - vb_col) * dc
+    bone = (np.asarray(hu_slice) > bone_threshold_hu) & inside_mask
+    bone[:row0] = False
+    bone[:, lateral_mm > reach_mm] = False
+    has = bone.any(axis=0)
+    if has.sum() < 2:
+        return out
+    last = np.where(has, shape[0] - 1 - np.argmax(bone[::-1], axis=0), -1)
+    line = np.full(shape[1], np.nan)
+    for side in (cols < vb_col, cols >= vb_col):
+        known = np.flatnonzero(has & side)
+        if len(known) == 0:
+            continue
+        span = np.arange(known.min(), known.max() + 1)
+        line[span] = np.interp(span, known, last[known])
+    # The two sides are mirror images: where a slice passes between two ribs on one side only
+    # (or a rib lies out of reach), that side takes the other side's line at the same distance
+    # from the midline.
+    mirror = np.rint(2.0 * vb_col - cols).astype(int)
+    ok = (mirror >= 0) & (mirror < shape[1])
+    borrowed = np.full(shape[1], np.nan)
+    borrowed[ok] = line[mirror[ok]]
+    line = np.where(np.isnan(line), borrowed, line)
+    valid = ~np.isnan(line)
+    rows = np.arange(shape[0])[:, None]
+    out = valid[None, :] & (rows > np.where(valid, line, shape[0])[None, :])
+    out &= np.asarray(inside_mask) & ~bone & (rows >= vertebra.posterior_row)
+    return out
 
 
 def _open_small(mask: np.ndarray) -> np.ndarray:
