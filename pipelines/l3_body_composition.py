@@ -727,6 +727,18 @@ class ReferenceSegmenter:
         # Grow back the one-pixel rim lost by the opening, inside the muscle band.
         muscle = (lean & _dilate_mm(candidate, 1.0, mm_px) & ~organs) | (lean & back_compartment)
         # Drop crumbs left over from removed organs.
+        if vertebra is not None:
+            # Diaphragmatic crura (around the aorta, in front of the vertebral body) are not
+            # skeletal muscle of the protocol: nothing in front of the central 70 % of the body's
+            # width, up to 25 mm anterior to it, is muscle (psoas lies beside the body).
+            rows, cols = np.indices(hu.shape)
+            prevertebral = (
+                (rows < vertebra.anterior_row + max(1, round(3.0 / dr)))
+                & (rows >= vertebra.anterior_row - round(25.0 / dr))
+                & (np.abs(cols - vertebra.body_centre_rc[1]) * dc
+                   <= 0.35 * max(vertebra.body_width_mm, 30.0))
+            )
+            muscle &= ~prevertebral
         muscle = _remove_small(muscle, min_pixels=max(4, round(20.0 / pixel_mm2)))
 
         # 4. IMAT: fat holes inside the muscle up to imat_max_hole_cm2.
