@@ -30,11 +30,9 @@ the lease expires the node re-queues the job and publishes it again, and it runs
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -43,7 +41,7 @@ from typing import Any
 from node.config import Settings
 from node.execution import JobOutcome, execute_job
 from node.runner import LocalProcessRunner
-from node.scaleout.app import RUN_JOB_TASK, known_queues, make_celery_app
+from node.scaleout.app import RUN_JOB_TASK, make_celery_app
 from node.scaleout.claims import claim_job_by_id, owns_job, renew_lease
 from storage.database import ClaimedJob, JobDatabase
 from storage.instance_store import InstanceStore
@@ -292,37 +290,3 @@ def _redact_db(url: str) -> str:
     from storage.database import redact_url
 
     return redact_url(url)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    """``ainode worker``: load the settings and run a worker until stopped.
-
-    ``args``: ``config``, ``data_dir``, ``database_url``, ``queues`` (comma-separated),
-    ``broker_url``, ``name`` (the parser is in :func:`node.cli.build_parser`).
-    """
-    from node.config import load_settings
-
-    overrides: dict[str, Any] = {
-        "data_dir": Path(args.data_dir) if args.data_dir else None,
-        "database_url": args.database_url,
-    }
-    settings = load_settings(args.config, **overrides)
-    if args.broker_url:
-        settings.celery.broker_url = args.broker_url
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    # highdicom logs every module it copies at INFO.
-    logging.getLogger("highdicom").setLevel(logging.WARNING)
-    queues = (
-        [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else known_queues(settings)
-    )
-    if not queues:
-        from ainode_core.errors import ConfigError
-
-        raise ConfigError("--queues names no queue; e.g. --queues gpu,cpu")
-    run_worker(settings, queues, name=args.name, loglevel=settings.log_level)
-    return 0

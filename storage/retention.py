@@ -1,9 +1,9 @@
 """Retention and disk safety: delete old data of finished jobs, refuse data the disk cannot keep.
 
-Retention (:func:`purge`, ``ainode purge --older-than 30d``, or periodically in the node with
-``retention.max_age_days``) deletes, for every *finished* job (``done``, ``failed``, ``ignored``,
-``cancelled`` — any state but received / queued / running / sending) with no pending send that
-finished before the cut-off:
+Retention (:func:`purge`: by hand with ``ainode purge --older-than 30d``, see
+:mod:`node.cli.purge`, or periodically in the node with ``retention.max_age_days``) deletes, for
+every *finished* job (``done``, ``failed``, ``ignored``, ``cancelled`` — any state but received /
+queued / running / sending) with no pending send that finished before the cut-off:
 
 - the job's output files (``outputs/<job id>/``);
 - the received instances of its series, but only when **every** job of that series is finished
@@ -24,14 +24,11 @@ system for every association request and every C-STORE and refuses below
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import logging
 import os
 import re
 import shutil
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,38 +402,6 @@ def purge(
             session.add(JobEvent(job_id=job_id, message=message))
         logger.info("job %d: %s", job_id, message)
     return report
-
-
-def cmd_purge(args: argparse.Namespace) -> int:
-    """``ainode purge --older-than AGE [--dry-run] [--json]`` (see :func:`purge`)."""
-    from node.cli import EXIT_OK, _database, _settings
-
-    older_than = parse_age(args.older_than)
-    settings = _settings(args)
-    database = _database(args)
-    try:
-        store = InstanceStore(settings.data_dir)
-        report = purge(database, store, older_than, dry_run=args.dry_run)
-    finally:
-        database.close()
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
-        return EXIT_OK
-    verb = "would delete" if report.dry_run else "deleted"
-    print(
-        f"{verb}: {report.instance_files} received instance file(s) of {len(report.series)} "
-        f"series and {report.output_files} output file(s) of {len(report.jobs)} job(s), "
-        f"{report.bytes / 1e6:.1f} MB (jobs finished before "
-        f"{report.cutoff.isoformat(timespec='seconds')}Z)"
-    )
-    if report.kept_series:
-        print(
-            f"kept: the instances of {len(report.kept_series)} series that a newer or unfinished "
-            "job still needs"
-        )
-    if report.jobs and len(report.jobs) <= 50:
-        print("jobs: " + " ".join(str(j) for j in report.jobs), file=sys.stdout)
-    return EXIT_OK
 
 
 class RetentionScheduler(threading.Thread):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import importlib
 import math
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,6 +164,19 @@ def _registered(table: dict[str, Any], protocol: str, what: str) -> Any:
             f"{', '.join(sorted(table))}") from None
 
 
+def user_cases(protocol: str, data_dir: Path) -> list[Case]:
+    """The labelled cases of ``protocol`` in ``data_dir`` (see :data:`USER_CASES`).
+
+    Raises
+    ------
+    ModelError
+        A protocol without a reader of labelled data.
+    """
+    read = _registered(USER_CASES, protocol, "reader of labelled data")
+    cases: list[Case] = read(data_dir)
+    return cases
+
+
 def phantom_cases(protocol: str, count: int, size: str = "standard",
                   first_seed: int = CLI_PHANTOM_SEED) -> list[Case]:
     """``count`` held-out digital phantom cases of ``protocol`` (seeds ``first_seed ..``).
@@ -216,29 +228,3 @@ def evaluate_model_dir(model_dir: str | Path, cases: list[Case],
     return report
 
 
-def cmd_evaluate(args: Any) -> int:
-    """``ainode evaluate MODEL (--phantom [--cases N] | --data DIR) [--report CSV]``."""
-    from models.registry import default_install_dir, get_model, load_entry
-
-    model_dir = Path(args.model)
-    if not model_dir.is_dir():
-        install_dir = default_install_dir(args.data_dir) if args.data_dir else None
-        model_dir = get_model(args.model, install_dir).path
-    if bool(args.phantom) == bool(args.data):
-        print("give exactly one of --phantom or --data DIR", file=sys.stderr)
-        return 2
-    protocol = load_entry(model_dir, verify=False).card.protocol
-    try:
-        if args.phantom:
-            cases = phantom_cases(protocol, args.cases, args.phantom_size)
-        else:
-            cases = _registered(USER_CASES, protocol, "reader of labelled data")(Path(args.data))
-    except ModelError as error:
-        print(f"ainode evaluate: {error}", file=sys.stderr)
-        return 2
-    report = evaluate_model_dir(model_dir, cases, args.report, device=args.device, protocol=protocol)
-    for key, value in report.metrics.items():
-        print(f"{key}: {value}")
-    if args.report:
-        print(f"per-case report: {args.report}")
-    return 0

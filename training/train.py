@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -691,37 +690,11 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path
     return trainer(config, log)
 
 
-def cmd_train(args: Any) -> int:
-    """``ainode train PROTOCOL (--phantom | --data DIR) --out DIR``."""
-    if bool(args.phantom) == bool(args.data):
-        print("give exactly one of --phantom or --data DIR", file=sys.stderr)
-        return 2
-    config = TrainConfig(
-        protocol=args.protocol, out_dir=Path(args.out),
-        data_dir=Path(args.data) if args.data else None, name=args.name,
-        version=args.model_version, iterations=args.iterations,
-        level_iterations=args.level_iterations, batch_size=args.batch_size,
-        train_cases=args.cases, eval_cases=args.eval_cases, phantom_size=args.phantom_size,
-        seed=args.seed, device=args.device, resume=args.resume,
-        val_every=max(1, min(args.val_every, args.iterations)),
-        level_spacing_mm=args.level_spacing_mm,
-    )
-    logging.basicConfig(level=logging.WARNING)
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    out = train(config, log)
-    print(f"model written to {out}; install with: ainode models install {out}")
-    return 0
-
-
 __all__ = [
     "TRAINERS",
     "Sample",
     "TrainConfig",
     "TrainedNetwork",
-    "cmd_train",
     "train",
     "train_l3",
     "train_network",

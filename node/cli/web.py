@@ -1,4 +1,4 @@
-"""``ainode users add|list|remove`` and ``ainode dashboard`` (registered in node/cli.py)."""
+"""``ainode users add|list|remove`` and ``ainode dashboard`` (registered by :func:`node.cli.build_parser`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,9 @@ import sys
 from typing import Any
 
 from ainode_core.errors import ConfigError
+from node.cli.common import configure_logging, load_cli_settings, open_database
 
 logger = logging.getLogger("ainode")
-
-
-def _database(args: argparse.Namespace) -> Any:
-    from node.cli import _database as open_database
-
-    return open_database(args)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -36,7 +31,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     from node.users import add_user, parse_roles
 
     roles = parse_roles(args.role)
-    database = _database(args)
+    database = open_database(args)
     add_user(database, args.name, _read_password(args), roles)
     print(f"user {args.name} added with role(s) {', '.join(roles)}")
     return 0
@@ -44,7 +39,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 def cmd_users_list(args: argparse.Namespace) -> int:
     """List dashboard users."""
-    database = _database(args)
+    database = open_database(args)
     users = database.list_users()
     if not users:
         print("no users; add one with `ainode users add NAME --role admin`")
@@ -57,7 +52,7 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
     """Remove a dashboard user (their sessions end at their next request)."""
-    database = _database(args)
+    database = open_database(args)
     if not database.remove_user(args.name):
         print(f"no user {args.name}; see `ainode users list`", file=sys.stderr)
         return 1
@@ -69,17 +64,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """Serve the dashboard with uvicorn until SIGINT/SIGTERM."""
     import uvicorn
 
-    from node.cli import _configure_logging, _settings
     from node.web.app import create_app
 
-    settings = _settings(args)
+    settings = load_cli_settings(args)
     if args.host or args.port:
         web = settings.web.model_copy(
             update={k: v for k, v in (("host", args.host), ("port", args.port)) if v}
         )
         settings = settings.model_copy(update={"web": web})
-    _configure_logging(settings.log_level, settings.log_phi)
-    database = _database(args)
+    configure_logging(settings.log_level, settings.log_phi)
+    database = open_database(args)
     if not database.list_users() and settings.web.trusted_user_header is None:
         logger.warning("no dashboard users yet: add one with `ainode users add NAME --role admin`")
     app = create_app(settings, database)

@@ -1,7 +1,9 @@
-"""``ainode models list|show|install|verify``: the command functions (parsers in node/cli.py).
+"""``ainode models list|show|install|verify``: the command functions (parsers in
+:func:`node.cli.build_parser`).
 
 No torch import here: listing, showing, installing and verifying models only read cards and hash
-weights files.
+weights files. :mod:`models.registry` (pydicom) is imported when a command runs, so that
+``ainode --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -11,14 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from models.registry import discover, get_model, install_model, verify_model
 from ainode_core.errors import ModelError
+from node.cli.common import load_cli_settings
 
 
 def _install_dir(args: Any) -> Path:
-    from node.cli import _settings
-
-    return _settings(args).models_install_dir
+    return Path(load_cli_settings(args).models_install_dir)
 
 
 def _summary(entry: Any) -> dict[str, Any]:
@@ -38,6 +38,8 @@ def _summary(entry: Any) -> dict[str, Any]:
 
 def cmd_models_list(args: Any) -> int:
     """List shipped and installed models (and directories refused, with the reason)."""
+    from models.registry import discover
+
     found = discover(_install_dir(args))
     if args.json:
         print(json.dumps({"models": [_summary(e) for e in found.entries],
@@ -58,6 +60,8 @@ def cmd_models_list(args: Any) -> int:
 
 def cmd_models_show(args: Any) -> int:
     """Print a model's card (and whether its weights verify)."""
+    from models.registry import get_model, verify_model
+
     entry = get_model(args.name, _install_dir(args), verify=False)
     try:
         verify_model(entry)
@@ -77,6 +81,8 @@ def cmd_models_show(args: Any) -> int:
 
 def cmd_models_install(args: Any) -> int:
     """Install a model directory or archive into the install directory."""
+    from models.registry import install_model
+
     entry = install_model(args.source, _install_dir(args), replace=args.replace)
     print(f"installed {entry.name} {entry.card.version} ({entry.card.protocol}, "
           f"{entry.card.validation_status.value}) at {entry.path}")
@@ -85,6 +91,8 @@ def cmd_models_install(args: Any) -> int:
 
 def cmd_models_verify(args: Any) -> int:
     """Check every model's card and weights (or only the named ones); exit 1 on any failure."""
+    from models.registry import discover, verify_model
+
     found = discover(_install_dir(args))
     failures = 0
     names = set(args.names or [])

@@ -1,7 +1,9 @@
-"""The ``ainode`` command line.
+"""The ``ainode`` parser, :func:`main`, and the node's own commands.
 
-Heavy modules (numpy, highdicom, torch, MONAI) are imported inside the commands that need them, so
-``ainode --help`` and ``ainode jobs list`` start instantly.
+serve, run, jobs, echo, route, check-config, demo and worker are here; the other command groups
+are in their own modules of :mod:`node.cli`. Heavy modules (numpy, highdicom, torch, MONAI) are
+imported inside the commands that need them, so ``ainode --help`` and ``ainode jobs list`` start
+instantly.
 """
 
 from __future__ import annotations
@@ -19,57 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from ainode_core.errors import AINodeError, ConfigError, RoutingError
+from node.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_node_options,
+    configure_logging,
+    load_cli_settings,
+    open_database,
+)
+from node.cli.models import cmd_models_install, cmd_models_list, cmd_models_show, cmd_models_verify
+from node.cli.purge import cmd_purge
+from node.cli.training import cmd_evaluate, cmd_train
+from node.cli.web import add_parsers as add_web_parsers
 
 logger = logging.getLogger("ainode")
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
-
-def _configure_logging(level: str, log_phi: bool = False) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # pynetdicom logs identifiers (patient name/ID) of every dataset at DEBUG/INFO: keep it quiet
-    # unless the admin explicitly allows PHI in the logs.
-    if not log_phi:
-        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-
-
-def _add_node_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML configuration file (default: $AINODE_CONFIG)")
-    parser.add_argument("--data-dir", help="data directory (default: ./ainode-data)")
-    parser.add_argument("--database-url", help="job database URL (default: SQLite in the data dir)")
-
-
-def _settings(args: argparse.Namespace, **extra: Any) -> Any:
-    from node.config import load_settings
-
-    overrides = {
-        "data_dir": Path(args.data_dir) if getattr(args, "data_dir", None) else None,
-        "database_url": getattr(args, "database_url", None),
-        **extra,
-    }
-    return load_settings(getattr(args, "config", None), **overrides)
-
-
-def _database(args: argparse.Namespace) -> Any:
-    from storage.database import JobDatabase
-
-    settings = _settings(args)
-    url = settings.resolved_database_url
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise ConfigError(
-                f"no job database at {path}: give the node's data directory with --data-dir, "
-                "or its configuration with --config (or AINODE_CONFIG)"
-            )
-    return JobDatabase(url)
-
 
 # -- serve ------------------------------------------------------------------------------------------
 
@@ -79,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from node.server import Node
 
     destinations = [Destination.parse(d) for d in args.send_to] if args.send_to else None
-    settings = _settings(
+    settings = load_cli_settings(
         args,
         port=args.port,
         host=args.host,
@@ -88,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         destinations=destinations,
         workers=args.workers,
     )
-    _configure_logging(settings.log_level, settings.log_phi)
+    configure_logging(settings.log_level, settings.log_phi)
     node = Node(settings)
     stop = threading.Event()
 
@@ -126,8 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from node.server import pixel_region_of, software_version
     from pipelines.volume import expand_paths, group_by_series, read_instances
 
-    settings = _settings(args)
-    _configure_logging("WARNING" if not args.verbose else "INFO")
+    settings = load_cli_settings(args)
+    configure_logging("WARNING" if not args.verbose else "INFO")
     read = read_instances(expand_paths(args.inputs), stop_before_pixels=True)
     for error in read.errors:
         print(f"skipped: {error}", file=sys.stderr)
@@ -278,7 +244,7 @@ def _job_dict(job: Any, detail: bool = False) -> dict[str, Any]:
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
-    database = _database(args)
+    database = open_database(args)
     jobs = [_job_dict(j) for j in database.list_jobs(limit=args.limit, state=args.state)]
     if args.json:
         print(json.dumps(jobs, indent=2))
@@ -294,7 +260,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
-    database = _database(args)
+    database = open_database(args)
     job = database.get_job(args.id)
     if job is None:
         print(f"no job {args.id}; see `ainode jobs list`", file=sys.stderr)
@@ -322,7 +288,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
-    database = _database(args)
+    database = open_database(args)
     print(f"job {args.id}: {database.retry_job(args.id)}")
     return EXIT_OK
 
@@ -358,7 +324,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     from node.server import pixel_region_of
     from pipelines.volume import expand_paths, group_by_series, read_instances
 
-    settings = _settings(args)
+    settings = load_cli_settings(args)
     rules = configured_rules(settings.routing_rules)
     read = read_instances(expand_paths(args.inputs), stop_before_pixels=True)
     for error in read.errors:
@@ -422,22 +388,44 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from node.demo import run_demo
 
-    _configure_logging("WARNING" if not args.verbose else "INFO")
+    configure_logging("WARNING" if not args.verbose else "INFO")
     return run_demo(
         work_dir=Path(args.work_dir) if args.work_dir else None, keep=args.keep, pacs_kind=args.pacs
     )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from node.worker import cmd_worker as run_worker_command
+    """``ainode worker``: load the settings and run a worker until stopped.
 
-    return run_worker_command(args)
+    ``args``: ``config``, ``data_dir``, ``database_url``, ``queues`` (comma-separated),
+    ``broker_url``, ``name`` (the parser is in :func:`build_parser`).
+    """
+    from node.config import load_settings
+    from node.scaleout.app import known_queues
+    from node.worker import run_worker
 
-
-def cmd_purge(args: argparse.Namespace) -> int:
-    from storage.retention import cmd_purge as run_purge_command
-
-    return run_purge_command(args)
+    overrides: dict[str, Any] = {
+        "data_dir": Path(args.data_dir) if args.data_dir else None,
+        "database_url": args.database_url,
+    }
+    settings = load_settings(args.config, **overrides)
+    if args.broker_url:
+        settings.celery.broker_url = args.broker_url
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # highdicom logs every module it copies at INFO.
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
+    queues = (
+        [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else known_queues(settings)
+    )
+    if not queues:
+        raise ConfigError("--queues names no queue; e.g. --queues gpu,cpu")
+    run_worker(settings, queues, name=args.name, loglevel=settings.log_level)
+    return 0
 
 
 # -- parser -------------------------------------------------------------------------------------------
@@ -452,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the node: receive, analyse, send back")
-    _add_node_options(serve)
+    add_node_options(serve)
     serve.add_argument("--port", type=int, help="DICOM listener port (default 11112)")
     serve.add_argument("--host", help="listener address (default 0.0.0.0)")
     serve.add_argument("--ae-title", help="the node's AE title (default AINODE)")
@@ -464,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     run = sub.add_parser("run", help="run a protocol offline on files and write the outputs")
-    _add_node_options(run)
+    add_node_options(run)
     run.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
     run.add_argument("--protocol", help="protocol name (default: choose by the routing rules)")
     run.add_argument("--out", required=True, help="output directory")
@@ -481,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="list, show and retry jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     jobs_list = jobs_sub.add_parser("list", help="list recent jobs")
-    _add_node_options(jobs_list)
+    add_node_options(jobs_list)
     jobs_list.add_argument("--json", action="store_true")
     jobs_list.add_argument("--limit", type=int, default=50)
     jobs_list.add_argument(
@@ -491,12 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jobs_list.set_defaults(func=cmd_jobs_list)
     jobs_show = jobs_sub.add_parser("show", help="show one job with its timeline")
-    _add_node_options(jobs_show)
+    add_node_options(jobs_show)
     jobs_show.add_argument("id", type=int)
     jobs_show.add_argument("--json", action="store_true")
     jobs_show.set_defaults(func=cmd_jobs_show)
     jobs_retry = jobs_sub.add_parser("retry", help="re-send failed outputs or run a job again")
-    _add_node_options(jobs_retry)
+    add_node_options(jobs_retry)
     jobs_retry.add_argument("id", type=int)
     jobs_retry.set_defaults(func=cmd_jobs_retry)
 
@@ -507,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     echo.set_defaults(func=cmd_echo)
 
     route = sub.add_parser("route", help="show which routing rule fires for each series, and why")
-    _add_node_options(route)
+    add_node_options(route)
     route.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
     route.add_argument("--json", action="store_true")
     route.set_defaults(func=cmd_route)
@@ -529,30 +517,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--verbose", "-v", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
-    # -- models, train, evaluate (command functions in models.commands, training.*) --
-    def _lazy(module: str, name: str) -> Any:
-        return lambda a: getattr(__import__(module, fromlist=[name]), name)(a)
-
+    # -- models, train, evaluate (command functions in node.cli.models, node.cli.training) --
     models = sub.add_parser("models", help="list, show, install and verify trained models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_list = models_sub.add_parser("list", help="shipped and installed models")
-    _add_node_options(models_list)
+    add_node_options(models_list)
     models_list.add_argument("--json", action="store_true")
-    models_list.set_defaults(func=_lazy("models.commands", "cmd_models_list"))
+    models_list.set_defaults(func=cmd_models_list)
     models_show = models_sub.add_parser("show", help="a model's card, weights verified")
-    _add_node_options(models_show)
+    add_node_options(models_show)
     models_show.add_argument("name")
     models_show.add_argument("--json", action="store_true")
-    models_show.set_defaults(func=_lazy("models.commands", "cmd_models_show"))
+    models_show.set_defaults(func=cmd_models_show)
     models_install = models_sub.add_parser("install", help="install a model directory or archive")
-    _add_node_options(models_install)
+    add_node_options(models_install)
     models_install.add_argument("source", metavar="DIR_OR_ARCHIVE")
     models_install.add_argument("--replace", action="store_true", help="replace a model of that name")
-    models_install.set_defaults(func=_lazy("models.commands", "cmd_models_install"))
+    models_install.set_defaults(func=cmd_models_install)
     models_verify = models_sub.add_parser("verify", help="check cards and weights sha256")
-    _add_node_options(models_verify)
+    add_node_options(models_verify)
     models_verify.add_argument("names", nargs="*", metavar="NAME")
-    models_verify.set_defaults(func=_lazy("models.commands", "cmd_models_verify"))
+    models_verify.set_defaults(func=cmd_models_verify)
 
     train = sub.add_parser("train", help="train a protocol's networks and write a model directory")
     train.add_argument("protocol")
@@ -573,10 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     train.add_argument("--resume", action="store_true", help="continue from out/checkpoints")
-    train.set_defaults(func=_lazy("training.train", "cmd_train"))
+    train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model on phantoms or labelled data")
-    _add_node_options(evaluate)
+    add_node_options(evaluate)
     evaluate.add_argument("model", metavar="MODEL_DIR_OR_NAME")
     evaluate.add_argument("--phantom", action="store_true")
     evaluate.add_argument("--data", metavar="DIR")
@@ -584,12 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--phantom-size", choices=["standard", "small"], default="standard")
     evaluate.add_argument("--report", metavar="CSV", help="per-case report")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    evaluate.set_defaults(func=_lazy("training.evaluate", "cmd_evaluate"))
+    evaluate.set_defaults(func=cmd_evaluate)
 
     purge = sub.add_parser(
         "purge", help="delete received instances and outputs of jobs finished long ago"
     )
-    _add_node_options(purge)
+    add_node_options(purge)
     purge.add_argument(
         "--older-than", required=True, metavar="AGE",
         help="age since the job finished: a number and w/d/h/m/s, e.g. 30d",
@@ -601,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser(
         "worker", help="run jobs from the RabbitMQ queues (scale-out, runner: celery)"
     )
-    _add_node_options(worker)
+    add_node_options(worker)
     worker.add_argument(
         "--queues", help="comma-separated queues to take jobs from, e.g. gpu,cpu (default: all configured)"
     )
@@ -609,9 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", help="worker name recorded in the jobs (default host:pid/celery)")
     worker.set_defaults(func=cmd_worker)
 
-    from node.web.commands import add_parsers as add_web_parsers
-
-    add_web_parsers(sub, _add_node_options)  # users add|list|remove, dashboard
+    add_web_parsers(sub, add_node_options)  # users add|list|remove, dashboard
     return parser
 
 
