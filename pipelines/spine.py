@@ -511,7 +511,10 @@ def paraspinal_compartment(
     process, rib), for columns within ``reach_widths`` vertebral-body widths of the midline
     (at least 45 mm) and no farther out than the last such bone on that side; a column without
     bone between two that have some takes the line between them, and beyond the last bone of one
-    side the line of the other side mirrored about the midline. It does not depend on fat
+    side the line of the other side mirrored about the midline; beyond the arch the line only
+    moves backwards going outwards (a forward-curving lateral rib does not open the rib cage),
+    and only bone pieces of at least 15 mm² peaking 50 HU above the threshold count (not a
+    bright speck of an enhanced spleen). It does not depend on fat
     planes, so it holds at coarse pixels where the fat between organs and muscles vanishes.
 
     Parameters
@@ -545,6 +548,15 @@ def paraspinal_compartment(
     bone = (np.asarray(hu_slice) > bone_threshold_hu) & inside_mask
     bone[:row0] = False
     bone[:, lateral_mm > reach_mm] = False
+    # Bone, not a bright speck of an enhanced organ or vessel: a piece of at least 15 mm² whose
+    # peak is clearly above the threshold.
+    lab, n = ndimage.label(bone, structure=np.ones((3, 3), dtype=bool))
+    if n:
+        area_mm2 = np.bincount(lab.ravel(), minlength=n + 1) * dr * dc
+        peak = ndimage.maximum(np.asarray(hu_slice), lab, index=np.arange(n + 1))
+        keep = (area_mm2 >= 15.0) & (np.asarray(peak) >= bone_threshold_hu + 50.0)
+        keep[0] = False
+        bone = keep[lab]
     has = bone.any(axis=0)
     if has.sum() < 2:
         return out
@@ -564,6 +576,18 @@ def paraspinal_compartment(
     borrowed = np.full(shape[1], np.nan)
     borrowed[ok] = line[mirror[ok]]
     line = np.where(np.isnan(line), borrowed, line)
+    # Beyond the arch (half a body width + 10 mm from the midline) the line only runs backwards
+    # outwards (transverse process, rib neck, rib angle): a rib section further out that curves
+    # forward, where this slice misses the posterior rib, does not open the rib cage.
+    outer = lateral_mm > 0.5 * vertebra.body_width_mm + 10.0
+    for order in (np.flatnonzero(cols >= vb_col), np.flatnonzero(cols < vb_col)[::-1]):
+        seg = line[order]
+        held = seg.copy()
+        mask = outer[order] & ~np.isnan(seg)
+        if mask.any():
+            running = np.fmax.accumulate(np.where(mask, seg, np.nan))
+            held[mask] = running[mask]
+        line[order] = held
     valid = ~np.isnan(line)
     rows = np.arange(shape[0])[:, None]
     out = valid[None, :] & (rows > np.where(valid, line, shape[0])[None, :])
