@@ -544,19 +544,24 @@ class ReferenceSegmenter:
        partial-volume rim of ribs and enhanced vessels.
     4. Muscle compartment: soft tissue (muscle band) inside the fascia that touches its outer
        surface (abdominal wall), lies beside the vertebral body (psoas) or lies mostly behind the
-       vertebral body within 1.5 body widths of the midline (paraspinal muscles). Thick soft
-       tissue (> ``organ_min_thickness_mm``) is split into blobs by a watershed of its thickness
-       map; a blob whose thickest part is not in the paraspinal or psoas zone is an organ (liver,
-       spleen, kidney, bowel) and is removed even where it touches a muscle.
+       vertebral body within 1.5 body widths of the midline (paraspinal muscles). The posterior
+       compartment behind the arch, transverse processes and ribs
+       (:func:`pipelines.spine.paraspinal_compartment`, from the skeleton, not from fat planes)
+       is muscle whatever the organ rule says. Thick soft tissue (> ``organ_min_thickness_mm``)
+       is split into blobs by a watershed of its thickness map; a blob whose thickest part is not
+       in the paraspinal or psoas zone is an organ (liver, spleen, kidney, bowel) and is removed
+       even where it touches a muscle. Nothing in front of the central 70 % of the vertebral
+       body (diaphragmatic crura around the aorta) is muscle.
     5. SMA = muscle-band pixels of the compartment; IMAT = fat-band holes inside it up to
        ``imat_max_hole_cm2``; VAT = VAT-band pixels inside the fascia outside the muscle
        compartment and bone.
 
-    Limits: bowel wall against the abdominal wall, hernias and the diaphragmatic crura are
-    counted as muscle; an organ touching a back muscle is split only where the thickness map has
-    a saddle (at 3 mm pixels fat planes vanish and back muscles can go with the liver); an arm
-    lying flush against the trunk without two clear skin notches is not removed; muscle thicker than ``organ_min_thickness_mm``
-    anterior to the spine (very muscular rectus) would be lost.
+    Limits: bowel wall against the abdominal wall, hernias and the crura beside the vertebral
+    body are counted as muscle; an organ touching a wall muscle or psoas is split only where the
+    thickness map has a saddle (at 3 mm pixels thin lateral wall muscles can go with the liver);
+    an arm lying flush against the trunk without two clear skin notches is not removed; muscle
+    thicker than ``organ_min_thickness_mm`` anterior to the spine (very muscular rectus) would
+    be lost.
     """
 
     def __init__(self, params: L3Parameters | None = None) -> None:
