@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from node.users import CurrentUser
@@ -115,6 +115,11 @@ def api_user(request: Request) -> CurrentUser:
     return user
 
 
+#: A job id in a URL: the job database's primary key is a signed 64-bit integer, so a larger
+#: number can name no job; FastAPI answers 422 for it instead of passing it to the database.
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Job id")]
+
+
 def perform_action(request: Request, user: CurrentUser, action: str, job_id: int) -> str:
     """Run retry/cancel/delete for ``user`` and write the audit row (also on refusal).
 
@@ -214,7 +219,7 @@ def build_router() -> APIRouter:
         }
 
     @router.get("/jobs/{job_id}", response_model=JobDetailOut, summary="One job in full")
-    def show_job(request: Request, job_id: int) -> dict[str, Any]:
+    def show_job(request: Request, job_id: JobId) -> dict[str, Any]:
         user = api_user(request)
         database = request.app.state.database
         job = database.get_job(job_id)
@@ -223,21 +228,21 @@ def build_router() -> APIRouter:
         return job_detail(job, user, database)
 
     @router.post("/jobs/{job_id}/retry", response_model=ActionOut, summary="Retry a job (admin)")
-    def retry(request: Request, job_id: int) -> dict[str, Any]:
+    def retry(request: Request, job_id: JobId) -> dict[str, Any]:
         user = api_user(request)
         _check_csrf(request, user)
         return {"job_id": job_id, "action": "retry",
                 "message": perform_action(request, user, "retry", job_id)}
 
     @router.post("/jobs/{job_id}/cancel", response_model=ActionOut, summary="Cancel a job (admin)")
-    def cancel(request: Request, job_id: int) -> dict[str, Any]:
+    def cancel(request: Request, job_id: JobId) -> dict[str, Any]:
         user = api_user(request)
         _check_csrf(request, user)
         return {"job_id": job_id, "action": "cancel",
                 "message": perform_action(request, user, "cancel", job_id)}
 
     @router.delete("/jobs/{job_id}", response_model=ActionOut, summary="Delete a settled job (admin)")
-    def delete(request: Request, job_id: int) -> dict[str, Any]:
+    def delete(request: Request, job_id: JobId) -> dict[str, Any]:
         user = api_user(request)
         _check_csrf(request, user)
         return {"job_id": job_id, "action": "delete",

@@ -24,7 +24,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from node.config import Settings
 from node.users import CurrentUser, authenticate
-from node.web.api import build_router, perform_action
+from node.web.api import JobId, build_router, perform_action
 from node.web.auth import (
     BasicCredentialCache,
     LoginThrottle,
@@ -246,7 +246,7 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
         )
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
-    def job_page(request: Request, job_id: int) -> Response:
+    def job_page(request: Request, job_id: JobId) -> Response:
         user = require_page_user(request)
         job = database.get_job(job_id)
         if job is None:
@@ -255,7 +255,7 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
         return page(request, "job.html", user, job=job_detail(job, user, database), audit=audit)
 
     @app.post("/jobs/{job_id}/{action}", include_in_schema=False)
-    def job_action(request: Request, job_id: int, action: str,
+    def job_action(request: Request, job_id: JobId, action: str,
                    csrf_token_field: str = Form("", alias="csrf_token")) -> Response:
         user = require_page_user(request)
         if action not in ("retry", "cancel", "delete"):
