@@ -120,6 +120,16 @@ def test_real_leg_radiograph_is_ignored(rules: list[RoutingRule]) -> None:
     assert "Body Part 'EXTREMITY'" in decision.reason
 
 
+def test_structured_report_labelled_ct_is_not_routed(rules: list[RoutingRule]) -> None:
+    """An SR whose Modality says CT (some archives do this) is never sent to a CT protocol."""
+    header = _headers("explicit_VR-UN.dcm")[0]
+    header.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    header.BodyPartExamined = "ABDOMEN"
+    decision = route_series([header], rules)
+    assert decision.protocol is None
+    assert decision.rule == "non-image-sop-classes"
+
+
 @pytest.mark.parametrize(
     ("name", "rule"),
     [("liver.dcm", "non-image-objects"), ("SC_rgb.dcm", "secondary-capture")],
