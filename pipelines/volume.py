@@ -745,6 +745,15 @@ def _load_multiframe(ds: Dataset) -> CTVolume:
     )
 
 
+def _positive_float(value: object) -> float | None:
+    """``value`` as a float when it is a positive number, else ``None``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
 def _frames_by_position(source_volume: hd.Volume, images: list[Dataset]) -> list[int]:
     """For each slice of ``source_volume``, the index of the image at its position.
 
@@ -783,10 +792,17 @@ def _finish(
     spacing = tuple(float(s) for s in volume.spacing)
     if len(images) == 1:
         # A single image has no slice spacing: use Slice Thickness on the axis of length one.
-        thickness = images[0].get("SliceThickness")
+        thickness = _positive_float(images[0].get("SliceThickness"))
+        if thickness is None:
+            warnings = [
+                *warnings,
+                f"Slice Thickness {images[0].get('SliceThickness')!r} is missing or not a "
+                "positive number; 1.0 mm is assumed for the single image's depth (volumes "
+                "computed from this image are per mm of depth)",
+            ]
         single_axis = hu.shape.index(1)
         spacing = tuple(
-            (float(thickness) if thickness else 1.0) if axis == single_axis else value
+            (thickness or 1.0) if axis == single_axis else value
             for axis, value in enumerate(spacing)
         )
     headers = [header_copy(ds) for ds in images]

@@ -235,3 +235,19 @@ def test_non_ascii_text_and_invalid_age_give_valid_outputs(
         ds = pydicom.dcmread(path)
         assert ds.get("PatientAge", "") == ""
         assert str(ds.PatientName) == "Müller^Zoë"
+
+
+@pytest.mark.parametrize("thickness", ["-2.5", None])
+def test_single_image_without_a_positive_thickness_is_warned(
+    lidc_sorted: list[pydicom.Dataset], thickness: str | None
+) -> None:
+    ds = copy.deepcopy(lidc_sorted[150])
+    if thickness is None:
+        del ds.SliceThickness
+    else:
+        ds.SliceThickness = thickness
+    volume = load_ct_volume([ds])
+    assert volume.spacing_mm[0] == pytest.approx(1.0)
+    assert any("Slice Thickness" in w and "1.0 mm is assumed" in w for w in volume.warnings)
+    ds.SliceThickness = "2.5"
+    assert load_ct_volume([ds]).spacing_mm[0] == pytest.approx(2.5)
