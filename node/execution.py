@@ -105,7 +105,9 @@ def read_series_files(files: Sequence[str]) -> tuple[list[Any], list[str]]:
                 repairs[warning] = repairs.get(warning, 0) + 1
         except InvalidInputError as exc:
             problems.append(str(exc))
-    problems.extend(f"{warning} ({count} of {len(files)} files)" for warning, count in repairs.items())
+    problems.extend(
+        f"{warning} ({count} of {len(files)} files)" for warning, count in repairs.items()
+    )
     if not datasets:
         raise InvalidInputError(
             "no readable image in the series: " + "; ".join(problems[:3])

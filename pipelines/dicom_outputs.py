@@ -272,9 +272,12 @@ def _valid_temporal(vr: str, value: object) -> bool:
 def _source_header(ds: Dataset, notes: set[str]) -> Dataset:
     """A copy of a source header without Pixel Data, with missing Type 2 attributes added empty.
 
-    Ages, dates, times and numbers that do not conform to their VR (e.g. ``1975-03-14`` for a DA,
-    ``62`` for Patient's Age, an AS) are written empty: highdicom copies patient and study attributes into every output and refuses such
-    values, and an output must not fail (or quote patient data in an error) over them.
+    Ages, dates and times that do not conform to their VR (e.g. ``1975-03-14`` for a DA, ``62``
+    for Patient's Age, an AS) are written empty: highdicom copies patient and study attributes
+    into every output, dciodvfy refuses such values, and an output must not fail (or quote
+    patient data in an error) over them. A non-positive Spacing Between Slices is left out. Each
+    change adds a note to ``notes`` (attribute names only, never values), which the caller logs
+    once per series and returns for the job log.
     """
     header = Dataset()
     for element in ds:

@@ -188,7 +188,10 @@ def _repair_identifiers(ds: Dataset) -> list[str]:
 
 
 def _drop_undecodable_private_elements(ds: Dataset) -> list[str]:
-    """Delete private elements whose value does not decode (see :func:`read_instance_with_warnings`)."""
+    """Delete private elements whose value does not decode; return the warning.
+
+    See :func:`read_instance_with_warnings`.
+    """
     broken: list[str] = []
 
     def visit(dataset: Dataset) -> None:
@@ -669,7 +672,8 @@ def _load_irregular(images: list[Dataset], warnings: list[str]) -> CTVolume:
     wide = np.flatnonzero(gaps > _MISSING_SLICE_FACTOR * step)
     interpolated: list[int] = []
     for g in wide:
-        interpolated.extend(int(k) for k in np.flatnonzero((target > along[g]) & (target < along[g + 1])))
+        inside = (target > along[g]) & (target < along[g + 1])
+        interpolated.extend(int(k) for k in np.flatnonzero(inside))
     message = (
         f"uneven slice spacing (steps {gaps.min():.2f}-{gaps.max():.2f} mm): resampled to a "
         f"regular grid of {count} slices every {grid_step:.2f} mm (linear interpolation)"
