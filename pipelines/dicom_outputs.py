@@ -59,7 +59,7 @@ from scipy import ndimage
 from skimage import measure
 
 from pipelines.errors import OutputError
-from pipelines.headers import header_copy
+from pipelines.headers import header_copy, positive_number, positive_pair
 from pipelines.types import (
     PRIVATE_SCHEME,
     RESEARCH_USE_DISCLAIMER,
@@ -165,15 +165,6 @@ def is_projection_image(ds: Dataset) -> bool:
     return "FrameOfReferenceUID" not in ds and "ImagePositionPatient" not in ds
 
 
-def _positive_pair(value: object) -> bool:
-    """Whether a DS pair such as Pixel Spacing holds two positive numbers."""
-    try:
-        numbers = [float(v) for v in value]  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        return False
-    return len(numbers) == 2 and all(n > 0 for n in numbers)
-
-
 def derive_uid(*parts: str) -> str:
     """Derive a deterministic UID from the given strings.
 
@@ -247,13 +238,6 @@ def _valid_value(vr: str, value: object) -> bool:
     return _valid_temporal(vr, value)
 
 
-def _positive(value: object) -> bool:
-    try:
-        return float(value) > 0  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-
-
 def _valid_temporal(vr: str, value: object) -> bool:
     """Whether a DA/TM/DT value parses (PS3.5 Table 6.2-1)."""
     from pydicom.valuerep import DA, DT, TM
@@ -290,7 +274,7 @@ def _source_header(ds: Dataset, notes: set[str]) -> Dataset:
             )
             header.add_new(element.tag, element.VR, "")
             continue
-        if element.keyword == "SpacingBetweenSlices" and not _positive(element.value):
+        if element.keyword == "SpacingBetweenSlices" and positive_number(element.value) is None:
             # Some vendors write the signed step; the SEG's Pixel Measures copy of it must be
             # positive (PS3.3 C.7.6.16.2.1). Left out, the SEG states no spacing.
             notes.add(
@@ -710,7 +694,7 @@ def _projection_sources(images: list[Dataset]) -> list[Dataset]:
     """
     copies = []
     for ds in images:
-        if "PixelSpacing" in ds and not _positive_pair(ds.PixelSpacing):
+        if "PixelSpacing" in ds and positive_pair(ds.PixelSpacing) is None:
             logger.warning(
                 "source image %s has Pixel Spacing %s (not positive); left out of the SEG",
                 ds.SOPInstanceUID,
@@ -1145,7 +1129,7 @@ def _build_sc(
     # No Pixel Spacing when the key image's spacing is unknown (e.g. a CR whose header has none).
     sc_pixel_spacing = (
         (float(key_image.pixel_spacing_mm[0]), float(key_image.pixel_spacing_mm[1]))
-        if _positive_pair(key_image.pixel_spacing_mm)
+        if positive_pair(key_image.pixel_spacing_mm) is not None
         else None
     )
     try:

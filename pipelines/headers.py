@@ -9,6 +9,7 @@ original, so deleting an attribute from the copy deletes it from the original to
 from __future__ import annotations
 
 import copy as copy_module
+import math
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
@@ -52,3 +53,29 @@ def header_copy(ds: Dataset, drop: tuple[str, ...] = ("PixelData",)) -> Dataset:
     if ds.original_encoding[0] is not None:
         copy.set_original_encoding(*ds.original_encoding, character_encoding=ds.original_character_set)
     return copy
+
+
+def positive_number(value: object) -> float | None:
+    """``value`` as a float when it is a finite positive number, else ``None``.
+
+    The one rule for numeric header values that must be positive (Slice Thickness, Spacing
+    Between Slices, distances, magnification): missing, unparsable, zero, negative or infinite
+    values count as absent.
+    """
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 and math.isfinite(number) else None
+
+
+def positive_pair(value: object) -> tuple[float, float] | None:
+    """A two-valued header value (e.g. Pixel Spacing) as two finite positive floats, or ``None``.
+    """
+    try:
+        numbers = [float(v) for v in value]  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != 2 or not all(n > 0 and math.isfinite(n) for n in numbers):
+        return None
+    return numbers[0], numbers[1]

@@ -38,6 +38,7 @@ from pydicom.dataset import Dataset
 
 from pipelines.body_region import load_radiograph
 from pipelines.errors import UnsupportedInputError
+from pipelines.headers import positive_number, positive_pair
 
 logger = logging.getLogger(__name__)
 
@@ -74,24 +75,6 @@ class Radiograph:
     warnings: list[str] = field(default_factory=list)
 
 
-def _positive_pair(value: object) -> tuple[float, float] | None:
-    try:
-        numbers = [float(v) for v in value]  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        return None
-    if len(numbers) != 2 or not all(n > 0 and np.isfinite(n) for n in numbers):
-        return None
-    return numbers[0], numbers[1]
-
-
-def _positive(value: object) -> float | None:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 and np.isfinite(number) else None
-
-
 def radiograph_pixel_spacing(
     ds: Dataset, assumed_pixel_spacing_mm: float | None = None
 ) -> tuple[tuple[float, float] | None, str, list[str]]:
@@ -113,7 +96,7 @@ def radiograph_pixel_spacing(
         none (PS3.3 §10.7.1.3, C.8.11.4).
     """
     warnings: list[str] = []
-    pixel_spacing = _positive_pair(ds.get("PixelSpacing"))
+    pixel_spacing = positive_pair(ds.get("PixelSpacing"))
     if pixel_spacing is not None:
         calibration = str(ds.get("PixelSpacingCalibrationType", "") or "").strip()
         source = "Pixel Spacing (0028,0030)"
@@ -125,17 +108,17 @@ def radiograph_pixel_spacing(
             f"Pixel Spacing (0028,0030) is present but not usable ({ds.get('PixelSpacing')!s}); "
             "ignored"
         )
-    imager = _positive_pair(ds.get("ImagerPixelSpacing"))
+    imager = positive_pair(ds.get("ImagerPixelSpacing"))
     if imager is not None:
-        magnification = _positive(ds.get("EstimatedRadiographicMagnificationFactor"))
+        magnification = positive_number(ds.get("EstimatedRadiographicMagnificationFactor"))
         if magnification is not None:
             source = (
                 "Imager Pixel Spacing (0018,1164) / Estimated Radiographic Magnification "
                 f"Factor (0018,1114) = {magnification:g}"
             )
             return (imager[0] / magnification, imager[1] / magnification), source, warnings
-        sid = _positive(ds.get("DistanceSourceToDetector"))
-        sod = _positive(ds.get("DistanceSourceToPatient"))
+        sid = positive_number(ds.get("DistanceSourceToDetector"))
+        sod = positive_number(ds.get("DistanceSourceToPatient"))
         if sid is not None and sod is not None and sid >= sod:
             factor = sid / sod
             source = (

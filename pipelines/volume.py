@@ -32,7 +32,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from pipelines.errors import InvalidInputError, InvalidSeriesError, UnsupportedInputError
-from pipelines.headers import header_copy
+from pipelines.headers import header_copy, positive_number
 
 logger = logging.getLogger(__name__)
 
@@ -749,15 +749,6 @@ def _load_multiframe(ds: Dataset) -> CTVolume:
     )
 
 
-def _positive_float(value: object) -> float | None:
-    """``value`` as a float when it is a positive number, else ``None``."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
 def _frames_by_position(source_volume: hd.Volume, images: list[Dataset]) -> list[int]:
     """For each slice of ``source_volume``, the index of the image at its position.
 
@@ -796,7 +787,7 @@ def _finish(
     spacing = tuple(float(s) for s in volume.spacing)
     if len(images) == 1:
         # A single image has no slice spacing: use Slice Thickness on the axis of length one.
-        thickness = _positive_float(images[0].get("SliceThickness"))
+        thickness = positive_number(images[0].get("SliceThickness"))
         if thickness is None:
             warnings = [
                 *warnings,
