@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from pipelines.morphology import FACE, largest_component
+
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
@@ -96,15 +98,6 @@ class RegionGuess:
     evidence: dict[str, float] = field(default_factory=dict)
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return np.array(mask, dtype=bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return np.asarray(labels == int(np.argmax(sizes)), dtype=bool)
-
-
 def _largest_bone_cm2(bone: np.ndarray, cm2: float) -> float:
     """Area (cm²) of the largest connected component of a ``(rows, columns)`` bone mask."""
     labels, count = ndimage.label(bone)
@@ -140,7 +133,7 @@ def _classify_ct_slice(
     skull = ndimage.binary_closing(body & (hu > SKULL_MIN_HU), iterations=2)
     enclosed = ndimage.binary_fill_holes(skull) & ~skull
     if enclosed.any():
-        inside = _largest_component(enclosed)
+        inside = largest_component(enclosed, FACE)
         inside_area_cm2 = inside.sum() * cm2
         values = hu[inside]
         brain_fraction = float(np.mean((values >= BRAIN_HU[0]) & (values <= BRAIN_HU[1])))

@@ -91,6 +91,7 @@ from pipelines.errors import (
     UnsupportedInputError,
 )
 from pipelines.headers import header_copy
+from pipelines.morphology import FACE, largest_component
 from pipelines.parameters import parameters_from_mapping
 from pipelines.types import (
     DCM_ATTENUATION,
@@ -355,15 +356,6 @@ def _brain_window(mask: np.ndarray, spacing_mm: tuple[float, float, float],
     return window, (int(lo[0]), int(lo[1]), int(lo[2]))
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return np.asarray(labels == int(np.argmax(sizes)))
-
-
 # ------------------------------------------------------------------------------------------
 # Reference segmentation
 # ------------------------------------------------------------------------------------------
@@ -446,7 +438,7 @@ def brain_mask_report(hu: np.ndarray, spacing_mm: tuple[float, float, float],
     step = max(1, int(1.0 // min(spacing_mm[1], spacing_mm[2])))
     small = hu[:, ::step, ::step]
     grid = (float(spacing_mm[0]), float(spacing_mm[1]) * step, float(spacing_mm[2]) * step)
-    head = _largest_component(small > -300.0)
+    head = largest_component(small > -300.0, FACE)
     bone = (small >= p.bone_hu) & head
     radius = max(1, round(2.0 / min(grid[1], grid[2])))
     in_plane = _disk(radius)[None]
@@ -458,7 +450,7 @@ def brain_mask_report(hu: np.ndarray, spacing_mm: tuple[float, float, float],
     candidate = hull & soft & ~ndimage.binary_dilation(bone, structure=in_plane)
     # A single image is opened in-plane only.
     ball = _ellipsoid(4.0, grid if small.shape[0] > 1 else (1e6, grid[1], grid[2]))
-    core = _largest_component(ndimage.binary_erosion(candidate, structure=ball))
+    core = largest_component(ndimage.binary_erosion(candidate, structure=ball), FACE)
     brain = ndimage.binary_dilation(core, structure=ball) & candidate
     for k in np.flatnonzero(brain.any(axis=(1, 2))):
         brain[k] = ndimage.binary_fill_holes(brain[k]) & hull[k] & ~bone[k]

@@ -39,6 +39,12 @@ from scipy import ndimage
 
 from pipelines.acquisition import contrast_recorded
 from pipelines.errors import PipelineError, UnsupportedInputError
+from pipelines.morphology import (
+    FACE,
+    full_connectivity,
+    largest_component,
+    remove_small_components,
+)
 from pipelines.parameters import parameters_from_mapping
 from pipelines.spine import (
     SpineLabelling,
@@ -632,7 +638,7 @@ class ReferenceSegmenter:
         interior = np.asarray(ndimage.binary_fill_holes(closed)) & ~closed
         fascia = np.asarray(ndimage.binary_fill_holes(tissue | interior)) & inner
         fascia = _open_mm(fascia, 1.0, mm_px)
-        fascia = _largest(fascia)
+        fascia = largest_component(fascia, FACE)
 
         fat = _in_band(hu, p.sat_hu) & body
         sat = fat & ~fascia
@@ -744,7 +750,9 @@ class ReferenceSegmenter:
                    <= 0.35 * max(vertebra.body_width_mm, 30.0))
             )
             muscle &= ~prevertebral
-        muscle = _remove_small(muscle, min_pixels=max(4, round(20.0 / pixel_mm2)))
+        muscle = remove_small_components(
+            muscle, min_size=max(4, round(20.0 / pixel_mm2)), connectivity=full_connectivity(2)
+        )
 
         # 4. IMAT: fat holes inside the muscle up to imat_max_hole_cm2.
         holes = np.asarray(ndimage.binary_fill_holes(muscle)) & ~muscle
@@ -801,7 +809,7 @@ def _trunk_only(body: np.ndarray, hu: np.ndarray, mm_px: float, neck_mm: float) 
     step = max(1, int(radius // 4))  # coarse grid: same result at a fraction of the cost
     coarse = body[::step, ::step]
     opened = ndimage.binary_opening(coarse, structure=_disk(radius / step))
-    trunk = _largest(opened)
+    trunk = largest_component(opened, FACE)
     if not trunk.any():
         return body
     grown = ndimage.binary_dilation(trunk, structure=_disk(radius / step + 1))
@@ -810,7 +818,7 @@ def _trunk_only(body: np.ndarray, hu: np.ndarray, mm_px: float, neck_mm: float) 
     kept = body & grown
     labels, n = ndimage.label(kept)
     if n > 1:
-        kept = _largest(kept)
+        kept = largest_component(kept, FACE)
     kept = _cut_flush_arms(np.asarray(ndimage.binary_fill_holes(kept)), hu, mm_px)
     return kept
 
@@ -897,7 +905,7 @@ def _cut_flush_arms(body: np.ndarray, hu: np.ndarray, mm_px: float) -> np.ndarra
         if removed < 0.25 * trunk.sum() and bone_cm2 >= 1.0:
             trunk = np.asarray(cut_labels == main)
             trunk[best[1], best[2]] = True  # the cut line itself stays with the trunk
-            trunk = _largest(trunk)
+            trunk = largest_component(trunk, FACE)
     return trunk
 
 
@@ -913,25 +921,6 @@ def _dilate_mm(mask: np.ndarray, radius_mm: float, mm_px: float) -> np.ndarray:
     if radius_mm / mm_px < 0.75:
         return np.asarray(mask)
     return np.asarray(ndimage.binary_dilation(mask, structure=_disk(radius_mm / mm_px)))
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return np.asarray(labels == int(np.argmax(sizes)))
-
-
-def _remove_small(mask: np.ndarray, min_pixels: int) -> np.ndarray:
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_pixels
-    keep[0] = False
-    return np.asarray(keep[labels])
 
 
 # ------------------------------------------------------------------------------------------

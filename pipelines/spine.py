@@ -53,6 +53,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipelines.errors import PipelineError
+from pipelines.morphology import full_connectivity, largest_component
 from pipelines.volume import CTVolume
 
 logger = logging.getLogger(__name__)
@@ -228,16 +229,6 @@ def _disk(radius_px: float) -> np.ndarray:
     return np.asarray(xx * xx + yy * yy <= r * r)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Largest connected component (8/26-connectivity) of a boolean mask; empty if none."""
-    labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
-    if n == 0:
-        return np.zeros(mask.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return np.asarray(labels == int(np.argmax(sizes)))
-
-
 def find_body_mask(
     hu_slice: np.ndarray,
     pixel_spacing_mm: tuple[float, float],
@@ -288,14 +279,14 @@ def find_body_mask(
     step = max(1, int(coarse_grid_mm // pixel)) if coarse_grid_mm is not None else 1
     coarse = crop[::step, ::step]
     opened = ndimage.binary_opening(coarse, structure=_disk(radius_px / step))
-    core = largest_component(opened)
+    core = largest_component(opened, full_connectivity(opened.ndim))
     if not core.any():
         return out
     grown = ndimage.binary_dilation(core, structure=_disk(radius_px / step + 1))
     if step > 1:
         grown = np.repeat(np.repeat(grown, step, axis=0), step, axis=1)[: crop.shape[0],
                                                                          : crop.shape[1]]
-    region = largest_component(grown & crop)
+    region = largest_component(grown & crop, full_connectivity(grown.ndim))
     # Holes: background components (4-connected, as binary_fill_holes) not touching the crop's
     # border; one labelling, faster than binary_fill_holes' iterated dilation.
     background, n = ndimage.label(~region)
@@ -601,7 +592,7 @@ def _open_small(mask: np.ndarray) -> np.ndarray:
     holes = np.asarray(ndimage.binary_fill_holes(mask)) & ~mask
     if not holes.any():
         return mask
-    biggest = largest_component(holes)
+    biggest = largest_component(holes, full_connectivity(holes.ndim))
     return np.asarray(mask | (holes & ~biggest))
 
 
