@@ -40,9 +40,21 @@ class EvaluationReport:
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice coefficient 2|A∩B| / (|A| + |B|) of two boolean masks (NaN when both are empty)."""
-    denom = int(pred.sum()) + int(truth.sum())
-    return float(2 * int((pred & truth).sum()) / denom) if denom else math.nan
+    """Dice coefficient 2|A∩B| / (|A| + |B|) of two boolean masks of one shape (any axes).
+
+    Computed by MONAI's :func:`monai.metrics.compute_dice`; NaN when both masks are empty
+    (undefined, left out of the means), 0 when only one is.
+    """
+    import torch
+    from monai.metrics import compute_dice
+
+    pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
+    if not pred.any() and not truth.any():
+        return math.nan
+    as_tensor = lambda mask: torch.from_numpy(mask[None, None].astype(np.float32))  # noqa: E731
+    score = compute_dice(as_tensor(pred), as_tensor(truth), include_background=True,
+                         ignore_empty=False)
+    return float(score.item())
 
 
 def mean_metric(values: Iterable[Any]) -> float | None:

@@ -273,12 +273,10 @@ def _transforms(roi: tuple[int, int], level: bool, seed: int) -> Any:
 
 
 def _dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float]:
-    out = []
-    for c in range(1, n_classes):
-        p, t = pred == c, truth == c
-        denom = p.sum() + t.sum()
-        out.append(float(2 * (p & t).sum() / denom) if denom else math.nan)
-    return out
+    """Dice of each foreground class 1..n_classes-1 (NaN where the class is in neither)."""
+    from training.evaluate import dice
+
+    return [dice(pred == c, truth == c) for c in range(1, n_classes)]
 
 
 def _predict_full(network: torch.nn.Module, image: np.ndarray, device: str,

@@ -357,14 +357,15 @@ def _classifier_transforms(seed: int) -> Any:
 
 
 def roc_auc(scores: Sequence[float], truth: Sequence[int]) -> float | None:
-    """ROC AUC (Mann-Whitney: probability that a positive case scores above a negative one, ties
-    count one half); ``None`` without both classes."""
-    pos = [s for s, t in zip(scores, truth) if t == 1]
-    neg = [s for s, t in zip(scores, truth) if t == 0]
-    if not pos or not neg:
+    """ROC AUC of classifier ``scores`` against binary ``truth`` (1 = RDS), by MONAI's
+    :func:`monai.metrics.compute_roc_auc` (ties count one half); ``None`` without both classes."""
+    from monai.metrics import compute_roc_auc
+
+    labels = [int(t) for t in truth]
+    if 0 not in labels or 1 not in labels:
         return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return float(wins / (len(pos) * len(neg)))
+    return float(compute_roc_auc(torch.tensor(list(scores), dtype=torch.float64),
+                                 torch.tensor(labels)))
 
 
 def _classify_samples(network: torch.nn.Module, samples: Sequence[Sample], device: str) -> list[float]:
