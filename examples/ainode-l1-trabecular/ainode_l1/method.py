@@ -324,13 +324,17 @@ def place_roi(
                          semi_axes_mm=(a_mm, b_mm))
 
 
-def format_rows(summary: dict[str, object]) -> list[str]:
-    """Human text of the measurement table's rows present in ``summary`` ("label: value unit")."""
+def format_rows(summary: dict[str, object], *, ascii_units: bool = False) -> list[str]:
+    """Human text of the measurement table's rows present in ``summary`` ("label: value unit").
+
+    ``ascii_units`` writes superscripts as digits ("mm2"), for the key image's bitmap font.
+    """
     lines = []
     for row in MEASUREMENT_TABLE:
         value = summary.get(row.key)
-        if isinstance(value, int | float):
-            lines.append(f"{row.label}: {value:.{row.decimals}f} {row.unit}".rstrip())
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            unit = row.unit.replace("²", "2").replace("³", "3") if ascii_units else row.unit
+            lines.append(f"{row.label}: {value:.{row.decimals}f} {unit}".rstrip())
     return lines
 
 
@@ -444,13 +448,13 @@ def run_l1_trabecular(
         "l1_trabecular_sd_hu": round(sd_hu, 1),
         "l1_roi_area_mm2": round(area_mm2, 0),
         "roi_pixels": int(values.size),
-        "roi_semi_axes_mm": [round(roi.semi_axes_mm[0], 1), round(roi.semi_axes_mm[1], 1)],
+        "roi_semi_axes_mm": [round(float(v), 1) for v in roi.semi_axes_mm],
         "threshold_hu": params.threshold_hu,
         "threshold_source": THRESHOLD_SOURCE,
         "low_attenuation": low,
         "low_attenuation_text": (
-            f"low attenuation (possible osteoporosis): {mean_hu:.0f} HU <= {params.threshold_hu:g} HU"
-            if low else f"{mean_hu:.0f} HU above the {params.threshold_hu:g} HU threshold"
+            f"low attenuation (possible osteoporosis): {mean_hu:.0f} HU "
+            f"<= {params.threshold_hu:g} HU" if low else f"{mean_hu:.0f} HU above the {params.threshold_hu:g} HU threshold"
         ),
         "contrast": context.contrast,
         "kvp": context.kvp,
@@ -471,7 +475,7 @@ def run_l1_trabecular(
     text_lines = [
         f"L1 mid-vertebral slice {k} ({'verified' if verified else 'level not verified'}, "
         f"{labelling.method})",
-        *format_rows(summary),
+        *format_rows(summary, ascii_units=True),
         str(summary["low_attenuation_text"]) + f" [{THRESHOLD_SOURCE.split(':')[0]}]",
         f"{ALGORITHM.name} {ALGORITHM.version} ({ALGORITHM.validation_status.value})",
     ]

@@ -7,7 +7,7 @@ refused with the parameter's name).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: Published source of the default threshold (checked against the abstract: design, L1 emphasis,
 #: "160 HU or less" 90 % sensitive, 110 HU more than 90 % specific for DXA osteoporosis).
@@ -65,3 +65,12 @@ class L1Parameters(BaseModel):
                               description="largest AP/lateral axis ratio of the ROI ellipse")
     bone_threshold_hu: float = Field(200.0, ge=100.0, le=400.0,
                                      description="upper bound of the bone threshold, HU")
+
+    @model_validator(mode="after")
+    def _aspect_range(self) -> L1Parameters:
+        if self.min_aspect > self.max_aspect:
+            raise ValueError(
+                f"min_aspect {self.min_aspect} is larger than max_aspect {self.max_aspect}; "
+                "give min_aspect <= max_aspect"
+            )
+        return self
