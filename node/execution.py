@@ -117,23 +117,28 @@ def read_series_files(files: Sequence[str]) -> tuple[list[Any], list[str]]:
 
 
 def check_pixel_data(ds: Any) -> None:
-    """Check that an image has complete pixel data.
+    """Check that an image has complete pixel data of a size that may be decoded.
 
     Uncompressed Pixel Data must hold Rows x Columns x Samples per Pixel x Number of Frames x
-    Bits Allocated / 8 bytes (PS3.5 §8.1.1).
+    Bits Allocated / 8 bytes (PS3.5 §8.1.1). Any image, compressed or not, whose declared decoded
+    size exceeds ``max_image_mb`` is refused here, before anything is decoded
+    (:func:`pipelines.volume.check_image_size`).
 
     Raises
     ------
     InvalidInputError
-        If Pixel Data is absent from an image, or shorter than the header says (a truncated
-        object).
+        If Pixel Data is absent from an image, shorter than the header says (a truncated
+        object), or declares more decoded bytes than ``max_image_mb``.
     """
+    from pipelines.volume import check_image_size
+
     if "PixelData" not in ds:
         if "Rows" in ds:
             raise InvalidInputError(
                 f"SOP Instance UID {ds.SOPInstanceUID}: image without Pixel Data"
             )
         return
+    check_image_size(ds)
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         return
     try:

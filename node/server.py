@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from node.config import Settings
+from node.pixel_routing import pixel_region_in_child
 from node.routing import RoutingRule, configured_rules, route_series
 from node.runner import JobRunner, LocalProcessRunner
 from node.scp import StorageSCP
@@ -41,20 +43,28 @@ def software_version() -> str:
         return "0+unknown"
 
 
-def pixel_region_of(files: Sequence[str]) -> Any:
+def pixel_region_of(
+    files: Sequence[str],
+    *,
+    memory_mb: int = 1536,
+    timeout_s: float = 60.0,
+    max_image_mb: float | None = None,
+) -> Any:
     """Guess the body region of a series from its pixels (the routing fallback).
+
+    Nothing is decoded in this process: a bounded child decodes a few sampled images
+    (:func:`node.pixel_routing.pixel_region_in_child`; memory and time limits, declared image
+    sizes checked first).
 
     Returns a :class:`pipelines.body_region.RegionGuess`; never raises: a series whose pixels
     cannot be read or analysed gives region ``unknown`` with the reason.
     """
-    from pipelines.body_region import RegionGuess, guess_series_region
-    from pipelines.volume import read_instances
+    from pipelines.body_region import RegionGuess
 
     try:
-        read = read_instances(files)
-        if not read.datasets:
-            return RegionGuess(["unknown"], "no readable image: " + "; ".join(read.errors[:2]), {})
-        return guess_series_region(read.datasets)
+        return pixel_region_in_child(
+            files, memory_mb=memory_mb, timeout_s=timeout_s, max_image_mb=max_image_mb
+        )
     except Exception as exc:  # noqa: BLE001 - the fallback must not break routing
         return RegionGuess(["unknown"], f"pixels could not be analysed: {exc}", {})
 
@@ -68,6 +78,13 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.check_protocol_parameters()
+        # Imported now, not on the first routing: a first import in the dispatcher thread
+        # holds the GIL for a second or more, and C-ECHO/C-STORE would wait for it.
+        import pipelines.body_region  # noqa: F401
+        from pipelines.volume import MAX_IMAGE_MB_ENV
+
+        # Job children (spawned) and the pixel-routing child inherit the decode limit.
+        os.environ[MAX_IMAGE_MB_ENV] = repr(float(settings.max_image_mb))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = InstanceStore(settings.data_dir)
         self.database = JobDatabase(settings.resolved_database_url)
@@ -259,7 +276,16 @@ class Node:
             )
             return
         try:
-            decision = route_series(headers, self.rules, pixel_region=lambda: pixel_region_of(files))
+            decision = route_series(
+                headers,
+                self.rules,
+                pixel_region=lambda: pixel_region_of(
+                    files,
+                    memory_mb=self.settings.pixel_routing_memory_mb,
+                    timeout_s=self.settings.pixel_routing_timeout_seconds,
+                    max_image_mb=self.settings.max_image_mb,
+                ),
+            )
         except AINodeError as exc:
             self.database.fail_job(job_id, f"routing failed: {exc}")
             return

@@ -39,6 +39,7 @@ from pydicom.dataset import Dataset
 from pipelines.body_region import load_radiograph
 from pipelines.errors import UnsupportedInputError
 from pipelines.headers import positive_number, positive_pair
+from pipelines.volume import check_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -218,9 +219,11 @@ def load_projection_radiograph(
     UnsupportedInputError
         See :func:`check_projection_radiograph`.
     InvalidInputError
-        If the pixel data cannot be decoded.
+        If the pixel data cannot be decoded, or the image declares more decoded bytes than
+        ``max_image_mb`` allows (:func:`pipelines.volume.check_image_size`, checked first).
     """
     check_projection_radiograph(ds)
+    check_image_size(ds)
     image = load_radiograph(ds)
     spacing, source, warnings = radiograph_pixel_spacing(ds, assumed_pixel_spacing_mm)
     orientation_value = ds.get("PatientOrientation")

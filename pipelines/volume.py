@@ -46,6 +46,87 @@ CT_SOP_CLASSES = frozenset({CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE})
 #: Decimals to which Image Orientation (Patient) is rounded when grouping frames by geometry.
 _ORIENTATION_DECIMALS = 3
 
+#: Environment variable holding the largest decoded image (MiB) that may be decoded; the node
+#: sets it from ``max_image_mb`` (node/config.py) for its job children, and it is that setting's
+#: own environment name, so a Celery worker given it in its environment applies it too.
+MAX_IMAGE_MB_ENV = "AINODE_MAX_IMAGE_MB"
+#: Default of ``max_image_mb``: 2 GiB, e.g. 4,096 frames of 512 x 512 x 16 bit, or one
+#: 32,768 x 32,768 x 16 bit image.
+DEFAULT_MAX_IMAGE_MB = 2048.0
+
+
+def max_image_bytes() -> int:
+    """Largest decoded pixel data of one image that may be decoded (bytes).
+
+    From the environment variable :data:`MAX_IMAGE_MB_ENV` (MiB), else
+    :data:`DEFAULT_MAX_IMAGE_MB`; a value that is not a positive number falls back to the default.
+    """
+    try:
+        value = float(os.environ.get(MAX_IMAGE_MB_ENV, DEFAULT_MAX_IMAGE_MB))
+    except ValueError:
+        value = DEFAULT_MAX_IMAGE_MB
+    if not value > 0:
+        value = DEFAULT_MAX_IMAGE_MB
+    return int(value * 2**20)
+
+
+def declared_pixel_bytes(ds: Dataset) -> int:
+    """Bytes the decoded pixel data of ``ds`` takes, as its header declares it.
+
+    Rows x Columns x Samples per Pixel x Number of Frames x ceil(Bits Allocated / 8)
+    (PS3.5 §8.1.1, PS3.3 C.7.6.3). Read from the header only: nothing is decoded.
+
+    Raises
+    ------
+    InvalidInputError
+        If Rows, Columns or Bits Allocated is missing or not a number.
+    """
+    try:
+        rows = int(ds.Rows)
+        columns = int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        bits = int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"SOP Instance UID {ds.get('SOPInstanceUID', '?')}: image pixel description "
+            f"incomplete ({exc}); re-send the image from the modality or PACS"
+        ) from exc
+    return max(rows, 0) * max(columns, 0) * max(samples, 1) * max(frames, 1) * ((bits + 7) // 8)
+
+
+def check_image_size(ds: Dataset, limit_bytes: int | None = None) -> None:
+    """Refuse an image whose declared decoded size exceeds the limit, before any decoding.
+
+    A few bytes of RLE or JPEG can claim 65535 x 65535 pixels; decoding would allocate what the
+    header says. Call this before ``ds.pixel_array`` or any loader that decodes.
+
+    Parameters
+    ----------
+    ds:
+        The image (its header suffices).
+    limit_bytes:
+        Largest decoded size allowed; ``None``: :func:`max_image_bytes`.
+
+    Raises
+    ------
+    InvalidInputError
+        If the declared size is larger than the limit (the message gives both sizes and the
+        setting to change), or the pixel description is incomplete.
+    """
+    if "Rows" not in ds and "PixelData" not in ds:
+        return
+    limit = max_image_bytes() if limit_bytes is None else int(limit_bytes)
+    size = declared_pixel_bytes(ds)
+    if size > limit:
+        raise InvalidInputError(
+            f"SOP Instance UID {ds.get('SOPInstanceUID', '?')}: the image declares "
+            f"{int(ds.Rows)} x {int(ds.Columns)} pixels x "
+            f"{int(ds.get('NumberOfFrames', 1) or 1)} frame(s) = {size / 2**20:,.0f} MiB decoded, "
+            f"more than the limit of {limit / 2**20:,.0f} MiB (max_image_mb); it was not decoded. "
+            "Check the sender, or raise max_image_mb if such images are expected"
+        )
+
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand files and directories (recursively) into a sorted list of regular files.
@@ -531,7 +612,8 @@ def load_ct_volume(datasets: Sequence[Dataset]) -> CTVolume:
     UnsupportedInputError
         If the series holds only localizers.
     InvalidInputError
-        If pixel data cannot be decoded.
+        If pixel data cannot be decoded, or an image declares more decoded bytes than
+        ``max_image_mb`` allows (:func:`check_image_size`; nothing is decoded then).
     """
     if not datasets:
         raise InvalidSeriesError("the series is empty")
@@ -542,8 +624,12 @@ def load_ct_volume(datasets: Sequence[Dataset]) -> CTVolume:
             "protocol for its modality"
         )
     if len(datasets) == 1 and int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:
+        check_image_size(datasets[0])
         return _load_multiframe(datasets[0])
     images, warnings = select_volume_frames(datasets)
+    limit = max_image_bytes()
+    for ds in images:
+        check_image_size(ds, limit)
     check_decodable(images)
     # A gantry-tilted (sheared) stack is not an orthogonal volume: shear-correct it. In-plane
     # offsets that are not proportional to the slice position are left to highdicom to judge.

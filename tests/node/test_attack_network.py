@@ -138,3 +138,126 @@ def test_burst_of_20_associations_is_accepted_and_the_21st_refused(make_node: An
     while node.scp.admission.admitted_associations() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert c_echo(port) == 0
+
+
+def _memory_bomb(path: Path, body_part: str | None = None) -> Path:
+    """A ~2.4 KB RLE Lossless CT image whose header claims 65535 x 65535 x 16 bit (8 GiB)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless, generate_uid
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality = "CT"
+    if body_part:
+        ds.BodyPartExamined = body_part
+    ds.PatientName, ds.PatientID = "BOMB^TEST", "BOMB1"
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, 0]
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.SliceThickness = 1.0
+    ds.Rows = ds.Columns = 65535
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    # RLE header: two segments (high and low bytes), each a few replicate runs.
+    segment = bytes([0x81, 0x00]) * 500
+    header = (2).to_bytes(4, "little") + (64).to_bytes(4, "little")
+    header += (64 + len(segment)).to_bytes(4, "little") + bytes(52)
+    ds.PixelData = encapsulate([header + segment + segment])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.peers
+@pytest.mark.slow
+def test_memory_bomb_is_routed_without_decoding_in_the_node(
+    serve_process: Any, tmp_path: Path
+) -> None:
+    from peers import echoscu, require_binary, storescu
+
+    from storage.models import JobState
+
+    require_binary("echoscu")
+    bomb = _memory_bomb(tmp_path / "bomb.dcm")
+    assert bomb.stat().st_size < 3000
+    data_dir = tmp_path / "node"
+    node = serve_process(data_dir)
+    node.start()
+    pid = node.process.pid
+    result = storescu("127.0.0.1", node.port, "AINODE", [bomb])
+    assert result.returncode == 0, result.stdout + result.stderr
+    db = JobDatabase(f"sqlite:///{data_dir / 'ainode.sqlite3'}", migrate_schema=False)
+    peak_rss_mb = 0.0
+    echo_s: list[float] = []
+    try:
+        deadline = time.monotonic() + 90
+        job = None
+        while time.monotonic() < deadline:
+            peak_rss_mb = max(peak_rss_mb, _rss_mb(pid))
+            started = time.monotonic()
+            echo = echoscu("127.0.0.1", node.port, "AINODE", timeout_s=10)
+            echo_s.append(time.monotonic() - started)
+            assert echo.returncode == 0, echo.stdout + echo.stderr
+            jobs = db.list_jobs(limit=5)
+            if jobs and jobs[0].state != JobState.RECEIVED:
+                job = db.get_job(jobs[0].id)
+                break
+            time.sleep(0.05)
+        assert job is not None, "the job was never routed"
+        peak_rss_mb = max(peak_rss_mb, _rss_mb(pid))
+    finally:
+        db.close()
+    assert job.state == JobState.IGNORED, (job.state, job.error, job.routing_reason)
+    assert "max_image_mb" in (job.routing_reason or ""), job.routing_reason
+    assert peak_rss_mb < 500, f"ainode serve reached {peak_rss_mb:.0f} MB"
+    assert max(echo_s) < 1.0, f"C-ECHO took up to {max(echo_s):.2f} s while the bomb was routed: {echo_s}"
+    assert len(echo_s) >= 2  # C-ECHO was measured while the job waited and was routed
+    print(f"peak RSS {peak_rss_mb:.0f} MB, C-ECHO max {max(echo_s):.3f} s over {len(echo_s)}")
+
+
+def test_pixel_routing_child_is_bounded_by_its_memory_limit(tmp_path: Path) -> None:
+    """With the size check lifted, the child's RLIMIT_AS still stops the decode, not the node."""
+    from node.server import pixel_region_of
+
+    bomb = _memory_bomb(tmp_path / "bomb.dcm")
+    before = _rss_mb(os_getpid())
+    guess = pixel_region_of([str(bomb)], memory_mb=768, timeout_s=60, max_image_mb=10**6)
+    assert guess.regions == ["unknown"]
+    assert "memory" in guess.reason.lower() or "pixel_routing_memory_mb" in guess.reason, guess.reason
+    assert _rss_mb(os_getpid()) - before < 100
+
+
+def test_job_child_refuses_the_bomb_before_decoding(make_node: Any, tmp_path: Path) -> None:
+    """With a Body Part the bomb is routed to a CT protocol; the job child refuses it by size."""
+    from node_helpers import c_store, wait_for_jobs
+
+    from storage.models import JobState
+
+    bomb = _memory_bomb(tmp_path / "bomb.dcm", body_part="ABDOMEN")
+    node = make_node(max_image_mb=512)
+    assert c_store(bomb, node.scp.port, raw=True) == 0
+    (job,) = wait_for_jobs(node.database, 1, timeout_s=90)
+    assert job.state == JobState.FAILED, (job.state, job.error)
+    assert "512 MiB (max_image_mb)" in (job.error or ""), job.error
+    assert "8,192 MiB" in (job.error or "")
+
+
+def os_getpid() -> int:
+    import os
+
+    return os.getpid()
