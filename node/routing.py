@@ -202,6 +202,10 @@ class RoutingRule(BaseModel):
         default_factory=lambda: RuleMatch(), description="Conditions; all must hold."
     )
     description: str = Field(default="", description="Why the rule exists; shown in the decision.")
+    priority: Literal["urgent", "routine", "low"] = Field(
+        default="routine",
+        description="Scheduling priority of the jobs this rule queues (urgent jobs are claimed first).",
+    )
 
 
 @dataclass(frozen=True)
@@ -219,12 +223,15 @@ class RoutingDecision:
     checks:
         One line per rule, in order, saying why it did or did not fire (``ainode route``
         prints these).
+    priority:
+        The deciding rule's scheduling priority (``urgent``, ``routine``, ``low``).
     """
 
     protocol: str | None
     rule: str | None
     reason: str
     checks: list[str] = field(default_factory=list)
+    priority: str = "routine"
 
 
 @dataclass(frozen=True)
@@ -632,7 +639,7 @@ def route_series(
         if rule.match.pixel_region is not None and region.guess is not None:
             reason += f" [{region.guess.reason}]"
         logger.info("routing: %s", reason)
-        return RoutingDecision(rule.protocol, rule.name, reason, checks)
+        return RoutingDecision(rule.protocol, rule.name, reason, checks, rule.priority)
     reason = f"no routing rule matched: {summary.describe()}"
     if region.guess is not None:
         reason += f"; {region.guess.reason}"

@@ -2,7 +2,9 @@
 
 The runner sits behind the small :class:`JobRunner` interface so a distributed engine can replace
 the local pool later; the job database stays the single source of truth either way (claims are
-compare-and-set updates, see :meth:`storage.database.JobDatabase.claim_job`).
+compare-and-set updates, see :meth:`storage.job_queue.JobQueue.claim_job`). Claims follow the fair
+order of :mod:`storage.scheduling`: priority, then round robin between calling AE titles, then
+age; the Celery workers (:mod:`node.worker`) claim through the same method.
 
 Each job runs in a fresh ``spawn``-ed process (CUDA does not survive ``fork``; a fresh process
 also frees all memory afterwards). A child that exceeds ``job_timeout_seconds`` is killed and its

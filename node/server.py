@@ -296,7 +296,9 @@ class Node:
                 "so the series is not analysed"
             )
             protocol = None
-        self.database.set_routing(job_id, protocol=protocol, rule=decision.rule, reason=reason)
+        self.database.set_routing(
+            job_id, protocol=protocol, rule=decision.rule, reason=reason, priority=decision.priority
+        )
         logger.info("job %d: %s (%s)", job_id, protocol or "ignored", reason)
         if protocol:
             self.runner.wake()

@@ -8,9 +8,11 @@ parameters, ``celery.*``).
 
 For each message (a job id) the worker:
 
-1. claims the job in the job database (:func:`node.scaleout.claims.claim_job_by_id`); when the
-   claim fails (the job is running elsewhere, finished, cancelled, or unknown) it acknowledges
-   the message without running anything;
+1. claims the next job of the message's queue in the job database, in the fair order shared with
+   the local runner (:meth:`storage.job_queue.JobQueue.claim_job`: priority, caller round
+   robin, age; a message is a turn, not an assignment); when nothing of that queue is queued
+   (the named job runs elsewhere, finished, was cancelled, or is unknown) it acknowledges the
+   message without running anything;
 2. runs the job (:func:`node.execution.execute_job`, reading the series from the shared
    instance store) in the worker process itself, which keeps libraries, the CUDA context and
    models loaded between jobs; or, with ``celery.isolate_jobs``, in a fresh ``spawn``-ed child
@@ -41,9 +43,8 @@ from typing import Any
 from node.config import Settings
 from node.execution import JobOutcome, execute_job
 from node.runner import LocalProcessRunner
-from node.scaleout.app import RUN_JOB_TASK, make_celery_app
-from node.scaleout.claims import claim_job_by_id, owns_job, renew_lease
-from storage.database import ClaimedJob, JobDatabase
+from node.scaleout.app import RUN_JOB_TASK, make_celery_app, protocols_of_queue, queue_for
+from storage.database import ClaimedJob, ClaimRefusal, JobDatabase
 from storage.instance_store import InstanceStore
 from storage.models import JobState
 
@@ -111,23 +112,48 @@ class CeleryJobWorker(LocalProcessRunner):
     # -- one message -----------------------------------------------------------------------------
 
     def handle(self, job_id: int) -> str:
-        """Claim and run job ``job_id`` (the body of the Celery task).
+        """Claim and run the next job of job ``job_id``'s queue (the body of the Celery task).
+
+        The message is a turn: the job claimed is the next of that queue's protocols in fair
+        order (:meth:`storage.job_queue.JobQueue.claim_job`: priority, caller round robin,
+        age), often but not always job ``job_id``. Nothing runs when the named job is unknown or
+        the queue has nothing queued.
 
         Returns
         -------
         str
             What happened (``"ran"``, or why nothing ran), for the worker log.
         """
-        claim = claim_job_by_id(self.database, job_id, self.worker_name, self.lease_seconds)
-        if claim.job is None:
+        named = self.database.job_state(job_id)
+        if named is None:
+            logger.info("job %d: not run here (%s); message acknowledged", job_id, ClaimRefusal.UNKNOWN)
+            return f"skipped: {ClaimRefusal.UNKNOWN}"
+        state, protocol = named
+        if protocol is None:
+            logger.info("job %d: not run here (not routed, state %s); message acknowledged", job_id, state)
+            return f"skipped: {ClaimRefusal.NOT_QUEUED} ({state})"
+        if state != JobState.QUEUED:
             logger.info(
-                "job %d: not run here (%s, state %s); message acknowledged",
+                "job %d: not run here (%s, state %s); its message is a turn for the next queued "
+                "job of its queue",
                 job_id,
-                claim.refusal,
-                claim.state,
+                ClaimRefusal.NOT_QUEUED,
+                state,
             )
-            return f"skipped: {claim.refusal} ({claim.state})"
-        claimed = claim.job
+        queue = queue_for(self.settings, protocol)
+        claimed = self.database.claim_job(
+            self.worker_name, self.lease_seconds, protocols=protocols_of_queue(self.settings, queue)
+        )
+        if claimed is None:
+            logger.info("job %d: nothing queued in queue %r; message acknowledged", job_id, queue)
+            return f"skipped: nothing queued ({state})"
+        if claimed.id != job_id:
+            logger.info(
+                "job %d's message: job %d runs first (fair order: priority, caller, age)",
+                job_id,
+                claimed.id,
+            )
+        job_id = claimed.id
         self._current = claimed
         done = threading.Event()
         watchdog = threading.Thread(
@@ -166,8 +192,8 @@ class CeleryJobWorker(LocalProcessRunner):
             if not self.isolate_jobs and time.monotonic() >= deadline and not done.is_set():
                 self._time_out_in_process(claimed)
             try:
-                still_ours = renew_lease(
-                    self.database, claimed.id, self.worker_name, self.lease_seconds
+                still_ours = self.database.renew_lease(
+                    claimed.id, self.worker_name, self.lease_seconds
                 )
             except Exception:
                 logger.warning("job %d: lease renewal failed; retrying", claimed.id, exc_info=True)
@@ -206,7 +232,7 @@ class CeleryJobWorker(LocalProcessRunner):
         return (
             current is not None
             and current.id == job_id
-            and owns_job(self.database, job_id, self.worker_name, current.attempt)
+            and self.database.owns_job(job_id, self.worker_name, current.attempt)
         )
 
     def owner_of(self, job_id: int) -> tuple[str, int] | None:

@@ -5,7 +5,8 @@ completion), ``jobs`` (one per completed series), ``job_events`` (the timeline),
 DICOM objects a job produced) and ``sends`` (one row per output and destination, with its own
 retry state, so one failing destination never holds up another). For the admin dashboard
 (revision 0002): ``users`` (local accounts, Argon2 hashes), ``audit_log`` (every retry, cancel
-and delete) and ``associations`` (every association request the listener saw). Constraint names are
+and delete) and ``associations`` (every association request the listener saw). Revision 0003 adds
+the scheduling columns of ``jobs`` (``priority``, ``queued_at``) and their indexes. Constraint names are
 deterministic (naming convention below) so Alembic migrations are stable on SQLite and PostgreSQL.
 All times are naive UTC (:func:`utcnow`).
 """
@@ -13,9 +14,18 @@ All times are naive UTC (:func:`utcnow`).
 from __future__ import annotations
 
 import datetime as dt
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -58,6 +68,42 @@ class SeriesState(StrEnum):
 
     OPEN = "open"
     COMPLETE = "complete"
+
+
+class Priority(IntEnum):
+    """Scheduling priority of a job, set by its routing rule (``priority:`` in the rule).
+
+    Stored as the integer (smaller = claimed sooner), so ``ORDER BY priority`` uses an index.
+    """
+
+    URGENT = 0
+    ROUTINE = 1
+    LOW = 2
+
+    @property
+    def label(self) -> str:
+        """The name used in rules, the CLI, the dashboard and ``/metrics``."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str | int | Priority | None) -> Priority:
+        """``"urgent"``, ``"routine"``, ``"low"`` (any case), an integer rank, or ``None``
+        (routine).
+
+        Raises
+        ------
+        ValueError
+            If the value names no priority.
+        """
+        if value is None:
+            return cls.ROUTINE
+        if isinstance(value, int):
+            return cls(value)
+        try:
+            return cls[str(value).strip().upper()]
+        except KeyError:
+            names = ", ".join(p.label for p in cls)
+            raise ValueError(f"unknown priority {value!r}; use one of {names}") from None
 
 
 class SendState(StrEnum):
@@ -122,6 +168,12 @@ class Job(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     accession_number: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    #: :class:`Priority` rank from the routing rule (revision 0003); smaller runs sooner.
+    priority: Mapped[int] = mapped_column(
+        SmallInteger, default=int(Priority.ROUTINE), server_default=str(int(Priority.ROUTINE))
+    )
+    #: When the job last entered ``queued`` (routing, retry, re-queue); its wait starts here.
+    queued_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
     events: Mapped[list[JobEvent]] = relationship(
         back_populates="job", order_by="JobEvent.id", cascade="all, delete-orphan"
@@ -134,6 +186,10 @@ class Job(Base):
         Index("ix_jobs_state_id", "state", "id"),
         Index("ix_jobs_created_at", "created_at"),
         Index("ix_jobs_protocol_state", "protocol", "state"),
+        # Fair claims (revision 0003): queued jobs by priority, caller and age; the last start
+        # per caller (least recently served first).
+        Index("ix_jobs_state_priority_caller_id", "state", "priority", "calling_ae_title", "id"),
+        Index("ix_jobs_caller_started_at", "calling_ae_title", "started_at"),
     )
 
 

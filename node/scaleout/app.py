@@ -14,7 +14,11 @@ truth and from long GPU jobs:
   lease covers a worker whose machine vanished;
 - no result backend: results go to the job database.
 
-Messages carry only a job id, as the single argument of the task :data:`RUN_JOB_TASK`.
+Messages carry only a job id, as the single argument of the task :data:`RUN_JOB_TASK`. A message
+is a turn to run one job of its queue: the worker claims the queue's next job in the fair order of
+:mod:`storage.scheduling` (priority, caller round robin, age), the same order as the local runner,
+which need not be the job the message names; so no broker-side priority (``x-max-priority``) or
+per-priority queues are needed, and a backlog in the broker cannot delay an urgent study.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from kombu import Queue
 
 from node.config import Settings
+from storage.scheduling import ProtocolFilter
 
 RUN_JOB_TASK = "ainode.run_job"
 """Name of the task that runs one job (argument: the job id)."""
@@ -32,6 +37,16 @@ RUN_JOB_TASK = "ainode.run_job"
 def queue_for(settings: Settings, protocol: str) -> str:
     """Queue name of a protocol (``celery.queues``, else ``celery.default_queue``)."""
     return settings.celery.queues.get(protocol, settings.celery.default_queue)
+
+
+def protocols_of_queue(settings: Settings, queue: str) -> ProtocolFilter:
+    """The protocols whose jobs a message of ``queue`` may run: those mapped to it in
+    ``celery.queues``; for the default queue, every protocol not mapped to another queue."""
+    if queue == settings.celery.default_queue:
+        return ProtocolFilter(
+            excluded=frozenset(p for p, q in settings.celery.queues.items() if q != queue)
+        )
+    return ProtocolFilter(only=frozenset(p for p, q in settings.celery.queues.items() if q == queue))
 
 
 def known_queues(settings: Settings) -> list[str]:

@@ -1,7 +1,9 @@
 """The node's side of the Celery runner: publish the id of every queued job to its queue.
 
 The node decides nothing about who runs a job: it publishes ``ainode.run_job(job_id)`` to the
-protocol's queue and the first worker whose compare-and-set claim succeeds runs it. Because the
+protocol's queue; a worker taking the message claims the next job of that queue in fair order
+(:meth:`storage.job_queue.JobQueue.claim_job`, compare-and-set), so the broker's order does not
+decide which job runs first, the job database does. Because the
 job database is the single source of truth, publishing is "at least once":
 
 - every job that becomes ``queued`` (routed, retried, re-queued after a crash) is published
@@ -14,7 +16,8 @@ job database is the single source of truth, publishing is "at least once":
   (:meth:`storage.database.JobDatabase.expire_leases`, in the node's dispatcher) and so
   published again.
 
-A duplicate message is harmless: the worker's claim fails and it acknowledges without running.
+A duplicate message is harmless: it runs the next queued job of its queue, or, when none is
+queued, it is acknowledged without a run; a job is never run twice (compare-and-set claims).
 When the broker is unreachable, publishing is retried every poll; nothing is lost meanwhile.
 """
 

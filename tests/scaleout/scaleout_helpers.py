@@ -147,11 +147,10 @@ def claim_worker(
     """Body of one claiming process (spawned): claim jobs and "run" each by recording results.
 
     ``mode`` ``"oldest"`` claims with :meth:`JobDatabase.claim_job` (SKIP LOCKED on PostgreSQL)
-    until none is left; ``"by-id"`` tries :func:`claim_job_by_id` on every id of ``job_ids``
+    until none is left; ``"by-id"`` tries :meth:`JobDatabase.claim_job_by_id` on every id of ``job_ids``
     (each id is delivered to every worker, like duplicated broker messages). Puts
     ``(name, [job ids run])`` on ``results``.
     """
-    from node.scaleout.claims import claim_job_by_id
     from storage.database import JobDatabase
 
     database = JobDatabase(url, migrate_schema=False)
@@ -166,7 +165,7 @@ def claim_worker(
                 ran.append(job.id)
         else:
             for job_id in job_ids:
-                claim = claim_job_by_id(database, job_id, name, 60)
+                claim = database.claim_job_by_id(job_id, name, 60)
                 if claim.job is not None:
                     database.record_results(
                         job_id, algorithm="test", results={"by": name}, outputs=[], destinations=[]

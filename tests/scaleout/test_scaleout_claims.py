@@ -15,8 +15,7 @@ import pytest
 from pg_server import postgres_url_or_skip
 from scaleout_helpers import claim_worker
 
-from node.scaleout.claims import ClaimRefusal, claim_job_by_id, owns_job, renew_lease
-from storage.database import InstanceRecord, JobDatabase
+from storage.database import ClaimRefusal, InstanceRecord, JobDatabase
 from storage.models import JobState, utcnow
 
 JOB_COUNT = 210
@@ -107,29 +106,29 @@ def test_claim_by_id_lease_and_ownership(database_url: str) -> None:
     database = JobDatabase(database_url, migrate_schema=False)
     try:
         (job_id,) = _queued_jobs(database, 1)
-        first = claim_job_by_id(database, job_id, "a", 30)
+        first = database.claim_job_by_id(job_id, "a", 30)
         assert first.job is not None and first.job.attempt == 1
         # A duplicate delivery finds it running.
-        second = claim_job_by_id(database, job_id, "b", 30)
+        second = database.claim_job_by_id(job_id, "b", 30)
         assert second.job is None and second.refusal == ClaimRefusal.NOT_QUEUED
         assert second.state == "running"
-        assert owns_job(database, job_id, "a", 1) and not owns_job(database, job_id, "b", 1)
-        assert renew_lease(database, job_id, "a", 30)
-        assert not renew_lease(database, job_id, "b", 30)
+        assert database.owns_job(job_id, "a", 1) and not database.owns_job(job_id, "b", 1)
+        assert database.renew_lease(job_id, "a", 30)
+        assert not database.renew_lease(job_id, "b", 30)
         # Worker a dies: its lease expires, the node re-queues, b claims attempt 2.
         later = utcnow().replace(year=utcnow().year + 1)
         assert database.expire_leases(now=later) == [job_id]
-        assert not renew_lease(database, job_id, "a", 30)  # a's late renewal is refused
-        third = claim_job_by_id(database, job_id, "b", 30)
+        assert not database.renew_lease(job_id, "a", 30)  # a's late renewal is refused
+        third = database.claim_job_by_id(job_id, "b", 30)
         assert third.job is not None and third.job.attempt == 2
-        assert not owns_job(database, job_id, "a", 1)
+        assert not database.owns_job(job_id, "a", 1)
         # b dies too (max_job_attempts 2): the next delivery fails the job instead of a 3rd run.
         assert database.expire_leases(now=later) == [job_id]
-        fourth = claim_job_by_id(database, job_id, "c", 30)
+        fourth = database.claim_job_by_id(job_id, "c", 30)
         assert fourth.job is None and fourth.refusal == ClaimRefusal.LOST
         job = database.get_job(job_id)
         assert job is not None and job.state == JobState.FAILED and job.attempts == 2
         assert "worker was lost" in (job.error or "")
-        assert claim_job_by_id(database, 10_000, "a", 30).refusal == ClaimRefusal.UNKNOWN
+        assert database.claim_job_by_id(10_000, "a", 30).refusal == ClaimRefusal.UNKNOWN
     finally:
         database.close()

@@ -1,0 +1,246 @@
+"""Stored instances and series arrival: the ingest side of the job database.
+
+Every acknowledged C-STORE is recorded here (:meth:`InstanceLedger.record_instances`, one
+transaction per batch); a series receiving nothing for the quiet period is closed into one job
+(:meth:`InstanceLedger.complete_quiet_series`, state ``received``), which the node then routes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from storage.engine import DatabaseCore
+from storage.models import Instance, Job, JobEvent, JobState, Series, SeriesState, utcnow
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One stored instance to record (see :meth:`InstanceLedger.record_instances`)."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str
+    path: str
+    calling_ae_title: str
+    received_at: dt.datetime
+    accession_number: str = ""
+
+
+
+def input_fingerprint(sop_instance_uids: Sequence[str]) -> str:
+    """sha256 of the sorted SOP Instance UIDs of a job's input (identifies a re-sent series)."""
+    digest = hashlib.sha256("\n".join(sorted(sop_instance_uids)).encode()).hexdigest()
+    return digest
+
+
+
+class InstanceLedger(DatabaseCore):
+    """Instances and series: recording arrivals and closing quiet series into jobs."""
+
+    def record_instance(
+        self,
+        *,
+        sop_instance_uid: str,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_class_uid: str,
+        transfer_syntax_uid: str,
+        modality: str,
+        path: str,
+        calling_ae_title: str,
+        received_at: dt.datetime | None = None,
+        accession_number: str = "",
+    ) -> bool:
+        """Record one stored instance; see :meth:`record_instances`.
+
+        Returns
+        -------
+        bool
+            ``True`` if the instance was new.
+        """
+        record = InstanceRecord(
+            sop_instance_uid=sop_instance_uid,
+            study_instance_uid=study_instance_uid,
+            series_instance_uid=series_instance_uid,
+            sop_class_uid=sop_class_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            modality=modality,
+            path=path,
+            calling_ae_title=calling_ae_title,
+            received_at=received_at or utcnow(),
+            accession_number=accession_number,
+        )
+        return self.record_instances([record]) == 1
+
+    def record_instances(self, records: Sequence[InstanceRecord]) -> int:
+        """Record stored instances and note their arrival in their series, in one transaction.
+
+        A re-sent instance (same SOP Instance UID) updates its row; a new instance arriving for a
+        complete series re-opens it (it becomes a new job after the next quiet period).
+
+        Returns
+        -------
+        int
+            How many of the instances were new.
+        """
+        new_count = 0
+        with self._ingest_lock, self.session() as session:
+            for record in records:
+                now = record.received_at
+                instance = session.get(Instance, record.sop_instance_uid)
+                is_new = instance is None
+                if instance is None:
+                    session.add(
+                        Instance(
+                            sop_instance_uid=record.sop_instance_uid,
+                            study_instance_uid=record.study_instance_uid,
+                            series_instance_uid=record.series_instance_uid,
+                            sop_class_uid=record.sop_class_uid,
+                            transfer_syntax_uid=record.transfer_syntax_uid,
+                            path=record.path,
+                            calling_ae_title=record.calling_ae_title,
+                            received_at=now,
+                        )
+                    )
+                else:
+                    if instance.series_instance_uid != record.series_instance_uid:
+                        # Re-sent under another series (e.g. a PACS correction): the instance
+                        # leaves its old series and counts as new in the one it joins.
+                        old_series = session.get(Series, instance.series_instance_uid)
+                        if old_series is not None and old_series.instance_count > 0:
+                            old_series.instance_count -= 1
+                        instance.series_instance_uid = record.series_instance_uid
+                        instance.study_instance_uid = record.study_instance_uid
+                        is_new = True
+                    instance.path = record.path
+                    instance.transfer_syntax_uid = record.transfer_syntax_uid
+                    instance.sop_class_uid = record.sop_class_uid
+                    instance.received_at = now
+                new_count += int(is_new)
+                series = session.get(Series, record.series_instance_uid)
+                if series is None:
+                    session.add(
+                        Series(
+                            series_instance_uid=record.series_instance_uid,
+                            study_instance_uid=record.study_instance_uid,
+                            modality=record.modality,
+                            calling_ae_title=record.calling_ae_title,
+                            accession_number=record.accession_number[:16],
+                            state=SeriesState.OPEN,
+                            instance_count=1,
+                            first_received_at=now,
+                            last_received_at=now,
+                        )
+                    )
+                    session.flush()
+                else:
+                    if series.state == SeriesState.COMPLETE:
+                        series.state = SeriesState.OPEN
+                        series.first_received_at = now
+                    if is_new:
+                        series.instance_count += 1
+                    series.last_received_at = max(series.last_received_at, now)
+                    series.calling_ae_title = record.calling_ae_title or series.calling_ae_title
+                    if record.accession_number:
+                        series.accession_number = record.accession_number[:16]
+                session.flush()
+        return new_count
+
+    def known_sop_instance_uids(self) -> set[str]:
+        """SOP Instance UIDs of every recorded instance (for the start-up store scan)."""
+        with self.session() as session:
+            return set(session.scalars(select(Instance.sop_instance_uid)))
+
+    def series_instances(self, series_instance_uid: str) -> list[Instance]:
+        """The recorded instances of a series."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Instance)
+                    .where(Instance.series_instance_uid == series_instance_uid)
+                    .order_by(Instance.sop_instance_uid)
+                )
+            )
+
+    def complete_quiet_series(
+        self, quiet_seconds: float, now: dt.datetime | None = None, max_attempts: int = 2
+    ) -> list[int]:
+        """Close every open series that received nothing for ``quiet_seconds``; one job each.
+
+        ``max_attempts`` is how often the job may be run when its worker crashes.
+
+        Returns
+        -------
+        list[int]
+            Ids of the jobs created (state ``received``).
+        """
+        now = now or utcnow()
+        cutoff = now - dt.timedelta(seconds=quiet_seconds)
+        created: list[int] = []
+        with self._ingest_lock, self.session() as session:
+            quiet = session.scalars(
+                select(Series).where(
+                    Series.state == SeriesState.OPEN, Series.last_received_at <= cutoff
+                )
+            ).all()
+            for series in quiet:
+                uids = session.scalars(
+                    select(Instance.sop_instance_uid).where(
+                        Instance.series_instance_uid == series.series_instance_uid
+                    )
+                ).all()
+                series.state = SeriesState.COMPLETE
+                series.completed_at = now
+                job = Job(
+                    study_instance_uid=series.study_instance_uid,
+                    series_instance_uid=series.series_instance_uid,
+                    modality=series.modality,
+                    calling_ae_title=series.calling_ae_title,
+                    accession_number=series.accession_number,
+                    state=JobState.RECEIVED,
+                    instance_count=len(uids),
+                    input_fingerprint=input_fingerprint(uids),
+                    max_attempts=max_attempts,
+                    created_at=now,
+                )
+                session.add(job)
+                session.flush()
+                previous = session.scalar(
+                    select(func.count(Job.id)).where(
+                        Job.series_instance_uid == series.series_instance_uid,
+                        Job.input_fingerprint == job.input_fingerprint,
+                        Job.id != job.id,
+                    )
+                )
+                note = (
+                    f"; the same {len(uids)} instance(s) were processed before by "
+                    f"{previous} job(s): outputs get the same UIDs and replace them"
+                    if previous
+                    else ""
+                )
+                session.add(
+                    JobEvent(
+                        job_id=job.id,
+                        at=now,
+                        message=(
+                            f"series complete: {len(uids)} instance(s), nothing new for "
+                            f"{quiet_seconds:g} s{note}"
+                        ),
+                    )
+                )
+                created.append(job.id)
+        return created
+
+    def count_instances(self) -> int:
+        """Number of recorded instances."""
+        with self.session() as session:
+            return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
+
