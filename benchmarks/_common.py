@@ -18,6 +18,19 @@ from pathlib import Path
 from typing import Any
 
 
+def progress(iterable: Any = None, **kwargs: Any) -> Any:
+    """A tqdm progress bar on standard error, shown only when it is a terminal (quiet in CI logs).
+
+    Keyword arguments go to :class:`tqdm.tqdm` (``desc``, ``total``, ``unit``).
+    """
+    from tqdm import tqdm
+
+    kwargs.setdefault("file", sys.stderr)
+    kwargs.setdefault("disable", None)  # None: off when the stream is not a TTY
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)
+
+
 def peak_rss_kib() -> int:
     """Peak resident set size of this process image, KiB (VmHWM; ``getrusage`` as a fallback
     where ``/proc`` is missing)."""

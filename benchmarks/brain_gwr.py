@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-from _common import peak_rss_kib, print_report, run_child
+from _common import peak_rss_kib, print_report, progress, run_child
 
 
 def measure(directory: Path) -> dict[str, float | str | bool | None]:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         del phantom
         prepare_s = time.perf_counter() - start
         rounds = []
-        for _ in range(args.rounds):
+        for _ in progress(range(args.rounds), desc="measuring", unit="round"):
             rounds.append(run_child(__file__, "--measure", tmp))
     report: dict[str, object] = dict(rounds[-1])
     for key in ("read_s", "pipeline_s", "outputs_s", "total_s", "process_peak_rss_mib"):

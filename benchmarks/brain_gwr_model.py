@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     model, _ = load_learned_model(get_model("ainode-brain-gwr-phantom"), "cpu")
     load_s = time.perf_counter() - start
     times = []
-    for _ in range(args.repeat):
+    for _ in tqdm(range(args.repeat), desc="inference", disable=None, file=sys.stderr, leave=False):
         start = time.perf_counter()
         model.predict(phantom.hu, phantom.spacing_mm)
         times.append(time.perf_counter() - start)

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-from _common import peak_rss_kib, print_report, run_child
+from _common import peak_rss_kib, print_report, progress, run_child
 
 
 def measure(directory: Path) -> dict[str, float | str | int | None]:
@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         write_chest_series(phantom, tmp)
         del phantom, truth
         prepare_s = time.perf_counter() - start
-        report = run_child(__file__, "--measure", tmp)
+        with progress(total=1, desc="measuring in a child process", unit="run") as bar:
+            report = run_child(__file__, "--measure", tmp)
+            bar.update(1)
     report["phantom_write_s"] = round(prepare_s, 1)
     report["truth_respiratory_muscle_cm3_in_lung_slab"] = round(truth_resp, 2)
     report["truth_t4_slice"] = truth_t4

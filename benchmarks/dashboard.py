@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 import uvicorn
 from sqlalchemy import insert
+from tqdm import tqdm
 
 from node.config import Settings
 from node.local_pacs import find_free_port
@@ -139,14 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             client.post("/login", data={"username": "bench", "password": PASSWORD,
                                         "csrf_token": token}, follow_redirects=True).raise_for_status()
             last_page = -(-args.jobs // 50)
-            for name, path in (
+            for name, path in tqdm((
                 ("GET /jobs", "/jobs"),
                 ("GET /api/v1/jobs", "/api/v1/jobs"),
                 ("GET /jobs?state=failed", "/jobs?state=failed"),
                 ("GET /jobs?q=<accession>", f"/jobs?q=A{args.jobs // 2:08d}"),
                 (f"GET /jobs?page_number={last_page}", f"/jobs?page_number={last_page}"),
                 ("GET /jobs/<id>", f"/jobs/{args.jobs // 2}"),
-            ):
+            ), desc="timing pages", unit="page", disable=None, file=sys.stderr, leave=False):
                 results["timings"][name] = time_requests(client, path, args.repeat)
     finally:
         server.should_exit = True

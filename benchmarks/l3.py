@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-from _common import peak_rss_kib, print_report, run_child
+from _common import peak_rss_kib, print_report, progress, run_child
 
 
 def measure(directory: Path) -> dict[str, float | str | bool]:
@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         write_phantom_series(phantom, tmp)
         del phantom
         prepare_s = time.perf_counter() - start
-        report = run_child(__file__, "--measure", tmp)
+        with progress(total=1, desc="measuring in a child process", unit="run") as bar:
+            report = run_child(__file__, "--measure", tmp)
+            bar.update(1)
     report["phantom_write_s"] = round(prepare_s, 1)
     report["truth_sma_cm2"] = round(truth_sma, 2)
     print_report("L3 body composition benchmark (CPU)", report, args.json)

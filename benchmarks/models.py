@@ -40,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-from _common import peak_rss_kib
+from _common import peak_rss_kib, progress
 
 CASES = ("l3", "l3-512", "chest", "rds", "brain", "brain-arch", "train-l3")
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results = []
     for device in devices:
-        for case in args.cases.split(","):
+        for case in progress(args.cases.split(","), desc=device, unit="case"):
             command = [sys.executable, __file__, "--child", case, device,
                        "--threads", str(args.threads)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -87,7 +89,8 @@ def main() -> None:
         print(json.dumps(measure(args.child)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        for path in _inputs(Path(tmp)):
+        for path in tqdm(_inputs(Path(tmp)), desc="radiographs", unit="input", disable=None,
+                         file=sys.stderr, leave=False):
             for _ in range(args.repeat):
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", path],

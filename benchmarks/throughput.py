@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "tests" / "scaleout"))
 import pydicom
 import yaml
 from pydicom.uid import generate_uid
+from tqdm import tqdm
 
 FINAL = {"done", "failed", "ignored", "cancelled"}
 
@@ -228,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             broker = start_rabbitmq()
             broker_url = broker.url
         results = []
-        for name in configs:
+        for name in tqdm(configs, desc="configurations", unit="config", disable=None,
+                         file=sys.stderr, leave=False):
             results.append(run_config(name, files, work, broker_url))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     finally:

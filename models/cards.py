@@ -23,6 +23,7 @@ Example (abridged)::
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,26 @@ class ModelCard:
         key = self.evaluation.get("primary_metric")
         value = self.evaluation.get("metrics", {}).get(key) if key else None
         return float(value) if value is not None else None
+
+    @property
+    def measured_on(self) -> str:
+        """What the evaluation metrics were measured on, in words a listing can show beside them.
+
+        Phantom evaluations say so plainly ("digital phantoms: 4 held-out cases, not patient
+        images"): a Dice of 0.9 on a phantom says nothing about patient scans. Otherwise the
+        evaluation set's name (its text up to the first comma or parenthesis) with its size.
+        """
+        text = str(self.evaluation.get("set", "")).strip()
+        cases = self.evaluation.get("cases")
+        size = f"{cases} case{'s' if cases != 1 else ''}" if isinstance(cases, int) else "size not stated"
+        lowered = text.lower()
+        if (self.validation_status is ValidationStatus.PHANTOM_ONLY or "phantom" in lowered
+                or "synthetic" in lowered):
+            return f"digital phantoms: {size}, not patient images"
+        if not text or lowered == "pending":
+            return "not evaluated"
+        name = re.split(r"[,(]", text, maxsplit=1)[0].strip() or text
+        return f"{name} ({size})"
 
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-ready data (validates against :data:`CARD_SCHEMA`)."""

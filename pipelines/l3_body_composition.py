@@ -1108,7 +1108,9 @@ def run_l3_body_composition(
     ]
     low_smi: bool | None = None
     low_hu: bool | None = None
-    low_smi_reason = low_hu_reason = "no cut-off set configured (cutoff_set = 'none')"
+    low_smi_reason = low_hu_reason = (
+        "no cut-off set configured: set l3.cutoff_set in the node's configuration (prado-2008, "
+        "martin-2013 or van-der-werf-2018; docs/pipelines/l3-body-composition.md)")
     if p.cutoff_set != "none":
         cut = CUTOFFS[p.cutoff_set]
         sex_missing = [] if sex in ("M", "F") else ["Patient's Sex (M/F)"]

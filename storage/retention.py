@@ -29,12 +29,14 @@ import logging
 import os
 import re
 import shutil
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, exists, func, select
+from tqdm import tqdm
 
 from ainode_core.errors import ConfigError, StorageError
 from storage.database import JobDatabase
@@ -266,6 +268,7 @@ def purge(
     *,
     dry_run: bool = False,
     now: dt.datetime | None = None,
+    progress: bool = False,
 ) -> PurgeReport:
     """Delete the instances and outputs of jobs that finished more than ``older_than`` ago.
 
@@ -279,6 +282,9 @@ def purge(
         Only report what would be deleted.
     now:
         Reference time (default: now, UTC).
+    progress:
+        Show a progress bar over the jobs on standard error when it is a terminal
+        (``ainode purge``; the node's scheduled purge shows none).
 
     Returns
     -------
@@ -294,7 +300,9 @@ def purge(
     cutoff = (now or utcnow()) - older_than
     report = PurgeReport(cutoff=cutoff, dry_run=dry_run)
     series_done: dict[str, bool] = {}
-    for job_id, series_uid in _purgeable_jobs(database, cutoff):
+    jobs = _purgeable_jobs(database, cutoff)
+    for job_id, series_uid in tqdm(jobs, desc="purge", unit="job", file=sys.stderr, leave=False,
+                                   disable=None if progress else True):
         # 1. Outputs of this job: the job's directory, and any recorded output file in the store.
         output_files: list[Path] = []
         with database.session() as session:

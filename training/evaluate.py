@@ -18,12 +18,14 @@ from __future__ import annotations
 import csv
 import importlib
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from tqdm import tqdm
 
 from ainode_core.errors import ModelError
 from training.datasets import Case
@@ -199,7 +201,9 @@ def phantom_cases(protocol: str, count: int, size: str = "standard",
         A protocol without a phantom.
     """
     make = _registered(PHANTOM_CASES, protocol, "phantom")
-    return [make(first_seed + i, size) for i in range(count)]
+    seeds = tqdm(range(first_seed, first_seed + count), desc="making phantoms", unit="case",
+                 disable=None, file=sys.stderr, leave=False)
+    return [make(seed, size) for seed in seeds]
 
 
 def evaluate_model_dir(model_dir: str | Path, cases: list[Case],
@@ -234,7 +238,11 @@ def evaluate_model_dir(model_dir: str | Path, cases: list[Case],
         raise ModelError(f"model {entry.name} is for {entry.card.protocol!r}, not {protocol!r}")
     evaluator = _registered(EVALUATORS, entry.card.protocol, "evaluator")
     model, _ = load_learned_model(entry, resolve_device(device))
-    report = evaluator(model, cases)
+    # The evaluators iterate over the cases once: a tqdm over the list shows the progress on a
+    # terminal (disable=None: quiet when stderr is not a TTY).
+    with tqdm(cases, desc=f"evaluating {entry.name}", unit="case", disable=None,
+              file=sys.stderr, leave=False) as shown:
+        report = evaluator(model, cast(list[Case], shown))
     if report_csv is not None and report.rows:
         write_report_csv(report.rows, report_csv)
     return report

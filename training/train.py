@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from models.architectures import DEFAULT_NETWORKS, build_network, save_weights
 from models.cards import ModelCard, NetworkSpec
@@ -389,7 +391,10 @@ def train_network(
     seen = 0
     t0 = time.perf_counter()
     running: list[float] = []
-    with open(metrics_path, "a", newline="") as handle:
+    # Progress on a terminal only (disable=None: off when stderr is not a TTY, e.g. CI logs).
+    bar = tqdm(total=iterations, initial=start_iteration, desc=role, unit="it", disable=None,
+               file=sys.stderr, leave=False, dynamic_ncols=True)
+    with bar, open(metrics_path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[
             "network", "iteration", "loss", "learning_rate", "val_dice", "samples_per_s"])
         if new_file:
@@ -411,6 +416,7 @@ def train_network(
                 iteration += 1
                 seen += x.shape[0]
                 running.append(float(loss.detach()))
+                bar.update(1)
                 last = iteration == iterations
                 if iteration % config.val_every == 0 or last:
                     val_dice = _validate(network, val, n_classes, device, None if level else roi)

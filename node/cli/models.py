@@ -32,6 +32,7 @@ def _summary(entry: Any) -> dict[str, Any]:
         "networks": [f"{n.role}: {n.architecture}" for n in card.networks],
         "primary_metric": card.evaluation.get("primary_metric"),
         "primary_metric_value": card.primary_metric,
+        "measured_on": card.measured_on,
         "path": str(entry.path),
     }
 
@@ -49,13 +50,21 @@ def cmd_models_list(args: Any) -> int:
     print(f"{'NAME':<24} {'VERSION':<8} {'PROTOCOL':<26} {'STATUS':<13} {'ORIGIN':<9} NETWORKS")
     for entry in found.entries:
         s = _summary(entry)
-        metric = (f"  [{s['primary_metric']} {s['primary_metric_value']:.3f}]"
-                  if s["primary_metric_value"] is not None else "")
         print(f"{s['name']:<24} {s['version']:<8} {s['protocol']:<26} "
-              f"{s['validation_status']:<13} {s['origin']:<9} {', '.join(s['networks'])}{metric}")
+              f"{s['validation_status']:<13} {s['origin']:<9} {', '.join(s['networks'])}")
+        print(f"{'':<24} {_score_line(s)}")
     for path, reason in found.problems:
         print(f"refused: {path}: {reason}", file=sys.stderr)
     return 0
+
+
+def _score_line(summary: dict[str, Any]) -> str:
+    """``score: dice mean 0.790, measured on digital phantoms: 4 cases, not patient images``."""
+    if summary["primary_metric_value"] is None:
+        return f"score: none recorded ({summary['measured_on']})"
+    name = str(summary["primary_metric"]).replace("_", " ")
+    return (f"score: {name} {summary['primary_metric_value']:.3f}, "
+            f"measured on {summary['measured_on']}")
 
 
 def cmd_models_show(args: Any) -> int:

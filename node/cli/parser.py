@@ -13,6 +13,7 @@ import functools
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,18 +23,23 @@ from typing import Any
 
 from ainode_core.errors import AINodeError, ConfigError, RoutingError
 from node.cli.common import (
+    EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     add_node_options,
+    check_ports_free,
     configure_logging,
     load_cli_settings,
     open_database,
+    progress,
 )
 from node.cli.models import cmd_models_install, cmd_models_list, cmd_models_show, cmd_models_verify
 from node.cli.purge import cmd_purge
 from node.cli.training import cmd_evaluate, cmd_train
 from node.cli.web import add_parsers as add_web_parsers
+from node.presentation import dash, measurement_lines, render_lines
 
 logger = logging.getLogger("ainode")
 
@@ -55,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     configure_logging(settings.log_level, settings.log_phi)
+    # Before anything is created or migrated: a busy port must not leave a data directory behind.
+    check_ports_free(settings)
     node = Node(settings)
     stop = threading.Event()
 
@@ -105,7 +113,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_root = Path(args.out)
     results = []
     status = EXIT_OK
-    for series_uid, headers in series.items():
+    for series_uid, headers in progress(series.items(), desc="series", unit="series",
+                                        total=len(series)):
         files = [str(h.filename) for h in headers]
         protocol = args.protocol
         if protocol is None:
@@ -175,8 +184,7 @@ def _format_run_entry(entry: dict[str, Any]) -> str:
         lines.append(f"  FAILED: {entry['error']}")
         return "\n".join(lines)
     lines.append(f"  algorithm: {entry['algorithm']}")
-    shown = {k: v for k, v in entry["results"].items() if k not in ("protocol", "algorithm")}
-    lines.extend(_format_results(shown, indent="  "))
+    lines.extend(render_lines(measurement_lines(entry["protocol"], entry["results"]), indent="  "))
     for warning in entry.get("warnings", []):
         lines.append(f"  warning: {warning}")
     for kind, path in entry.get("outputs", {}).items():
@@ -184,16 +192,27 @@ def _format_run_entry(entry: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _format_results(results: dict[str, Any], indent: str) -> list[str]:
-    lines = []
-    for key, value in results.items():
-        if isinstance(value, float):
-            value = f"{value:.2f}"
-        lines.append(f"{indent}{key}: {value}")
-    return lines
-
-
 # -- jobs -------------------------------------------------------------------------------------------
+
+
+def _add_queue_places(database: Any, jobs: list[dict[str, Any]]) -> None:
+    """Add each queued job's projected place and wait (``queue_position``, ``queued``,
+    ``waiting_seconds``; see :meth:`storage.dashboard_queries.DashboardQueries.queue_places`)."""
+    places = database.queue_places([job["id"] for job in jobs])
+    for job in jobs:
+        place = places.get(job["id"])
+        if place is not None:
+            job.update(queue_position=place.position, queued=place.queued,
+                       waiting_seconds=place.waiting_seconds)
+
+
+def _queue_text(job: dict[str, Any]) -> str:
+    """``#3 of 120 (urgent, waiting 4.2 min)`` for a queued job, else ``""``."""
+    if not job.get("queue_position"):
+        return ""
+    wait = job.get("waiting_seconds")
+    shown = "-" if wait is None else f"{wait:.0f} s" if wait < 120 else f"{wait / 60:.1f} min"
+    return f"#{job['queue_position']} of {job['queued']} ({job['priority']}, waiting {shown})"
 
 
 def _job_dict(job: Any, detail: bool = False) -> dict[str, Any]:
@@ -210,6 +229,7 @@ def _job_dict(job: Any, detail: bool = False) -> dict[str, Any]:
         "created_at": job.created_at.isoformat(timespec="seconds") + "Z",
         "finished_at": job.finished_at.isoformat(timespec="seconds") + "Z" if job.finished_at else None,
         "error": job.error,
+        "priority": ("urgent", "routine", "low")[job.priority] if job.priority in (0, 1, 2) else "-",
     }
     if detail:
         data.update(
@@ -246,15 +266,21 @@ def _job_dict(job: Any, detail: bool = False) -> dict[str, Any]:
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     database = open_database(args)
     jobs = [_job_dict(j) for j in database.list_jobs(limit=args.limit, state=args.state)]
+    _add_queue_places(database, jobs)
     if args.json:
         print(json.dumps(jobs, indent=2))
+        return EXIT_OK
+    if not jobs:
+        print("no jobs yet" + (f" in state {args.state}" if args.state else "")
+              + " (a series becomes a job quiet_seconds after its last instance arrived)")
         return EXIT_OK
     print(f"{'ID':>5}  {'STATE':<9} {'PROTOCOL':<26} {'MOD':<4} {'N':>4}  {'CREATED':<20}  SERIES / ERROR")
     for job in jobs:
         tail = job["error"] or job["series_instance_uid"]
+        tail = f"{_queue_text(job)} {tail}" if _queue_text(job) else tail
         print(
-            f"{job['id']:>5}  {job['state']:<9} {job['protocol'] or '-':<26} {job['modality']:<4} "
-            f"{job['instances']:>4}  {job['created_at']:<20}  {tail}"
+            f"{job['id']:>5}  {job['state']:<9} {dash(job['protocol']):<26} {dash(job['modality']):<4} "
+            f"{job['instances']:>4}  {job['created_at']:<20}  {dash(tail)}"
         )
     return EXIT_OK
 
@@ -266,16 +292,25 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
         print(f"no job {args.id}; see `ainode jobs list`", file=sys.stderr)
         return EXIT_FAILURE
     data = _job_dict(job, detail=True)
+    _add_queue_places(database, [data])
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
-    for key in ("id", "state", "protocol", "routing_rule", "routing_reason", "algorithm",
-                "study_instance_uid", "series_instance_uid", "modality", "calling_ae_title",
-                "instances", "attempts", "created_at", "finished_at", "error"):
-        print(f"{key + ':':<21}{data[key] if data[key] is not None else '-'}")
+    for key, label in (("id", "job"), ("state", "state"), ("protocol", "protocol"),
+                       ("routing_rule", "routing rule"), ("routing_reason", "routing reason"),
+                       ("algorithm", "algorithm"), ("study_instance_uid", "study UID"),
+                       ("series_instance_uid", "series UID"), ("modality", "modality"),
+                       ("calling_ae_title", "sent by"), ("instances", "instances"),
+                       ("attempts", "attempts"), ("created_at", "created"),
+                       ("finished_at", "finished"), ("error", "error")):
+        print(f"{label + ':':<16}{dash(data[key])}")
+    if _queue_text(data):
+        print(f"{'queue:':<16}{_queue_text(data)}")
     if data["results"]:
-        print("results:")
-        print("\n".join(_format_results(data["results"], indent="  ")))
+        lines = measurement_lines(data["protocol"], data["results"])
+        print("measurements:")
+        print("\n".join(render_lines(lines, indent="  ")))
+        print(f"  (all {len(data['results'])} stored values: ainode jobs show {data['id']} --json)")
     if data["outputs"]:
         print("outputs:")
         for output in data["outputs"]:
@@ -328,7 +363,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     rules = configured_rules(settings.routing_rules)
     read = read_instances(expand_paths(args.inputs), stop_before_pixels=True)
     for error in read.errors:
-        print(f"skipped: {error}")
+        print(f"skipped: {error}", file=sys.stderr)
     output: list[dict[str, Any]] = []
     for series_uid, headers in group_by_series(read.datasets).items():
         files = [str(h.filename) for h in headers]
@@ -349,40 +384,82 @@ def cmd_route(args: argparse.Namespace) -> int:
         print(json.dumps(output, indent=2))
         return EXIT_OK
     for entry in output:
-        print(f"series {entry['series_instance_uid']} ({entry['instances']} instances)")
-        print(f"  -> {entry['protocol'] or 'ignored'} (rule {entry['rule']!r}): {entry['reason']}")
-        for check in entry["checks"]:
-            print(f"     {check}")
+        print(route_line(entry))
+        if args.explain:
+            for check in entry["checks"]:
+                print(f"    {check}")
+    if not args.explain and output:
+        print("(every rule checked: --explain)", file=sys.stderr)
     return EXIT_OK
 
 
+def route_line(entry: dict[str, Any]) -> str:
+    """One line per series: where it goes, by which rule, and why."""
+    target = entry["protocol"] or "ignored"
+    rule = f"rule {entry['rule']}" if entry["rule"] else "no rule matched"
+    return (
+        f"{entry['series_instance_uid']} ({entry['instances']} instance"
+        f"{'s' if entry['instances'] != 1 else ''}): {target} ({rule}): {entry['reason']}"
+    )
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from node.config import load_settings, settings_reference
-    from node.routing import configured_rules
+    """``ainode check-config FILE...``: one verdict line per file; ``--show`` the resolved settings."""
+    from node.config import settings_reference
 
     if args.reference:
         print(settings_reference())
         return EXIT_OK
-    if not args.file:
-        print("give a configuration file, or --reference", file=sys.stderr)
+    if not args.files:
+        print("give one or more configuration files (e.g. deploy/*.yaml), or --reference",
+              file=sys.stderr)
         return EXIT_USAGE
-    settings = load_settings(args.file)
+    status = EXIT_OK
+    for file in args.files:
+        try:
+            settings, rules = _checked_settings(file)
+        except ConfigError as exc:
+            print(f"{file}: INVALID: {exc}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        source = "from the file" if settings.routing_rules is not None else "the shipped defaults"
+        print(f"{file}: valid ({len(rules)} routing rules, {source}; "
+              f"{len(settings.destinations)} destination(s); data in {settings.data_dir})")
+        if args.show:
+            print(json.dumps(_shown_settings(settings), indent=2))
+    return status
+
+
+def _checked_settings(file: str) -> tuple[Any, list[Any]]:
+    """Settings of ``file`` with protocol parameters and routing rules checked.
+
+    Raises
+    ------
+    ConfigError
+        Whatever is wrong in the file (every problem listed).
+    """
+    from node.config import load_settings
+    from node.routing import configured_rules
+
+    settings = load_settings(file)
     settings.check_protocol_parameters()
     try:
         rules = configured_rules(settings.routing_rules)
     except RoutingError as exc:
         raise ConfigError(str(exc)) from exc
-    print(f"{args.file}: valid")
-    shown = json.loads(settings.model_dump_json())
+    return settings, rules
+
+
+def _shown_settings(settings: Any) -> dict[str, Any]:
+    """The resolved settings as JSON values, passwords in URLs redacted."""
     from storage.database import redact_url
 
+    shown: dict[str, Any] = json.loads(settings.model_dump_json())
     if shown.get("database_url"):
         shown["database_url"] = redact_url(shown["database_url"])
     if (shown.get("celery") or {}).get("broker_url"):
         shown["celery"]["broker_url"] = redact_url(shown["celery"]["broker_url"])
-    print(json.dumps(shown, indent=2))
-    print(f"routing rules: {len(rules)} ({'from the file' if settings.routing_rules is not None else 'defaults'})")
-    return EXIT_OK
+    return shown
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -390,7 +467,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     configure_logging("WARNING" if not args.verbose else "INFO")
     return run_demo(
-        work_dir=Path(args.work_dir) if args.work_dir else None, keep=args.keep, pacs_kind=args.pacs
+        work_dir=Path(args.work_dir) if args.work_dir else None, keep=args.keep,
+        pacs_kind=args.pacs, log_to_file=not args.verbose,
     )
 
 
@@ -498,23 +576,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_node_options(route)
     route.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
     route.add_argument("--json", action="store_true")
+    route.add_argument("--explain", action="store_true", help="also every rule checked, and why")
     route.set_defaults(func=cmd_route)
 
-    check = sub.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("file", nargs="?")
+    check = sub.add_parser("check-config", help="validate configuration files (one line each)")
+    check.add_argument("files", nargs="*", metavar="FILE")
+    check.add_argument("--show", action="store_true", help="also print the resolved settings")
     check.add_argument("--reference", action="store_true", help="print the settings reference")
     check.set_defaults(func=cmd_check_config)
 
     demo = sub.add_parser("demo", help="send a real CT slice through a node to a local PACS")
-    demo.add_argument("--work-dir", help="directory for the demo's node and PACS (default: temporary)")
-    demo.add_argument("--keep", action="store_true", help="keep the work directory")
+    demo.add_argument(
+        "--work-dir", help="directory for the demo's node, PACS and demo.log (default: a "
+        "temporary directory, deleted at the end unless --keep)")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the temporary work directory (to run `ainode jobs show` on it)")
     demo.add_argument(
         "--pacs",
         choices=["auto", "orthanc", "builtin"],
         default="auto",
         help="local PACS: Orthanc, the built-in Storage SCP, or auto (Orthanc when installed)",
     )
-    demo.add_argument("--verbose", "-v", action="store_true")
+    demo.add_argument("--verbose", "-v", action="store_true",
+                      help="log lines on the terminal instead of demo.log")
     demo.set_defaults(func=cmd_demo)
 
     # -- models, train, evaluate (command functions in node.cli.models, node.cli.training) --
@@ -599,7 +683,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``ainode``; returns the exit status."""
+    """Entry point of ``ainode``; returns the exit status.
+
+    A closed pipe (``ainode check-config --show | head``) ends the command quietly with the
+    status of a process killed by SIGPIPE (141), as ``cat`` would; Ctrl-C ends it with 130.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -610,6 +698,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AINodeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     database = open_database(args)
     try:
         store = InstanceStore(settings.data_dir)
-        report = purge(database, store, older_than, dry_run=args.dry_run)
+        report = purge(database, store, older_than, dry_run=args.dry_run, progress=True)
     finally:
         database.close()
     if args.json:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from node.presentation import dash
+
 
 def cmd_train(args: Any) -> int:
     """``ainode train PROTOCOL (--phantom | --data DIR) --out DIR``."""
@@ -33,7 +35,10 @@ def cmd_train(args: Any) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        # tqdm.write prints above the progress bar of the network being trained.
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
 
     out = train(config, log)
     print(f"model written to {out}; install with: ainode models install {out}")
@@ -64,7 +69,7 @@ def cmd_evaluate(args: Any) -> int:
         return 2
     report = evaluate_model_dir(model_dir, cases, args.report, device=args.device, protocol=protocol)
     for key, value in report.metrics.items():
-        print(f"{key}: {value}")
+        print(f"{key.replace('_', ' ')}: {dash(value, decimals=4)}")
     if args.report:
         print(f"per-case report: {args.report}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import pytest
 from node_helpers import c_store, wait_for_jobs
 from peers import require_binary
 
+from node.presentation import measurement_lines
 from node.server import Node
 
 
@@ -87,7 +89,7 @@ def test_check_config_rejects_bad_values_with_the_field_name(tmp_path: Path) -> 
     assert "port" in result.stderr and "AET@HOST:PORT" in result.stderr
     good = tmp_path / "good.yaml"
     good.write_text("ae_title: NODE1\ndestinations: ['PACS@127.0.0.1:104']\nl3:\n  cutoff_set: martin-2013\n")
-    result = ainode("check-config", str(good))
+    result = ainode("check-config", str(good), "--show")
     assert result.returncode == 0, result.stderr
     assert '"cutoff_set": "martin-2013"' in result.stdout
 
@@ -107,7 +109,11 @@ def test_jobs_list_show_and_echo_against_a_running_node(
     assert {o["kind"] for o in detail["outputs"]} == {"SEG", "SR", "SC"}
     assert any("series complete" in e["message"] for e in detail["events"])
     text = ainode("jobs", "show", str(job.id), "--data-dir", data_dir)
-    assert "routing_reason" in text.stdout and "sma_cm2" in text.stdout
+    # Human form: labels, not the stored keys (those stay in --json).
+    sma_label = next(line.label for line in measurement_lines("l3-body-composition", detail["results"])
+                     if line.key == "sma_cm2")
+    assert "routing reason" in text.stdout and sma_label in text.stdout
+    assert "sma_cm2" not in text.stdout
     assert ainode("jobs", "show", "999", "--data-dir", data_dir).returncode == 1
     retried = ainode("jobs", "retry", str(job.id), "--data-dir", data_dir)
     assert retried.returncode == 0 and "running the job again" in retried.stdout
@@ -123,7 +129,10 @@ def test_demo_puts_seg_sr_sc_into_the_local_pacs(pacs: str) -> None:
     result = ainode("demo", "--pacs", pacs)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "skeletal muscle area SMA (cm2)" in out and "level verified                         False" in out
+    labels = {line.key: line.label for line in measurement_lines(
+        "l3-body-composition", {"sma_cm2": 1.0, "level_verified": False})}
+    assert labels["sma_cm2"] in out
+    assert re.search(re.escape(labels["level_verified"]) + r"\s+no\b", out)
     held = out.split("now holds:")[1]
     assert all(f"  {kind}" in held for kind in ("SEG", "SR ", "SC "))
     assert ("Orthanc" in out) == (pacs == "orthanc")
