@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 LABEL_L1_MARKER = 2
 
 _GAP_PX = 8
+_AXIAL_MARGIN_MM = 10.0
 _SAGITTAL_ANTERIOR_MM = 40.0
 _SAGITTAL_POSTERIOR_MM = 70.0
 
@@ -79,8 +80,17 @@ def render_l1_key_image(
     """
     dz, dr, dc = (float(v) for v in volume.spacing_mm)
     step = min(dz, dr, dc)
-    axial = apply_window(volume.hu[slice_index], window_hu)
-    axial_labels = roi.mask.astype(np.uint8) * roi_segment.number
+    # Axial panel cropped to the body (HU > -500) plus a margin, so the ROI is drawn larger.
+    hu_slice = volume.hu[slice_index]
+    inside = hu_slice > -500.0
+    rows_in, cols_in = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    if len(rows_in) == 0:
+        rows_in, cols_in = np.arange(hu_slice.shape[0]), np.arange(hu_slice.shape[1])
+    margin_r, margin_c = round(_AXIAL_MARGIN_MM / dr), round(_AXIAL_MARGIN_MM / dc)
+    a0, a1 = max(0, rows_in[0] - margin_r), min(hu_slice.shape[0], rows_in[-1] + margin_r + 1)
+    b0, b1 = max(0, cols_in[0] - margin_c), min(hu_slice.shape[1], cols_in[-1] + margin_c + 1)
+    axial = apply_window(hu_slice[a0:a1, b0:b1], window_hu)
+    axial_labels = roi.mask[a0:a1, b0:b1].astype(np.uint8) * roi_segment.number
 
     # Sagittal through the ROI centre column: (slices, rows), flipped so the head is up.
     column = round(roi.centre_rc[1])
