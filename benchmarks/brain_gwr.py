@@ -36,7 +36,7 @@ from _common import peak_rss_kib, print_report, progress, run_child
 def measure(directory: Path) -> dict[str, float | str | bool | None]:
     """Time and memory of reading ``directory`` and running brain-gwr (child process)."""
     from pipelines.brain_gwr import BrainGWRParameters, run_brain_gwr
-    from pipelines.dicom_outputs import build_outputs
+    from pipelines.outputs import build_outputs
     from pipelines.volume import load_ct_volume, read_instances
 
     start = time.perf_counter()

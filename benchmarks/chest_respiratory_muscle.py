@@ -34,7 +34,7 @@ from _common import peak_rss_kib, print_report, progress, run_child
 def measure(directory: Path) -> dict[str, float | str | int | None]:
     """Time and memory of reading ``directory``, running the pipeline and building outputs."""
     from pipelines.chest_respiratory_muscle import run_chest_respiratory_muscle
-    from pipelines.dicom_outputs import build_outputs
+    from pipelines.outputs import build_outputs
     from pipelines.volume import load_ct_volume, read_instances
 
     cpu_start = time.process_time()

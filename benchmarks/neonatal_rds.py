@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def _run_once(path: str) -> dict[str, float]:
     import pydicom
 
-    from pipelines.dicom_outputs import build_outputs
+    from pipelines.outputs import build_outputs
     from pipelines.neonatal_rds import run_from_datasets
 
     times: dict[str, float] = {}

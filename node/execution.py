@@ -176,7 +176,7 @@ def execute_job(spec: JobSpec) -> JobOutcome:
         ``ok`` with the written outputs, or the error and its kind. Never raises for errors in
         the input or the pipeline.
     """
-    from pipelines.dicom_outputs import build_outputs, write_outputs
+    from pipelines.outputs import build_outputs, write_outputs
     from pipelines.registry import get_protocol, run_protocol
 
     try:

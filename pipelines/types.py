@@ -1,8 +1,10 @@
 """Typed dataclasses at the boundary between a pipeline and the rest of ainode.
 
-A pipeline returns a :class:`PipelineResult`; :mod:`pipelines.dicom_outputs` turns it into a
+A pipeline returns a :class:`PipelineResult`; :mod:`pipelines.outputs` turns it into a
 DICOM-SEG, a TID 1500 Structured Report and a Secondary Capture key image, and the node stores
 ``PipelineResult.summary`` in the job database. Nothing here touches the network or the database.
+A method describes its key image declaratively (:class:`KeyImageSpec`: panels, overlays,
+annotations, text); :mod:`pipelines.outputs.render` draws it, so methods never import PIL.
 """
 
 from __future__ import annotations
@@ -182,6 +184,109 @@ class KeyImage:
     patient_orientation: tuple[str, str] | None = None
 
 
+#: Soft-tissue display window (centre 40 HU, width 400 HU) as (lower, upper) HU; a common
+#: abdominal soft-tissue window, used for display only.
+SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)
+
+
+@dataclass(frozen=True)
+class KeyImageAnnotation:
+    """Text and/or a horizontal line drawn over a key-image panel.
+
+    Coordinates are panel pixels ``(row, column)`` before any display scaling (row 0 at the
+    top); the renderer scales them with the panel.
+
+    Attributes
+    ----------
+    row: float
+        Row of the anchor.
+    col: float
+        Column of the anchor (left end of the text, or of the line when there is no text).
+    text: str
+        Text drawn at the anchor (top-left; vertically centred on ``row`` when there is a
+        line); ``""`` for a line only.
+    line_to_col: float | None
+        Where given, a horizontal line at ``row`` from the end of the text (from ``col`` when
+        there is no text) to this column.
+    colour: tuple[int, int, int]
+        RGB of the text and the line.
+    dashed: bool
+        Draw the line dashed (e.g. the level of another panel).
+    """
+
+    row: float
+    col: float
+    text: str = ""
+    line_to_col: float | None = None
+    colour: tuple[int, int, int] = (255, 255, 0)
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class KeyImagePanel:
+    """One image of a key image, with its segmentation overlay and annotations.
+
+    Attributes
+    ----------
+    image: numpy.ndarray
+        ``(rows, columns)`` float: Hounsfield units when ``window_hu`` is given, otherwise a
+        grey level in 0..1 (values outside are clipped; 0 = black). Display orientation (row 0
+        at the top).
+    pixel_spacing_mm: tuple[float, float] | None
+        (row, column) spacing of ``image`` in mm; non-square pixels are shown square. ``None``:
+        spacing unknown (drawn as square pixels; the Secondary Capture then states no Pixel
+        Spacing).
+    window_hu: tuple[float, float] | None
+        Display window ``(lower, upper)`` in HU, or ``None`` for a grey image.
+    labels: numpy.ndarray | None
+        ``(rows, columns)`` integer label map on the same grid (0 = background, otherwise a
+        :attr:`SegmentDefinition.number` of :attr:`KeyImageSpec.segments`), drawn as coloured,
+        outlined regions; ``None``: no overlay.
+    annotations: tuple[KeyImageAnnotation, ...]
+        Text and lines drawn over the panel.
+    """
+
+    image: np.ndarray
+    pixel_spacing_mm: tuple[float, float] | None
+    window_hu: tuple[float, float] | None = SOFT_TISSUE_WINDOW_HU
+    labels: np.ndarray | None = None
+    annotations: tuple[KeyImageAnnotation, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyImageSpec:
+    """What a method wants on its key image; :mod:`pipelines.outputs.render` draws it.
+
+    The panels are laid out left to right (several panels are brought to one square pixel
+    spacing first), the image part is at least 512 pixels wide, and a black text panel below
+    it holds the colour legend of the segments present, ``text_lines`` and ``disclaimer``.
+
+    Attributes
+    ----------
+    panels: tuple[KeyImagePanel, ...]
+        At least one panel.
+    segments: tuple[SegmentDefinition, ...]
+        Colours (``display_rgb``) and legend labels of the overlay labels.
+    text_lines: tuple[str, ...]
+        Lines printed below the image (measurements, algorithm name/version/status).
+    source_index: int
+        Index into :attr:`PipelineResult.source_datasets` of the image it shows (referenced by
+        the Secondary Capture).
+    patient_orientation: tuple[str, str] | None
+        Patient Orientation (0020,0020) of the rendered image (see :class:`KeyImage`), or
+        ``None`` when unknown (e.g. a composite of sagittal and axial panels).
+    disclaimer: str
+        Appended as the last line unless a text line already contains it.
+    """
+
+    panels: tuple[KeyImagePanel, ...]
+    segments: tuple[SegmentDefinition, ...]
+    text_lines: tuple[str, ...]
+    source_index: int
+    patient_orientation: tuple[str, str] | None = None
+    disclaimer: str = RESEARCH_USE_DISCLAIMER
+
+
 @dataclass
 class PipelineResult:
     """What a pipeline returns: segmentation, measurements, findings and a key image.
@@ -204,8 +309,9 @@ class PipelineResult:
         All numeric measurements.
     findings: list[QualitativeFinding]
         Coded qualitative findings.
-    key_image: KeyImage | None
-        The rendered key image, or ``None``.
+    key_image: KeyImageSpec | KeyImage | None
+        The key image: a :class:`KeyImageSpec` (what methods return; rendered by
+        :mod:`pipelines.outputs`), an already rendered :class:`KeyImage`, or ``None``.
     summary: dict[str, Any]
         Flat JSON-serialisable summary (measurement values by key, level, flags, cut-off set...)
         stored in the job database and printed by the CLI. Must not contain PHI.
@@ -221,7 +327,7 @@ class PipelineResult:
     label_map: np.ndarray
     measurements: list[Measurement] = field(default_factory=list)
     findings: list[QualitativeFinding] = field(default_factory=list)
-    key_image: KeyImage | None = None
+    key_image: KeyImageSpec | KeyImage | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

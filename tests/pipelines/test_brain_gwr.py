@@ -24,8 +24,9 @@ from pipelines.brain_gwr import (
     run_brain_gwr,
     run_from_datasets,
 )
-from pipelines.dicom_outputs import build_outputs, write_outputs
 from pipelines.errors import ConfigError, PipelineError, UnsupportedInputError
+from pipelines.outputs import build_outputs, write_outputs
+from pipelines.outputs.render import render_key_image_spec
 from pipelines.types import (
     SCT_NO,
     SCT_YES,
@@ -119,7 +120,8 @@ def test_upright_phantom_gwr_and_dice(upright_phantom: HeadPhantom,
     findings = {f.name.value: f.value for f in upright_result.findings}
     assert findings["LOW-GWR"] == SCT_NO and findings["GWR-MEASURABLE"] == SCT_YES
     assert upright_result.key_image is not None
-    assert upright_result.key_image.pixels_rgb.dtype == np.uint8
+    # The method describes its key image; the outputs draw it.
+    assert render_key_image_spec(upright_result.key_image).pixels_rgb.dtype == np.uint8
     # The key image is the basal-ganglia level: its source frame holds putamen voxels.
     frame = upright_result.label_map[upright_result.key_image.source_index]
     assert (np.isin(frame, (3, 4))).any()

@@ -27,8 +27,8 @@ from pipelines.chest_respiratory_muscle import (
     run_chest_respiratory_muscle,
     run_from_datasets,
 )
-from pipelines.dicom_outputs import build_outputs, write_outputs
 from pipelines.errors import ConfigError, InvalidInputError, UnsupportedInputError
+from pipelines.outputs import build_outputs, write_outputs
 from pipelines.types import AlgorithmInfo, LearnedModel, PipelineResult, ValidationStatus
 from pipelines.validation import run_dciodvfy
 from pipelines.volume import CTVolume, load_ct_volume, read_instances

@@ -1,4 +1,4 @@
-"""Tests of pipelines.dicom_outputs: SEG, TID 1500 SR and SC key image, validated and read back.
+"""Tests of pipelines.outputs: SEG, TID 1500 SR and SC key image, validated and read back.
 
 Inputs: the real abdominal CT slice ``explicit_VR-UN.dcm`` (pydicom-data) with tissue masks from
 Hounsfield bands, and a synthetic 5-slice axial CT series written with pydicom in shuffled order.
@@ -20,7 +20,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from pipelines.dicom_outputs import (
+from pipelines.errors import OutputError
+from pipelines.outputs import (
     SC_SERIES_NUMBER,
     SEG_SERIES_NUMBER,
     SR_SERIES_NUMBER,
@@ -30,8 +31,7 @@ from pipelines.dicom_outputs import (
     summarise_outputs,
     write_outputs,
 )
-from pipelines.errors import OutputError
-from pipelines.render import render_key_image
+from pipelines.outputs.render import render_key_image
 from pipelines.types import (
     DCM_MEAN_ATTENUATION,
     PRIVATE_SCHEME,

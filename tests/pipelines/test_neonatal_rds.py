@@ -16,7 +16,6 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipelines.dicom_outputs import build_outputs, write_outputs
 from pipelines.errors import ConfigError, PipelineError, UnsupportedInputError
 from pipelines.neonatal_rds import (
     LABEL_LEFT_LUNG,
@@ -27,6 +26,7 @@ from pipelines.neonatal_rds import (
     run_from_datasets,
     segment_reference,
 )
+from pipelines.outputs import build_outputs, write_outputs
 from pipelines.radiograph import radiograph_pixel_spacing
 from pipelines.types import SCT_NO, AlgorithmInfo, LearnedModel, ValidationStatus
 from pipelines.validation import dciodvfy_available, run_dciodvfy

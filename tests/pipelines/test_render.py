@@ -1,4 +1,4 @@
-"""Tests of pipelines.render: windowing, overlay colours, outlines, geometry and text panel."""
+"""Tests of pipelines.outputs.render: windowing, overlay colours, outlines, geometry and text panel."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.errors import OutputError
-from pipelines.render import (
+from pipelines.outputs.render import (
     OVERLAY_ALPHA,
     apply_window,
     display_grid,

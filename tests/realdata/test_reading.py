@@ -17,8 +17,8 @@ import pytest
 
 from realdata_corpus import dicom_files
 from peers import require_binary
-from pipelines.dicom_outputs import build_outputs, write_outputs
 from pipelines.errors import InvalidSeriesError
+from pipelines.outputs import build_outputs, write_outputs
 from pipelines.types import (
     AlgorithmInfo,
     CodedTerm,

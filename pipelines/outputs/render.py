@@ -1,36 +1,46 @@
 """Key-image rendering: windowed image, coloured tissue overlay, legend and measurement text.
 
-The key image goes into the Secondary Capture (:mod:`pipelines.dicom_outputs`), which every PACS
+The key image goes into the Secondary Capture (:mod:`pipelines.outputs.sc`), which every PACS
 viewer shows, so it carries everything a reader needs without an SR/SEG-capable viewer: the
 segmentation as coloured, outlined regions, a legend with the segment labels, the measurements,
 the algorithm name/version/validation status and the research-use disclaimer, printed in a panel
 below the image (not over anatomy).
+
+Methods describe their key image with :class:`pipelines.types.KeyImageSpec` (pure data);
+:func:`render_key_image_spec` draws it. This is the only module of ainode that draws with PIL.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from pipelines.errors import OutputError
-from pipelines.types import RESEARCH_USE_DISCLAIMER, SegmentDefinition
+from pipelines.types import (
+    RESEARCH_USE_DISCLAIMER,
+    SOFT_TISSUE_WINDOW_HU,
+    KeyImage,
+    KeyImageAnnotation,
+    KeyImagePanel,
+    KeyImageSpec,
+    SegmentDefinition,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Opacity of the segment colour blended over the grayscale image.
 OVERLAY_ALPHA = 0.45
 
-#: Soft-tissue window (centre 40 HU, width 400 HU) as (lower, upper) HU; a common abdominal
-#: soft-tissue display window, used only for display.
-SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)
-
 _PANEL_BACKGROUND = (0, 0, 0)
 _TEXT_COLOUR = (255, 255, 255)
 _MIN_WIDTH = 512
+#: Gap in pixels between the panels of a multi-panel key image.
+_PANEL_GAP = 4
 
 
 def apply_window(hu_slice: np.ndarray, window_hu: tuple[float, float]) -> np.ndarray:
@@ -114,6 +124,7 @@ def render_key_image_gray(
     segments: list[SegmentDefinition],
     text_lines: list[str],
     pixel_spacing_mm: tuple[float, float] = (1.0, 1.0),
+    disclaimer: str = RESEARCH_USE_DISCLAIMER,
 ) -> np.ndarray:
     """Render an already normalised grayscale image (e.g. a radiograph) with its segmentation.
 
@@ -126,9 +137,11 @@ def render_key_image_gray(
     segments:
         Definitions of the labels.
     text_lines:
-        Lines printed below the image; the research-use disclaimer is appended if missing.
+        Lines printed below the image; ``disclaimer`` is appended if no line contains it.
     pixel_spacing_mm:
         (row, column) spacing in mm; non-square pixels are resampled to square.
+    disclaimer:
+        The research-use disclaimer.
 
     Returns
     -------
@@ -170,14 +183,186 @@ def render_key_image_gray(
     picture = np.round(rgb).astype(np.uint8)
 
     legend = [by_number[n] for n in sorted(by_number) if n in present]
-    return _add_text_panel(picture, legend, _with_disclaimer(text_lines))
+    return _add_text_panel(picture, legend, _with_disclaimer(text_lines, disclaimer))
 
 
-def _with_disclaimer(text_lines: Sequence[str]) -> list[str]:
+def _with_disclaimer(
+    text_lines: Sequence[str], disclaimer: str = RESEARCH_USE_DISCLAIMER
+) -> list[str]:
     lines = [str(line) for line in text_lines]
-    if not any(RESEARCH_USE_DISCLAIMER in line for line in lines):
-        lines.append(RESEARCH_USE_DISCLAIMER)
+    if not any(disclaimer in line for line in lines):
+        lines.append(disclaimer)
     return lines
+
+
+def render_key_image_spec(spec: KeyImageSpec) -> KeyImage:
+    """Draw a method's key-image description into the RGB key image of the Secondary Capture.
+
+    One panel is windowed (``window_hu``) or clipped to 0..1 (grey images), shown with square
+    pixels at least 512 pixels wide, overlaid with its labels and annotations. Several panels
+    are first brought to one square pixel spacing (the finest of all panels, nearest
+    neighbour), laid out left to right 4 pixels apart on black and vertically centred, then
+    drawn as one. The text panel below holds the legend of the segments present, the text
+    lines and the disclaimer.
+
+    Parameters
+    ----------
+    spec:
+        The description (panels in display orientation, row 0 at the top).
+
+    Returns
+    -------
+    pipelines.types.KeyImage
+        ``(rows, columns, 3)`` ``uint8`` RGB pixels, the source index and patient orientation
+        of ``spec``, and the (row, column) pixel spacing in mm of the image part, or
+        ``(0.0, 0.0)`` when a panel's spacing is unknown.
+
+    Raises
+    ------
+    OutputError
+        If there is no panel, a panel's labels do not have the image's 2-D shape, a window is
+        empty or a spacing is not positive.
+    """
+    if not spec.panels:
+        raise OutputError(
+            "key image: the KeyImageSpec has no panel; give at least one KeyImagePanel"
+        )
+    greys = [_panel_grey(panel) for panel in spec.panels]
+    if len(spec.panels) == 1:
+        panel = spec.panels[0]
+        image, labels = greys[0]
+        spacing = panel.pixel_spacing_mm or (1.0, 1.0)
+        annotations = list(panel.annotations)
+    else:
+        image, labels, spacing, annotations = _compose_panels(spec.panels, greys)
+    pixels = render_key_image_gray(
+        image,
+        labels,
+        list(spec.segments),
+        list(spec.text_lines),
+        pixel_spacing_mm=spacing,
+        disclaimer=spec.disclaimer,
+    )
+    (_, display_cols), display_spacing = display_grid(image.shape, spacing)
+    if annotations:
+        pixels = _draw_annotations(pixels, annotations, display_cols / image.shape[1])
+    known = all(panel.pixel_spacing_mm is not None for panel in spec.panels)
+    return KeyImage(
+        pixels_rgb=pixels,
+        source_index=int(spec.source_index),
+        pixel_spacing_mm=display_spacing if known else (0.0, 0.0),
+        patient_orientation=spec.patient_orientation,
+    )
+
+
+def _panel_grey(panel: KeyImagePanel) -> tuple[np.ndarray, np.ndarray]:
+    """Grey image (0..1) and label map of one panel."""
+    image = np.asarray(panel.image, dtype=np.float32)
+    if image.ndim != 2:
+        raise OutputError(
+            f"key image: panel image shape {image.shape} must be 2-D (rows, columns)"
+        )
+    grey = (
+        apply_window(image, panel.window_hu)
+        if panel.window_hu is not None
+        else np.clip(image, 0.0, 1.0)
+    )
+    labels = (
+        np.zeros(image.shape, dtype=np.uint8)
+        if panel.labels is None
+        else np.asarray(panel.labels)
+    )
+    if labels.shape != image.shape:
+        raise OutputError(
+            f"key image: panel image shape {image.shape} and label shape {labels.shape} must "
+            "be the same 2-D (rows, columns) shape"
+        )
+    return grey, labels
+
+
+def _compose_panels(
+    panels: Sequence[KeyImagePanel], greys: list[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float], list[KeyImageAnnotation]]:
+    """Lay panels out left to right at one square pixel spacing (nearest neighbour)."""
+    spacings = [panel.pixel_spacing_mm or (1.0, 1.0) for panel in panels]
+    if any(float(v) <= 0 for pair in spacings for v in pair):
+        raise OutputError(f"key image: panel pixel spacings {spacings} mm must be positive")
+    target = min(float(v) for pair in spacings for v in pair)
+    resampled = []
+    for (grey, labels), (row_mm, col_mm), panel in zip(greys, spacings, panels, strict=True):
+        rows, cols = grey.shape
+        out_rows = max(1, round(rows * float(row_mm) / target))
+        out_cols = max(1, round(cols * float(col_mm) / target))
+        row_index = np.minimum((np.arange(out_rows) * rows / out_rows).astype(int), rows - 1)
+        col_index = np.minimum((np.arange(out_cols) * cols / out_cols).astype(int), cols - 1)
+        scale_r, scale_c = out_rows / rows, out_cols / cols
+        notes = [
+            replace(
+                note,
+                row=note.row * scale_r,
+                col=note.col * scale_c,
+                line_to_col=None if note.line_to_col is None else note.line_to_col * scale_c,
+            )
+            for note in panel.annotations
+        ]
+        resampled.append(
+            (grey[np.ix_(row_index, col_index)], labels[np.ix_(row_index, col_index)], notes)
+        )
+    height = max(grey.shape[0] for grey, _, _ in resampled)
+    width = sum(grey.shape[1] for grey, _, _ in resampled) + _PANEL_GAP * (len(resampled) - 1)
+    out_grey = np.zeros((height, width), dtype=np.float32)
+    out_labels = np.zeros((height, width), dtype=np.int64)
+    out_notes: list[KeyImageAnnotation] = []
+    x = 0
+    for grey, labels, notes in resampled:
+        top = (height - grey.shape[0]) // 2
+        out_grey[top : top + grey.shape[0], x : x + grey.shape[1]] = grey
+        out_labels[top : top + grey.shape[0], x : x + grey.shape[1]] = labels
+        out_notes += [
+            replace(
+                note,
+                row=note.row + top,
+                col=note.col + x,
+                line_to_col=None if note.line_to_col is None else note.line_to_col + x,
+            )
+            for note in notes
+        ]
+        x += grey.shape[1] + _PANEL_GAP
+    return out_grey, out_labels, (target, target), out_notes
+
+
+def _draw_annotations(
+    pixels: np.ndarray, annotations: Sequence[KeyImageAnnotation], scale: float
+) -> np.ndarray:
+    """Draw annotations (panel coordinates times ``scale``) on the rendered RGB image."""
+    canvas = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(canvas)
+    size = max(15, round(15 * scale))
+    font = ImageFont.load_default(size=size)
+    width = max(1, round(scale))
+    for note in annotations:
+        y, x = note.row * scale, note.col * scale
+        colour = tuple(int(v) for v in note.colour)
+        if note.line_to_col is not None:
+            x1 = note.line_to_col * scale
+            # The text is about 0.65 em per character wide; the line starts after it.
+            x0 = x + 0.65 * size * len(note.text) if note.text else x
+            if note.dashed:
+                step = 6 * max(1, round(scale))
+                for xs in np.arange(x0, x1, 2 * step):
+                    draw.line([(xs, y), (min(xs + step, x1), y)], fill=colour, width=width)
+            else:
+                draw.line([(x0, y), (x1, y)], fill=colour, width=width)
+        if note.text:
+            draw.text(
+                (x, y - size / 2 if note.line_to_col is not None else y),
+                note.text,
+                fill=colour,
+                font=font,
+                stroke_width=1,
+                stroke_fill=(0, 0, 0),
+            )
+    return np.asarray(canvas, dtype=np.uint8).copy()
 
 
 def display_grid(
