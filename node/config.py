@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -26,7 +35,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from ainode_core.errors import ConfigError
+from ainode_core.errors import AINodeError, ConfigError
 
 _DESTINATION_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
@@ -102,62 +111,6 @@ class AllowedCaller(BaseModel):
     ae_title: str = Field(description="Calling AE title allowed to associate.", max_length=16)
     host: str | None = Field(
         default=None, description="If set, the association must also come from this IP address."
-    )
-
-
-class L3Settings(BaseModel):
-    """Parameters of the l3-body-composition protocol."""
-
-    cutoff_set: Literal["none", "prado-2008", "martin-2013", "van-der-werf-2018"] = Field(
-        default="none",
-        description=(
-            "Sex-specific low-SMI cut-off set for the sarcopenia flag (sources in "
-            "docs/pipelines/l3-body-composition.md). 'none' reports no flag."
-        ),
-    )
-
-
-class BrainGWRSettings(BaseModel):
-    """Parameters of the brain-gwr protocol (all of them: docs/pipelines/brain-gwr.md)."""
-
-    gwr_cutoff: float = Field(
-        default=1.18,
-        gt=0.5,
-        lt=2.0,
-        description=(
-            "Basal-ganglia GWR below which the low-GWR finding is set (default 1.18, Torbey "
-            "2000; see docs/pipelines/brain-gwr.md for other published cut-offs)."
-        ),
-    )
-    atlas_path: Path | None = Field(
-        default=None,
-        description=(
-            "A site-built template/atlas asset (.npz, training/build_brain_atlas.py). Unset: the "
-            "shipped asset."
-        ),
-    )
-
-
-class ChestSettings(BaseModel):
-    """Parameters of the chest-respiratory-muscle protocol."""
-
-    include_diaphragm: bool = Field(
-        default=True,
-        description="Segment and report the diaphragm (lower-confidence structure).",
-    )
-
-
-class NeonatalRDSSettings(BaseModel):
-    """Parameters of the neonatal-rds protocol."""
-
-    assumed_pixel_spacing_mm: float | None = Field(
-        default=None,
-        gt=0,
-        description=(
-            "Pixel size to assume when a radiograph has neither a usable Pixel Spacing nor "
-            "Imager Pixel Spacing (stated in the report). Unset: areas are given in pixels and "
-            "percent of the image only."
-        ),
     )
 
 
@@ -375,19 +328,39 @@ _MODEL_SELECTION_HELP = (
 )
 
 
-class ModelSettings(BaseModel):
-    """Which trained network each protocol runs, and how inference runs (docs/models.md)."""
+def _check_model_selection(value: str) -> str:
+    if not isinstance(value, str) or not _MODEL_SELECTION_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not 'reference', 'best-validated' or a model name (lower-case "
+            "letters, digits, '.', '_', '-')"
+        )
+    return value
 
-    l3_body_composition: str = Field(
-        default="reference", description=f"l3-body-composition: {_MODEL_SELECTION_HELP}."
-    )
-    chest_respiratory_muscle: str = Field(
-        default="reference", description="chest-respiratory-muscle: as for l3_body_composition."
-    )
-    neonatal_rds: str = Field(
-        default="reference", description="neonatal-rds: as for l3_body_composition."
-    )
-    brain_gwr: str = Field(default="reference", description="brain-gwr: as for l3_body_composition.")
+
+ModelSelection = Annotated[str, AfterValidator(_check_model_selection)]
+
+
+def _protocol_key(name: str) -> str:
+    """Settings key of protocol ``name`` (``-`` becomes ``_``: ``brain-gwr`` -> ``brain_gwr``)."""
+    return name.replace("-", "_")
+
+
+def _registered_protocols() -> dict[str, Any]:
+    from pipelines.registry import protocols
+
+    return protocols()
+
+
+class _ModelSettingsBase(BaseModel):
+    """Which trained network each protocol runs, and how inference runs (docs/models.md).
+
+    One selection per registered protocol, keyed by its name with ``_`` for ``-`` (e.g.
+    ``brain_gwr: reference``); the keys come from the protocol registry, so a plug-in's protocol
+    is selected the same way.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
     sliding_window_overlap: float = Field(
         default=0.25, ge=0.0, lt=1.0,
         description="Overlap of neighbouring windows in sliding-window inference (MONAI).",
@@ -403,24 +376,78 @@ class ModelSettings(BaseModel):
         description="Directory of installed models; default <data_dir>/models.",
     )
 
-    @field_validator(
-        "l3_body_composition", "chest_respiratory_muscle", "neonatal_rds", "brain_gwr"
-    )
-    @classmethod
-    def _check_selection(cls, value: str) -> str:
-        if not _MODEL_SELECTION_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not 'reference', 'best-validated' or a model name (lower-case "
-                "letters, digits, '.', '_', '-')"
-            )
-        return value
+    @model_validator(mode="after")
+    def _check_extra_selections(self) -> _ModelSettingsBase:
+        """Keys not declared as fields (a plug-in installed after start-up) must name a
+        registered protocol, and hold a valid selection."""
+        extra = dict(self.__pydantic_extra__ or {})
+        if extra:
+            known = {_protocol_key(name) for name in _registered_protocols()}
+            unknown = sorted(set(extra) - known)
+            if unknown:
+                raise ValueError(
+                    f"unknown protocol(s) {unknown}; known: {', '.join(sorted(known))} (the "
+                    "protocol name with '_' for '-')"
+                )
+            for value in extra.values():
+                _check_model_selection(value)
+        return self
 
     def selection(self, protocol: str) -> str:
-        """The configured selection for ``protocol`` (``"reference"`` for unknown protocols)."""
-        return str(getattr(self, protocol.replace("-", "_"), "reference"))
+        """The configured selection for ``protocol`` (``"reference"`` when not set)."""
+        return str(getattr(self, _protocol_key(protocol), None) or "reference")
 
 
-class Settings(BaseSettings):
+#: Model selection per protocol, one field per protocol in the registry (see
+#: :class:`_ModelSettingsBase`).
+ModelSettings = create_model(
+    "ModelSettings",
+    __base__=_ModelSettingsBase,
+    __doc__=_ModelSettingsBase.__doc__,
+    **{
+        _protocol_key(name): (
+            ModelSelection,
+            Field(default="reference", description=f"{name}: {_MODEL_SELECTION_HELP}."),
+        )
+        for name in _registered_protocols()
+    },
+)
+
+
+class _ProtocolSection(BaseModel):
+    """A protocol's section of the settings: the parameters its spec offers there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The protocol's full parameter model (set on each generated section class).
+    _parameters: Any = None
+
+    @model_validator(mode="after")
+    def _check_with_the_protocol(self) -> _ProtocolSection:
+        """Cross-field rules and refusals of the protocol's own model apply here too."""
+        model = type(self)._parameters
+        if model is not None:
+            model.from_mapping(self.values())
+        return self
+
+    def values(self) -> dict[str, Any]:
+        """The section's parameters, unset (``None``) ones left out."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+def _protocol_section(name: str, spec: Any) -> tuple[Any, Any]:
+    fields = spec.parameters.model_fields
+    section = create_model(
+        f"{spec.parameters.__name__}Section",
+        __base__=_ProtocolSection,
+        __doc__=f"Parameters of {name} set in the node's settings.",
+        **{key: (fields[key].annotation, fields[key]) for key in spec.settings_fields},
+    )
+    section._parameters = spec.parameters
+    return (section, Field(default_factory=section, description=f"{name}: {spec.title}."))
+
+
+class _SettingsBase(BaseSettings):
     """Settings of an ainode node."""
 
     model_config = SettingsConfigDict(
@@ -572,22 +599,14 @@ class Settings(BaseSettings):
             "Allow pynetdicom's identifier logging (may contain patient data). Off by default."
         ),
     )
-    l3: L3Settings = Field(default_factory=L3Settings, description="l3-body-composition.")
-    brain_gwr: BrainGWRSettings = Field(
-        default_factory=BrainGWRSettings, description="brain-gwr."
-    )
-    chest: ChestSettings = Field(
-        default_factory=ChestSettings, description="chest-respiratory-muscle."
-    )
-    neonatal_rds: NeonatalRDSSettings = Field(
-        default_factory=NeonatalRDSSettings, description="neonatal-rds."
-    )
     protocol_parameters: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description=(
-            "Advanced: any other pipeline parameter, by protocol name, e.g. "
-            "{'chest-respiratory-muscle': {'min_slab_mm': 30}}. Names and meanings are on each "
-            "protocol's page in docs/pipelines/; unknown names are refused at start."
+            "Any pipeline parameter, by protocol name, e.g. {'chest-respiratory-muscle': "
+            "{'min_slab_mm': 30}}; it overrides the protocol's own section (e.g. "
+            "chest.include_diaphragm). Names, types and bounds come from the protocol's "
+            "parameter model (docs/pipelines/); unknown protocols or names, wrong types and "
+            "values out of range are refused at start, naming the parameter."
         ),
     )
     models: ModelSettings = Field(
@@ -619,23 +638,19 @@ class Settings(BaseSettings):
         return value
 
     def protocol_params(self, protocol: str) -> dict[str, Any]:
-        """Pipeline parameters of ``protocol`` from these settings (empty when it has none).
+        """Pipeline parameters of ``protocol`` from these settings (empty when none are set).
 
-        The typed settings (``l3``, ``brain_gwr``, ``chest``, ``neonatal_rds``) come first;
-        ``protocol_parameters`` may add or override any other parameter of the protocol.
+        The protocol's own section (its spec's ``settings_fields`` under
+        :meth:`pipelines.protocol.ProtocolSpec.settings_section`, e.g. ``l3.cutoff_set``) comes
+        first, unset (null) values left out; ``protocol_parameters`` may add or override any
+        parameter of the protocol.
         """
         params: dict[str, Any] = {}
-        if protocol == "l3-body-composition":
-            params = {"cutoff_set": self.l3.cutoff_set}
-        elif protocol == "brain-gwr":
-            params = {"gwr_cutoff": self.brain_gwr.gwr_cutoff}
-            if self.brain_gwr.atlas_path is not None:
-                params["atlas_path"] = str(self.brain_gwr.atlas_path)
-        elif protocol == "chest-respiratory-muscle":
-            params = {"include_diaphragm": self.chest.include_diaphragm}
-        elif protocol == "neonatal-rds":
-            if self.neonatal_rds.assumed_pixel_spacing_mm is not None:
-                params = {"assumed_pixel_spacing_mm": self.neonatal_rds.assumed_pixel_spacing_mm}
+        spec = _registered_protocols().get(protocol)
+        if spec is not None:
+            section = getattr(self, spec.settings_section(), None)
+            if isinstance(section, _ProtocolSection):
+                params.update(section.values())
         params.update(self.protocol_parameters.get(protocol, {}))
         return params
 
@@ -645,22 +660,20 @@ class Settings(BaseSettings):
         Raises
         ------
         ConfigError
-            An unknown protocol in ``protocol_parameters``, or an unknown/invalid parameter.
+            An unknown protocol in ``protocol_parameters``, or an unknown name, a wrong type or
+            a value out of range (the message names the protocol and the parameter).
         """
-        from ainode_core.errors import UnsupportedInputError
-        from pipelines.registry import PROTOCOLS, check_parameters
+        from pipelines.registry import check_parameters
 
-        unknown = sorted(set(self.protocol_parameters) - set(PROTOCOLS))
+        registered = _registered_protocols()
+        unknown = sorted(set(self.protocol_parameters) - set(registered))
         if unknown:
             raise ConfigError(
                 f"protocol_parameters names unknown protocol(s) {unknown}; known: "
-                f"{', '.join(sorted(PROTOCOLS))}"
+                f"{', '.join(sorted(registered))}"
             )
-        for name in PROTOCOLS:
-            try:
-                check_parameters(name, self.protocol_params(name))
-            except UnsupportedInputError as exc:
-                raise ConfigError(str(exc)) from exc
+        for name in registered:
+            check_parameters(name, self.protocol_params(name))
 
     @property
     def models_install_dir(self) -> Path:
@@ -711,6 +724,21 @@ class Settings(BaseSettings):
                 raise ConfigError(f"AINODE_CONFIG names {yaml_file}, which does not exist")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
+
+
+#: The settings: :class:`_SettingsBase` plus one section per registered protocol that offers
+#: one (its spec's ``settings_fields``, typed by its parameter model, under
+#: :meth:`pipelines.protocol.ProtocolSpec.settings_section`).
+Settings = create_model(
+    "Settings",
+    __base__=_SettingsBase,
+    __doc__=_SettingsBase.__doc__,
+    **{
+        spec.settings_section(): _protocol_section(name, spec)
+        for name, spec in _registered_protocols().items()
+        if spec.settings_fields
+    },
+)
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

@@ -260,7 +260,12 @@ class SeriesSummary:
     patient_age_days: float | None
 
     def describe(self) -> str:
-        """What was seen, for messages (no patient identifiers)."""
+        """What was seen, for messages and logs.
+
+        Free-text values (Study and Series Description, Protocol Name) may hold patient data
+        and are never quoted: only whether they are present (issue 14). Coded values (Modality,
+        Body Part Examined, Image Type, View Position) are shown.
+        """
 
         def quoted(value: str) -> str:
             return repr(value) if value else "(none)"
@@ -268,11 +273,11 @@ class SeriesSummary:
         parts = [
             f"Modality {self.modality or '(none)'}",
             f"Body Part {quoted(self.body_part_examined)}",
-            f"Study Description {quoted(self.study_description)}",
-            f"Series Description {quoted(self.series_description)}",
+            f"Study Description {_presence(self.study_description)}",
+            f"Series Description {_presence(self.series_description)}",
         ]
         if self.protocol_name:
-            parts.append(f"Protocol Name {self.protocol_name!r}")
+            parts.append("Protocol Name (given)")
         if self.image_type:
             parts.append("Image Type " + "\\".join(self.image_type))
         if self.orientation:
@@ -447,8 +452,18 @@ _REGEX_LABELS = {
 }
 
 
+#: Attributes whose values are free text (may hold names or other patient data): routing
+#: reasons, checks and log lines say whether a rule's pattern matched, never the value.
+_FREE_TEXT = frozenset({"study_description", "series_description", "protocol_name"})
+
+
 def _shown(value: str) -> str:
     return repr(value) if value else "(missing)"
+
+
+def _presence(value: str) -> str:
+    """``(given)`` or ``(none)``: a free-text value is never quoted."""
+    return "(given)" if value else "(none)"
 
 
 def _evaluate(
@@ -483,7 +498,12 @@ def _evaluate(
         value = getattr(summary, name)
         ok = match.pattern(name).search(value) is not None
         verb = "matches" if ok else "does not match"
-        if not check(ok, f"{label} {_shown(value)} {verb} '{getattr(match, name)}'"):
+        if name in _FREE_TEXT:
+            shown = label if value else f"{label} (missing)"
+        else:
+            shown = f"{label} {_shown(value)}"
+        if not check(ok, f"{shown} {verb} the rule's pattern '{getattr(match, name)}'"
+                     if name in _FREE_TEXT else f"{shown} {verb} '{getattr(match, name)}'"):
             return False, notes
     if match.any_description is not None:
         pattern = match.pattern("any_description")
@@ -493,7 +513,7 @@ def _evaluate(
             "Protocol Name": summary.protocol_name,
         }
         hits = [label for label, value in values.items() if pattern.search(value)]
-        seen = ", ".join(f"{label} {_shown(value)}" for label, value in values.items())
+        seen = ", ".join(f"{label} {_presence(value)}" for label, value in values.items())
         text = (
             f"{' and '.join(hits)} match '{match.any_description}'"
             if hits
@@ -735,7 +755,7 @@ def configured_rules(rules: Sequence[RoutingRule | dict[str, Any]] | None) -> li
     """The routing table a node uses: ``rules`` from its settings, or the shipped defaults.
 
     Configured rules are checked against the protocols ainode knows
-    (:data:`pipelines.registry.PROTOCOLS`), so a misspelt protocol stops the configuration from
+    (:func:`pipelines.registry.protocols`), so a misspelt protocol stops the configuration from
     loading instead of failing jobs later.
 
     Raises
@@ -745,13 +765,67 @@ def configured_rules(rules: Sequence[RoutingRule | dict[str, Any]] | None) -> li
     """
     if rules is None:
         return default_rules()
-    from pipelines.registry import PROTOCOLS
+    from pipelines.registry import protocols
 
-    return load_rules(rules, known_protocols=PROTOCOLS)
+    return load_rules(rules, known_protocols=protocols())
+
+
+def merged_default_rules(
+    core: Sequence[Any], protocol_specs: Iterable[Any]
+) -> list[dict[str, Any]]:
+    """The default table: the core rules with every protocol's rules inserted by stage.
+
+    Parameters
+    ----------
+    core:
+        The protocol-independent rules of ``node/default_routing.yaml``, with one placeholder
+        ``{"protocol_rules": STAGE}`` per stage (``override``, ``exclude``, ``metadata``,
+        ``pixel``) where that stage's rules go.
+    protocol_specs:
+        The registered :class:`pipelines.protocol.ProtocolSpec` objects; each
+        ``default_rules`` entry carries ``stage`` and optionally ``order`` (default 100).
+
+    Returns
+    -------
+    list[dict]
+        Rules in the node's rule syntax (``stage``/``order`` removed): within a stage by
+        ``order``, then protocol name, then their order in the spec.
+
+    Raises
+    ------
+    RoutingError
+        A placeholder naming an unknown stage, or a stage without a placeholder that has rules.
+    """
+    by_stage: dict[str, list[tuple[float, str, int, dict[str, Any]]]] = {}
+    for spec in protocol_specs:
+        for position, raw in enumerate(spec.default_rules):
+            rule = dict(raw)
+            stage = str(rule.pop("stage", ""))
+            order = float(rule.pop("order", 100))
+            by_stage.setdefault(stage, []).append((order, spec.name, position, rule))
+    merged: list[dict[str, Any]] = []
+    placed: set[str] = set()
+    for raw in core:
+        if isinstance(raw, dict) and "protocol_rules" in raw:
+            stage = str(raw["protocol_rules"])
+            if stage in placed:
+                raise RoutingError(f"default routing table: stage {stage!r} placed twice")
+            placed.add(stage)
+            merged.extend(rule for *_, rule in sorted(by_stage.get(stage, []), key=lambda t: t[:3]))
+            continue
+        merged.append(raw)
+    missing = sorted(set(by_stage) - placed)
+    if missing:
+        raise RoutingError(
+            f"protocol rules of stage(s) {missing} have no place in the default routing table"
+        )
+    return merged
 
 
 def default_rules() -> list[RoutingRule]:
-    """The routing table shipped with ainode (``node/default_routing.yaml``).
+    """The routing table shipped with ainode: the protocol-independent rules of
+    ``node/default_routing.yaml`` with every registered protocol's rules merged in by stage
+    (:func:`merged_default_rules`).
 
     Returns
     -------
@@ -761,8 +835,20 @@ def default_rules() -> list[RoutingRule]:
     Raises
     ------
     RoutingError
-        If the packaged file is missing or invalid (a packaging bug).
+        If the packaged file is missing or invalid (a packaging bug), or a protocol's rules are.
     """
+    from pipelines.registry import protocols
+
     resource = resources.files("node").joinpath(DEFAULT_ROUTING_FILE)
     with resources.as_file(resource) as path:
-        return load_rules(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise RoutingError(f"{path}: cannot read the default routing rules ({exc})") from exc
+    core = loaded.get("rules") if isinstance(loaded, dict) else loaded
+    if not isinstance(core, list):
+        raise RoutingError(f"{path}: expected a 'rules:' list")
+    registered = protocols()
+    return load_rules(
+        merged_default_rules(core, registered.values()), known_protocols=registered
+    )

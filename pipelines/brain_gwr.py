@@ -92,7 +92,7 @@ from pipelines.errors import (
 )
 from pipelines.headers import header_copy
 from pipelines.morphology import FACE, largest_component
-from pipelines.parameters import parameters_from_mapping
+from pipelines.parameters.brain_gwr import BrainGWRParameters  # the parameter model lives with the spec
 from pipelines.types import (
     DCM_ATTENUATION,
     PRIVATE_SCHEME,
@@ -112,8 +112,7 @@ from pipelines.types import (
     UCUM_RATIO,
     AlgorithmInfo,
     CodedTerm,
-    KeyImagePanel,
-    KeyImageSpec,
+    KeyImage,
     LearnedModel,
     Measurement,
     PipelineResult,
@@ -142,7 +141,7 @@ ALGORITHM = AlgorithmInfo(
 LABEL_BRAIN_PARENCHYMA = 8
 
 #: Published default cut-off: GWR_BG < 1.18, Torbey et al., Stroke 2000 (clinical.md §4.2).
-DEFAULT_GWR_CUTOFF = 1.18
+from pipelines.parameters.brain_gwr import DEFAULT_GWR_CUTOFF  # noqa: E402  (one source)
 DEFAULT_GWR_CUTOFF_SOURCE = "Torbey et al., Stroke 2000 (GWR_BG < 1.18, 100 % predictive of death, n=25)"
 
 # Codes: PS3.16 / SNOMED CT as in pydicom 3.0.2's tables (clinical.md §5).
@@ -214,106 +213,6 @@ def _segment(number: int) -> SegmentDefinition:
 
 #: All segments of the protocol (one per landmark and side; parenchyma for single slices).
 SEGMENTS: list[SegmentDefinition] = [_segment(n) for n in (*LANDMARK_LABELS, LABEL_BRAIN_PARENCHYMA)]
-
-
-@dataclass(frozen=True)
-class BrainGWRParameters:
-    """Parameters of the ``brain-gwr`` protocol (keys of the node's ``params`` mapping).
-
-    Attributes
-    ----------
-    parenchyma_hu:
-        (lower, upper) HU kept in the landmarks: 10..60 HU. Non-contrast CT gray matter is
-        37-45 HU and white matter 20-30 HU (clinical.md §4.3, Buzug 2008); CSF lies below 10 HU,
-        calcification, blood and bone above 60 HU.
-    erosion_mm:
-        In-plane erosion radius of the in-band mask against partial volume, mm (at least one
-        pixel when > 0; 0 disables).
-    core_erosion_mm:
-        The GWR uses the mean HU of each segment's *core*: the segment eroded in-plane by this
-        radius (at least one pixel when > 0), which keeps the ROI away from the neighbouring
-        structure of the other tissue class when the registration is off by a voxel, as the
-        manual method places small ROIs in the centre of each structure (10 mm² circles,
-        SJTREM 2013;21:57). A segment whose core would be empty is used whole (warning).
-    gwr_cutoff:
-        GWR_BG below this is flagged; default 1.18 (Torbey et al., Stroke 2000).
-    bone_hu:
-        Skull threshold for skull stripping, HU.
-    brain_mask_hu:
-        (lower, upper) HU of tissue that may belong to the brain mask.
-    registration_spacing_mm:
-        Isotropic spacing at which the scan is registered to the template, mm.
-    registration_iterations:
-        Maximum optimiser iterations per stage and level.
-    min_brain_extent_mm:
-        The brain mask must span at least this head-feet extent, mm (the caudate-to-corpus
-        callosum range is about 50 mm).
-    min_landmark_coverage:
-        Each landmark's carried-back volume must reach this fraction of its expected volume
-        (atlas volume scaled by the registration), else the scan does not cover it.
-    min_registration_dice:
-        Dice of the registered template brain mask against the scan's brain mask, within the
-        scan's field of view, below which the registration is considered failed.
-    min_skull_enclosure:
-        Fraction of the brain mask's in-plane outline that must lie within 6 mm of bone
-        (:class:`BrainMaskReport`); below it the series is not taken for a head CT.
-    template_scale_range:
-        (lower, upper) scale of the template against the scan's brain along any axis outside
-        which the registration is considered failed (adult brains differ by about ±15 % in
-        each dimension from Colin27; a 2-year-old's brain is about 80 % of adult size).
-    reject_contrast:
-        Refuse series whose headers record a contrast agent (contrast raises gray-matter HU).
-    atlas_path:
-        Alternative atlas asset (``.npz`` as built by ``training/build_brain_atlas.py``).
-    """
-
-    parenchyma_hu: tuple[float, float] = (10.0, 60.0)
-    erosion_mm: float = 1.0
-    core_erosion_mm: float = 2.0
-    gwr_cutoff: float = DEFAULT_GWR_CUTOFF
-    bone_hu: float = 300.0
-    brain_mask_hu: tuple[float, float] = (-15.0, 100.0)
-    registration_spacing_mm: float = 3.0
-    registration_iterations: int = 100
-    min_brain_extent_mm: float = 50.0
-    min_landmark_coverage: float = 0.7
-    min_registration_dice: float = 0.8
-    min_skull_enclosure: float = 0.6
-    template_scale_range: tuple[float, float] = (0.6, 1.4)
-    reject_contrast: bool = True
-    atlas_path: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("parenchyma_hu", "brain_mask_hu", "template_scale_range"):
-            lower, upper = getattr(self, name)
-            if not float(lower) < float(upper):
-                raise ConfigError(f"brain-gwr {name} = {getattr(self, name)}: lower must be < upper")
-        if not 0.5 <= float(self.gwr_cutoff) <= 3.0:
-            raise ConfigError(
-                f"brain-gwr gwr_cutoff = {self.gwr_cutoff}: expected a ratio near 1.1-1.3"
-            )
-        if not 1.0 <= float(self.registration_spacing_mm) <= 6.0:
-            raise ConfigError(
-                f"brain-gwr registration_spacing_mm = {self.registration_spacing_mm}: use 1..6 mm"
-            )
-        if float(self.erosion_mm) < 0:
-            raise ConfigError(f"brain-gwr erosion_mm = {self.erosion_mm}: must be >= 0")
-        if float(self.core_erosion_mm) < 0:
-            raise ConfigError(f"brain-gwr core_erosion_mm = {self.core_erosion_mm}: must be >= 0")
-
-    @classmethod
-    def from_mapping(cls, params: Mapping[str, Any] | None) -> BrainGWRParameters:
-        """Build from the node's settings mapping.
-
-        Raises
-        ------
-        ConfigError
-            For unknown keys or invalid values.
-        """
-        return parameters_from_mapping(
-            cls, params, "brain-gwr",
-            pairs=("parenchyma_hu", "brain_mask_hu", "template_scale_range")
-        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -1485,10 +1384,9 @@ def measure(
     )
 
 
-def _key_image(
-    volume: CTVolume, label_map: np.ndarray, k: int, text: list[str]
-) -> KeyImageSpec | None:
-    """Describe the key image: axial slice ``k`` in a brain window (0..80 HU), its labels."""
+def _key_image(volume: CTVolume, label_map: np.ndarray, k: int, text: list[str]) -> KeyImage | None:
+    from pipelines.render import display_grid, render_key_image
+
     source_index = 0 if volume.is_single_slice else volume.source_frame_of_slice(k)
     if source_index is None:
         # Coronal or sagittal source images: the key image is the axial reformat of slice k;
@@ -1498,12 +1396,11 @@ def _key_image(
         frames = volume.to_source_frames(marker)
         source_index = int(np.argmax(frames.reshape(frames.shape[0], -1).sum(axis=1)))
     spacing_rc = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
-    return KeyImageSpec(
-        panels=(KeyImagePanel(image=volume.hu[k], pixel_spacing_mm=spacing_rc,
-                              window_hu=(0.0, 80.0), labels=label_map[k]),),
-        segments=tuple(SEGMENTS), text_lines=tuple(text), source_index=int(source_index),
-        patient_orientation=("L", "P"),
-    )
+    pixels = render_key_image(volume.hu[k], label_map[k], SEGMENTS, text,
+                              window_hu=(0.0, 80.0), pixel_spacing_mm=spacing_rc)
+    _, display_spacing = display_grid(volume.hu[k].shape, spacing_rc)
+    return KeyImage(pixels_rgb=pixels, source_index=int(source_index),
+                    pixel_spacing_mm=display_spacing, patient_orientation=("L", "P"))
 
 
 # ------------------------------------------------------------------------------------------

@@ -97,13 +97,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 from pydicom.dataset import Dataset
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from pipelines.acquisition import contrast_recorded
 from pipelines.errors import ConfigError, PipelineError, UnsupportedInputError
-from pipelines.parameters import parameters_from_mapping
+from pipelines.parameters.chest_respiratory_muscle import ChestParameters  # the parameter model lives with the spec
 from pipelines.spine import (
     find_body_mask,
     find_vertebra_in_slice,
@@ -121,16 +122,13 @@ from pipelines.types import (
     SCT_RIGHT,
     SCT_TISSUE,
     SCT_VOLUME,
-    SOFT_TISSUE_WINDOW_HU,
     UCUM_CM2,
     UCUM_CM3,
     UCUM_HU,
     UCUM_PERCENT,
     AlgorithmInfo,
     CodedTerm,
-    KeyImageAnnotation,
-    KeyImagePanel,
-    KeyImageSpec,
+    KeyImage,
     LearnedModel,
     Measurement,
     PipelineResult,
@@ -243,107 +241,6 @@ UCUM_MM = CodedTerm("mm", "UCUM", "millimeter")
 
 def _slice_concept(code: str, meaning: str) -> CodedTerm:
     return CodedTerm(code, PRIVATE_SCHEME, meaning)
-
-
-@dataclass(frozen=True)
-class ChestParameters:
-    """Parameters of the chest respiratory-muscle protocol (keys of the node's ``params``).
-
-    Attributes
-    ----------
-    muscle_hu:
-        Skeletal-muscle band, HU: -29..150 (Alberta protocol; Mitsiopoulos et al. 1998).
-    low_attenuation_hu:
-        Low-attenuation muscle band, HU: -29..29, below the +30..+150 "normal attenuation" band
-        (Kim DW et al., Korean J Radiol 2021).
-    bone_threshold_hu, lung_threshold_hu:
-        Bone (above) and lung/air (below) thresholds, HU.
-    gas_max_median_hu:
-        Air regions with a median at or below this are gas, not lung (bowel gas about -1000 HU).
-    min_lung_fraction:
-        A lung fills at least this fraction of the body in some slice.
-    min_slab_mm:
-        Shortest lung slab measured (shorter series are rejected as too short).
-    skin_mm:
-        Skin stripped from the body outline, mm.
-    intercostal_max_gap_mm:
-        Rib above and below an intercostal voxel must lie within this distance, mm.
-    paravertebral_half_width_mm:
-        Half-width of the paravertebral region (no intercostal muscle there), mm.
-    erector_min_depth_mm:
-        Erector spinae lies more than this dorsal to the vertebral-body centre, mm.
-    erector_lateral_mm:
-        Bounds of the erector spinae's lateral limit, mm from the midline: the limit is the rib
-        angle of the slice (the most dorsal point of the ribs lining the lung, where the
-        iliocostalis ends; 4-8 cm from the midline in adults: Gray's Anatomy, 42nd ed., back
-        muscles) plus ``erector_angle_margin_mm``, held within these bounds (and this range's
-        middle where no rib angle is seen).
-    erector_angle_margin_mm:
-        Margin lateral of the rib angle, mm.
-    erector_fat_plane_mm:
-        A run of fat (below the muscle band) at least this long along a dorsal ray is the fat
-        plane between the erector spinae and the superficial back muscles (trapezius,
-        rhomboids, latissimus), mm.
-    erector_max_gap_mm:
-        The erector spinae starts within this distance dorsal of the lamina, transverse process
-        or rib (or of the lung) of its ray, mm.
-    erector_extension_mm:
-        The erector spinae is also measured this far below the lowest lung slice (so that the
-        mid-T12 ESMA exists when the lungs end above it), mm.
-    cage_window_mm:
-        Rib bone within this cranio-caudal distance spans the thoracic cavity of a slice, mm.
-    pectoralis_max_angle_deg:
-        Superficial muscle within this angle of the anterior direction is pectoralis, degrees.
-    pectoralis_apex_margin_mm:
-        Pectoralis is looked for only this far below the lung apices, mm.
-    include_diaphragm:
-        Segment the (lower-confidence) diaphragm.
-    diaphragm_thickness_mm, diaphragm_clear_below_mm:
-        Sheet thickness below a lung base, and lung-free distance below it, mm.
-    """
-
-    muscle_hu: tuple[float, float] = (-29.0, 150.0)
-    low_attenuation_hu: tuple[float, float] = (-29.0, 29.0)
-    bone_threshold_hu: float = 200.0
-    lung_threshold_hu: float = -400.0
-    gas_max_median_hu: float = -975.0
-    min_lung_fraction: float = 0.05
-    min_slab_mm: float = 40.0
-    skin_mm: float = 3.0
-    intercostal_max_gap_mm: float = 25.0
-    paravertebral_half_width_mm: float = 60.0
-    erector_min_depth_mm: float = 15.0
-    erector_lateral_mm: tuple[float, float] = (45.0, 90.0)
-    erector_angle_margin_mm: float = 10.0
-    erector_fat_plane_mm: float = 2.5
-    erector_max_gap_mm: float = 15.0
-    erector_extension_mm: float = 40.0
-    cage_window_mm: float = 20.0
-    pectoralis_max_angle_deg: float = 65.0
-    pectoralis_apex_margin_mm: float = 20.0
-    include_diaphragm: bool = True
-    diaphragm_thickness_mm: float = 5.0
-    diaphragm_clear_below_mm: float = 10.0
-
-    def __post_init__(self) -> None:
-        for name in ("muscle_hu", "low_attenuation_hu", "erector_lateral_mm"):
-            lower, upper = (float(v) for v in getattr(self, name))
-            if not lower < upper:
-                raise ConfigError(f"{name} = {getattr(self, name)}: lower must be < upper")
-
-    @classmethod
-    def from_mapping(cls, params: Mapping[str, Any] | None) -> ChestParameters:
-        """Build from the node's parameter mapping.
-
-        Raises
-        ------
-        ConfigError
-            If a key is not a field of this class (the message lists the valid keys).
-        """
-        return parameters_from_mapping(
-            cls, params, PROTOCOL_NAME,
-            pairs=("muscle_hu", "low_attenuation_hu", "erector_lateral_mm"),
-        )
 
 
 @dataclass
@@ -528,35 +425,11 @@ def _hull_mask(points_mask: np.ndarray) -> np.ndarray:
         hull = ConvexHull(pts)
     except QhullError:
         return out
-    out = _fill_convex_polygon(points_mask.shape, pts[hull.vertices])
+    vertices = pts[hull.vertices]
+    canvas = Image.new("1", (points_mask.shape[1], points_mask.shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([(float(c), float(r)) for r, c in vertices], fill=1)
+    out = np.asarray(canvas, dtype=bool).copy()
     out[points_mask] = True
-    return out
-
-
-def _fill_convex_polygon(shape: tuple[int, int], vertices_rc: np.ndarray) -> np.ndarray:
-    """Scan-line fill of a convex polygon given by its ``(n, 2)`` (row, column) vertices.
-
-    On each row between the top and bottom vertex, the pixels from the leftmost to the
-    rightmost edge crossing (each rounded to the nearest column) are set, as Pillow's polygon
-    fill does (the same pixels up to ties at exactly half a pixel).
-    """
-    y0 = vertices_rc[:, 0].astype(float)
-    x0 = vertices_rc[:, 1].astype(float)
-    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
-    rows = np.arange(int(y0.min()), int(y0.max()) + 1)
-    r = rows[:, None].astype(float)
-    crosses = (r >= np.minimum(y0, y1)) & (r <= np.maximum(y0, y1))
-    flat = y0 == y1
-    t = (r - y0) / np.where(flat, 1.0, y1 - y0)
-    x_left = np.where(flat, np.minimum(x0, x1), x0 + t * (x1 - x0))
-    x_right = np.where(flat, np.maximum(x0, x1), x_left)
-    left = np.floor(np.where(crosses, x_left, np.inf).min(axis=1) + 0.5)
-    right = np.ceil(np.where(crosses, x_right, -np.inf).max(axis=1) - 0.5)
-    columns = np.arange(shape[1])
-    fill = (columns >= left[:, None]) & (columns <= right[:, None])
-    out = np.zeros(shape, dtype=bool)
-    inside = (rows >= 0) & (rows < shape[0])
-    out[rows[inside]] = fill[inside]
     return out
 
 
@@ -1604,12 +1477,38 @@ def compose_key_panels(
     return out_hu, out_lab, target, out_marks
 
 
+def _draw_marks(pixels: np.ndarray, marks: list[KeyMark], scale: float) -> np.ndarray:
+    """Draw ``marks`` (composite coordinates times ``scale``) on the rendered RGB image."""
+    from PIL import ImageFont
+
+    canvas = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(canvas)
+    size = max(15, round(15 * scale))
+    font = ImageFont.load_default(size=size)
+    for mark in marks:
+        y, x = mark.row * scale, mark.col * scale
+        if mark.line_to_col is not None:
+            x1 = mark.line_to_col * scale
+            if mark.text:
+                draw.line([(x + 0.65 * size * len(mark.text), y), (x1, y)], fill=(255, 255, 0),
+                          width=max(1, round(scale)))
+            else:  # level of an axial panel: dashed line across the sagittal panel
+                step = 6 * max(1, round(scale))
+                for xs in np.arange(x, x1, 2 * step):
+                    draw.line([(xs, y), (min(xs + step, x1), y)], fill=(0, 200, 255),
+                              width=max(1, round(scale)))
+        if mark.text:
+            draw.text((x, y - size / 2 if mark.line_to_col is not None else y), mark.text,
+                      fill=(255, 255, 0), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(canvas, dtype=np.uint8).copy()
+
+
 def _key_image(
     volume: CTVolume, label_map: np.ndarray, levels: LevelSlices | None,
     summary: dict[str, Any], algorithm: AlgorithmInfo,
-) -> KeyImageSpec | None:
-    """Describe the key image: sagittal and axial panels side by side (one composite panel),
-    level marks, the measurements and the algorithm; drawn by :mod:`pipelines.outputs`."""
+) -> KeyImage | None:
+    from pipelines.render import apply_window, display_grid, render_key_image_gray
+
     t4 = levels.t4 if levels else None
     t12 = levels.t12 if levels else None
     single = volume.hu.shape[0] == 1
@@ -1658,28 +1557,20 @@ def _key_image(
                          f"{_fmt(entry['mean_hu'])} HU")
     lines.append("*diaphragm: lower confidence. "
                  f"{algorithm.name} {algorithm.version} ({algorithm.validation_status.value})")
-    # Level marks: yellow text with a solid leader line; lines without text (the levels of
-    # the axial panels across the sagittal one) dashed blue.
-    annotations = tuple(
-        KeyImageAnnotation(
-            mark.row, mark.col, mark.text, mark.line_to_col,
-            colour=(0, 200, 255) if mark.line_to_col is not None and not mark.text
-            else (255, 255, 0),
-            dashed=mark.line_to_col is not None and not mark.text,
-        )
-        for mark in marks
-    )
-    panel = KeyImagePanel(image=image_hu, pixel_spacing_mm=(spacing, spacing),
-                          window_hu=SOFT_TISSUE_WINDOW_HU, labels=image_lab,
-                          annotations=annotations)
+    gray = apply_window(image_hu, (-160.0, 240.0))
+    pixels = render_key_image_gray(gray, image_lab, list(SEGMENTS), lines,
+                                   pixel_spacing_mm=(spacing, spacing))
+    (display_rows, display_cols), display_spacing = display_grid(image_hu.shape,
+                                                                 (spacing, spacing))
+    pixels = _draw_marks(pixels, marks, display_cols / image_hu.shape[1])
     source = None
     for k in (t4, t12, 0):
         if k is not None:
             source = volume.source_frame_of_slice(k)
             if source is not None:
                 break
-    return KeyImageSpec(panels=(panel,), segments=tuple(SEGMENTS), text_lines=tuple(lines),
-                        source_index=int(source or 0), patient_orientation=None)
+    return KeyImage(pixels_rgb=pixels, source_index=int(source or 0),
+                    pixel_spacing_mm=display_spacing, patient_orientation=None)
 
 
 # ------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from pipelines.morphology import (
     largest_component,
     remove_small_components,
 )
-from pipelines.parameters import parameters_from_mapping
+from pipelines.parameters.l3_body_composition import L3Parameters  # the parameter model lives with the spec
 from pipelines.spine import (
     SpineLabelling,
     SpineParameters,
@@ -67,14 +67,12 @@ from pipelines.types import (
     SCT_STANDARD_DEVIATION,
     SCT_TISSUE,
     SCT_YES,
-    SOFT_TISSUE_WINDOW_HU,
     UCUM_CM2,
     UCUM_CM2_PER_M2,
     UCUM_HU,
     AlgorithmInfo,
     CodedTerm,
-    KeyImagePanel,
-    KeyImageSpec,
+    KeyImage,
     LearnedModel,
     Measurement,
     PipelineResult,
@@ -204,86 +202,6 @@ CUTOFFS: dict[str, CutoffSet] = {
         smi_men=41.6, smi_women=32.0, hu_men=29.3, hu_women=22.0,
     ),
 }
-
-
-@dataclass(frozen=True)
-class L3Parameters:
-    """Parameters of the L3 body-composition protocol.
-
-    Attributes
-    ----------
-    muscle_hu:
-        Skeletal-muscle band (lower, upper) HU: -29..150 (Alberta protocol; Mitsiopoulos 1998).
-    sat_hu:
-        SAT band, HU: -190..-30 (same source).
-    imat_hu:
-        IMAT band, HU: -190..-30 (same source).
-    vat_hu:
-        VAT band, HU: -150..-50 (same source; some groups use -190..-30).
-    cutoff_set:
-        ``"none"`` (default: no flag; cut-offs belong to their source populations),
-        ``"prado-2008"``, ``"martin-2013"`` (needs BMI: Patient's Weight and Size) or
-        ``"van-der-werf-2018"``.
-    slice_convention:
-        Only ``"mid-L3"``: the middle slice of the L3 vertebral body.
-    skin_mm:
-        Skin thickness stripped from the body outline before compartments are built, mm.
-    wall_closing_mm:
-        Radius of the closing that bridges small gaps in the abdominal-wall muscle ring, mm.
-    organ_min_thickness_mm:
-        Soft tissue thicker than this lying mostly outside the paraspinal and psoas regions is an
-        organ (e.g. liver, spleen) even where it touches the abdominal wall, mm.
-    wall_max_depth_mm:
-        Anterior and lateral to the spine, muscle is looked for only this deep below the outer
-        muscle surface (the abdominal-wall muscles are thinner), mm.
-    imat_max_hole_cm2:
-        Fat holes inside muscle up to this area are IMAT; bigger enclosed regions are not.
-    arm_neck_mm:
-        An arm lying against the trunk is cut off where their contact is narrower than twice
-        this (arms are not part of the L3 compartments), mm.
-    """
-
-    muscle_hu: tuple[float, float] = (-29.0, 150.0)
-    sat_hu: tuple[float, float] = (-190.0, -30.0)
-    imat_hu: tuple[float, float] = (-190.0, -30.0)
-    vat_hu: tuple[float, float] = (-150.0, -50.0)
-    cutoff_set: str = "none"
-    slice_convention: str = "mid-L3"
-    skin_mm: float = 3.0
-    wall_closing_mm: float = 5.0
-    organ_min_thickness_mm: float = 24.0
-    wall_max_depth_mm: float = 25.0
-    imat_max_hole_cm2: float = 10.0
-    arm_neck_mm: float = 12.0
-
-    def __post_init__(self) -> None:
-        if self.cutoff_set not in CUTOFF_SETS:
-            raise PipelineError(
-                f"unknown cut-off set {self.cutoff_set!r}; choose one of {', '.join(CUTOFF_SETS)}"
-            )
-        if self.slice_convention != "mid-L3":
-            raise PipelineError(
-                f"slice convention {self.slice_convention!r} is not implemented; use 'mid-L3'"
-            )
-        for name in ("muscle_hu", "sat_hu", "imat_hu", "vat_hu"):
-            lower, upper = getattr(self, name)
-            if not float(lower) < float(upper):
-                raise PipelineError(f"{name} = {getattr(self, name)}: lower must be < upper")
-
-    @classmethod
-    def from_mapping(cls, params: Mapping[str, Any] | None) -> L3Parameters:
-        """Build from the node's settings mapping.
-
-        Raises
-        ------
-        ConfigError
-            For unknown keys or values of the wrong type.
-        PipelineError
-            For values outside what the method supports (see :meth:`__post_init__`).
-        """
-        return parameters_from_mapping(
-            cls, params, "l3-body-composition", pairs=("muscle_hu", "sat_hu", "imat_hu", "vat_hu")
-        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -1243,22 +1161,20 @@ def _key_image(
     text_lines: list[str],
     spacing_rc: tuple[float, float],
     source_index: int | None,
-) -> KeyImageSpec | None:
-    """Describe the key image of the measured slice (canonical axial: columns to the patient's
-    left, rows to posterior, so Patient Orientation is ``("L", "P")``), soft-tissue window."""
+) -> KeyImage | None:
+    """Render the key image of the measured slice (canonical axial: columns to the patient's
+    left, rows to posterior, so Patient Orientation is ``("L", "P")``)."""
     if source_index is None:
         return None
-    return KeyImageSpec(
-        panels=(
-            KeyImagePanel(
-                image=hu_slice,
-                pixel_spacing_mm=spacing_rc,
-                window_hu=SOFT_TISSUE_WINDOW_HU,
-                labels=label_slice,
-            ),
-        ),
-        segments=tuple(SEGMENTS),
-        text_lines=tuple(text_lines),
+    from pipelines.render import display_grid, render_key_image
+
+    pixels = render_key_image(
+        hu_slice, label_slice, list(SEGMENTS), text_lines, pixel_spacing_mm=spacing_rc
+    )
+    _, display_spacing = display_grid(hu_slice.shape, spacing_rc)
+    return KeyImage(
+        pixels_rgb=pixels,
         source_index=int(source_index),
+        pixel_spacing_mm=display_spacing,
         patient_orientation=("L", "P"),
     )

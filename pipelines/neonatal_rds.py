@@ -139,8 +139,9 @@ from pipelines.errors import (
     PipelineError,
     UnsupportedInputError,
 )
-from pipelines.parameters import parameters_from_mapping
+from pipelines.parameters.neonatal_rds import NeonatalRDSParameters  # the parameter model lives with the spec
 from pipelines.radiograph import Radiograph, load_projection_radiograph
+from pipelines.render import display_grid, render_key_image_gray
 from pipelines.types import (
     PRIVATE_SCHEME,
     RESEARCH_USE_DISCLAIMER,
@@ -156,8 +157,7 @@ from pipelines.types import (
     UCUM_RATIO,
     AlgorithmInfo,
     CodedTerm,
-    KeyImagePanel,
-    KeyImageSpec,
+    KeyImage,
     LearnedModel,
     Measurement,
     PipelineResult,
@@ -315,75 +315,6 @@ NON_CHEST_BODY_PARTS = frozenset(
         "BREAST",
     }
 )
-
-
-@dataclass(frozen=True)
-class NeonatalRDSParameters:
-    """Parameters of the ``neonatal-rds`` protocol (keys of the node's ``params`` mapping).
-
-    Attributes
-    ----------
-    working_size_px:
-        Longest side (pixels) of the working copy used by the reference method.
-    median_filter_px:
-        Size of the median filter on the lung label map (seed post-processing; working pixels
-        for the reference method, source pixels for a network). 1 disables it.
-    small_area_fraction:
-        Below this total lung area as a fraction of the image, the ±90° rotation fallback runs
-        (seed: 30,000 pixels; read as pixels of a 512 x 512 input, 30000 / 512² = 0.114).
-    assumed_pixel_spacing_mm:
-        Square pixel spacing (mm) to assume when the header has none; ``None``: report areas
-        as fractions of the image only.
-    neonate_total_area_cm2:
-        (low, high) plausible total lung-field area of a neonate, cm² (project estimate, U).
-    adult_total_area_cm2:
-        (low, high) plausible total lung-field area of an adult, cm² (project estimate, U).
-    rotation_offset_fraction:
-        Mediastinum offset from the thorax midline, as a fraction of the thorax width, above
-        which patient rotation is flagged.
-    left_right_area_ratio_range:
-        (low, high) left/right lung-field area ratio outside which the fields are flagged as
-        asymmetric (project estimate: the left field is smaller, behind the heart; an opacity,
-        effusion, pneumothorax or a failed segmentation moves the ratio outside).
-    require_chest_pixels:
-        When Body Part Examined is missing or unknown, require the pixel check
-        (:func:`pipelines.body_region.guess_radiograph_region`) to find a chest.
-    rds_probability_threshold:
-        Probability at or above which a *validated* model's output is labelled RDS.
-    """
-
-    working_size_px: int = 512
-    median_filter_px: int = 5
-    small_area_fraction: float = 30000.0 / (512.0 * 512.0)
-    assumed_pixel_spacing_mm: float | None = None
-    neonate_total_area_cm2: tuple[float, float] = (10.0, 120.0)
-    adult_total_area_cm2: tuple[float, float] = (150.0, 900.0)
-    rotation_offset_fraction: float = 0.10
-    left_right_area_ratio_range: tuple[float, float] = (0.6, 1.4)
-    require_chest_pixels: bool = True
-    rds_probability_threshold: float = 0.5
-
-    @classmethod
-    def from_mapping(cls, params: Mapping[str, Any] | None) -> NeonatalRDSParameters:
-        """Build from the node's settings mapping.
-
-        Raises
-        ------
-        ConfigError
-            For unknown keys or values of the wrong type.
-        """
-        parameters = parameters_from_mapping(
-            cls,
-            params,
-            "neonatal-rds",
-            pairs=("neonate_total_area_cm2", "adult_total_area_cm2", "left_right_area_ratio_range"),
-        )
-        if parameters.working_size_px < 64 or parameters.median_filter_px < 1:
-            raise ConfigError(
-                "neonatal-rds: working_size_px must be >= 64 and median_filter_px >= 1, got "
-                f"{parameters.working_size_px} and {parameters.median_filter_px}"
-            )
-        return parameters
 
 
 @dataclass
@@ -1131,15 +1062,12 @@ def _key_image(
     summary: dict[str, Any],
     algorithm: AlgorithmInfo,
     classified: bool,
-) -> KeyImageSpec:
-    """Describe the key image: the radiograph (at most 1024 pixels a side) with the lung
-    fields, the measurements, flags and algorithm; drawn by :mod:`pipelines.outputs`."""
+) -> KeyImage:
     step = max(1, int(np.ceil(max(image.shape) / KEY_IMAGE_MAX_SIZE)))
     small = image[::step, ::step]
     labels = label_map[::step, ::step]
     spacing = radiograph.pixel_spacing_mm
-    # Unknown spacing: drawn with square pixels, and the SC states no Pixel Spacing.
-    render_spacing = (spacing[0] * step, spacing[1] * step) if spacing else None
+    render_spacing = (spacing[0] * step, spacing[1] * step) if spacing else (1.0, 1.0)
 
     def area(name: str) -> str:
         cm2 = summary[f"{name}_area_cm2"]
@@ -1184,18 +1112,14 @@ def _key_image(
         f"{algorithm.name} {algorithm.version} ({algorithm.validation_status.value}). "
         f"{RESEARCH_USE_DISCLAIMER}"
     )
-    return KeyImageSpec(
-        panels=(
-            KeyImagePanel(
-                image=small,
-                pixel_spacing_mm=render_spacing,
-                window_hu=None,
-                labels=labels,
-            ),
-        ),
-        segments=tuple(SEGMENTS),
-        text_lines=tuple(line for line in lines if line),
+    pixels = render_key_image_gray(
+        small, labels, SEGMENTS, [line for line in lines if line], pixel_spacing_mm=render_spacing
+    )
+    _, display_spacing = display_grid(small.shape, render_spacing)
+    return KeyImage(
+        pixels_rgb=pixels,
         source_index=0,
+        pixel_spacing_mm=display_spacing if spacing else (0.0, 0.0),
         patient_orientation=radiograph.patient_orientation,
     )
 
