@@ -63,5 +63,8 @@ SPEC = ProtocolSpec(
     run=run_l1_trabecular,
     measurements=MEASUREMENT_TABLE,
     default_rules=DEFAULT_RULES,
+    # The core's abdominal phantom (T10 to sacrum, known cancellous HU) is this protocol's
+    # phantom case too; a string, imported only by the tools that use it.
+    phantom_case="training.datasets:phantom_case",
     docs="docs/pipelines/l1-trabecular-attenuation.md",
 )
