@@ -112,7 +112,8 @@ from pipelines.types import (
     UCUM_RATIO,
     AlgorithmInfo,
     CodedTerm,
-    KeyImage,
+    KeyImagePanel,
+    KeyImageSpec,
     LearnedModel,
     Measurement,
     PipelineResult,
@@ -1384,9 +1385,10 @@ def measure(
     )
 
 
-def _key_image(volume: CTVolume, label_map: np.ndarray, k: int, text: list[str]) -> KeyImage | None:
-    from pipelines.render import display_grid, render_key_image
-
+def _key_image(
+    volume: CTVolume, label_map: np.ndarray, k: int, text: list[str]
+) -> KeyImageSpec | None:
+    """Describe the key image: axial slice ``k`` in a brain window (0..80 HU), its labels."""
     source_index = 0 if volume.is_single_slice else volume.source_frame_of_slice(k)
     if source_index is None:
         # Coronal or sagittal source images: the key image is the axial reformat of slice k;
@@ -1396,11 +1398,12 @@ def _key_image(volume: CTVolume, label_map: np.ndarray, k: int, text: list[str])
         frames = volume.to_source_frames(marker)
         source_index = int(np.argmax(frames.reshape(frames.shape[0], -1).sum(axis=1)))
     spacing_rc = (float(volume.spacing_mm[1]), float(volume.spacing_mm[2]))
-    pixels = render_key_image(volume.hu[k], label_map[k], SEGMENTS, text,
-                              window_hu=(0.0, 80.0), pixel_spacing_mm=spacing_rc)
-    _, display_spacing = display_grid(volume.hu[k].shape, spacing_rc)
-    return KeyImage(pixels_rgb=pixels, source_index=int(source_index),
-                    pixel_spacing_mm=display_spacing, patient_orientation=("L", "P"))
+    return KeyImageSpec(
+        panels=(KeyImagePanel(image=volume.hu[k], pixel_spacing_mm=spacing_rc,
+                              window_hu=(0.0, 80.0), labels=label_map[k]),),
+        segments=tuple(SEGMENTS), text_lines=tuple(text), source_index=int(source_index),
+        patient_orientation=("L", "P"),
+    )
 
 
 # ------------------------------------------------------------------------------------------

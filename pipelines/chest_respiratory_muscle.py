@@ -97,7 +97,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
 from pydicom.dataset import Dataset
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
@@ -122,13 +121,16 @@ from pipelines.types import (
     SCT_RIGHT,
     SCT_TISSUE,
     SCT_VOLUME,
+    SOFT_TISSUE_WINDOW_HU,
     UCUM_CM2,
     UCUM_CM3,
     UCUM_HU,
     UCUM_PERCENT,
     AlgorithmInfo,
     CodedTerm,
-    KeyImage,
+    KeyImageAnnotation,
+    KeyImagePanel,
+    KeyImageSpec,
     LearnedModel,
     Measurement,
     PipelineResult,
@@ -425,11 +427,35 @@ def _hull_mask(points_mask: np.ndarray) -> np.ndarray:
         hull = ConvexHull(pts)
     except QhullError:
         return out
-    vertices = pts[hull.vertices]
-    canvas = Image.new("1", (points_mask.shape[1], points_mask.shape[0]), 0)
-    ImageDraw.Draw(canvas).polygon([(float(c), float(r)) for r, c in vertices], fill=1)
-    out = np.asarray(canvas, dtype=bool).copy()
+    out = _fill_convex_polygon(points_mask.shape, pts[hull.vertices])
     out[points_mask] = True
+    return out
+
+
+def _fill_convex_polygon(shape: tuple[int, int], vertices_rc: np.ndarray) -> np.ndarray:
+    """Scan-line fill of a convex polygon given by its ``(n, 2)`` (row, column) vertices.
+
+    On each row between the top and bottom vertex, the pixels from the leftmost to the
+    rightmost edge crossing (each rounded to the nearest column) are set, as Pillow's polygon
+    fill does (the same pixels up to ties at exactly half a pixel).
+    """
+    y0 = vertices_rc[:, 0].astype(float)
+    x0 = vertices_rc[:, 1].astype(float)
+    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    rows = np.arange(int(y0.min()), int(y0.max()) + 1)
+    r = rows[:, None].astype(float)
+    crosses = (r >= np.minimum(y0, y1)) & (r <= np.maximum(y0, y1))
+    flat = y0 == y1
+    t = (r - y0) / np.where(flat, 1.0, y1 - y0)
+    x_left = np.where(flat, np.minimum(x0, x1), x0 + t * (x1 - x0))
+    x_right = np.where(flat, np.maximum(x0, x1), x_left)
+    left = np.floor(np.where(crosses, x_left, np.inf).min(axis=1) + 0.5)
+    right = np.ceil(np.where(crosses, x_right, -np.inf).max(axis=1) - 0.5)
+    columns = np.arange(shape[1])
+    fill = (columns >= left[:, None]) & (columns <= right[:, None])
+    out = np.zeros(shape, dtype=bool)
+    inside = (rows >= 0) & (rows < shape[0])
+    out[rows[inside]] = fill[inside]
     return out
 
 
@@ -1477,38 +1503,12 @@ def compose_key_panels(
     return out_hu, out_lab, target, out_marks
 
 
-def _draw_marks(pixels: np.ndarray, marks: list[KeyMark], scale: float) -> np.ndarray:
-    """Draw ``marks`` (composite coordinates times ``scale``) on the rendered RGB image."""
-    from PIL import ImageFont
-
-    canvas = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(canvas)
-    size = max(15, round(15 * scale))
-    font = ImageFont.load_default(size=size)
-    for mark in marks:
-        y, x = mark.row * scale, mark.col * scale
-        if mark.line_to_col is not None:
-            x1 = mark.line_to_col * scale
-            if mark.text:
-                draw.line([(x + 0.65 * size * len(mark.text), y), (x1, y)], fill=(255, 255, 0),
-                          width=max(1, round(scale)))
-            else:  # level of an axial panel: dashed line across the sagittal panel
-                step = 6 * max(1, round(scale))
-                for xs in np.arange(x, x1, 2 * step):
-                    draw.line([(xs, y), (min(xs + step, x1), y)], fill=(0, 200, 255),
-                              width=max(1, round(scale)))
-        if mark.text:
-            draw.text((x, y - size / 2 if mark.line_to_col is not None else y), mark.text,
-                      fill=(255, 255, 0), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
-    return np.asarray(canvas, dtype=np.uint8).copy()
-
-
 def _key_image(
     volume: CTVolume, label_map: np.ndarray, levels: LevelSlices | None,
     summary: dict[str, Any], algorithm: AlgorithmInfo,
-) -> KeyImage | None:
-    from pipelines.render import apply_window, display_grid, render_key_image_gray
-
+) -> KeyImageSpec | None:
+    """Describe the key image: sagittal and axial panels side by side (one composite panel),
+    level marks, the measurements and the algorithm; drawn by :mod:`pipelines.outputs`."""
     t4 = levels.t4 if levels else None
     t12 = levels.t12 if levels else None
     single = volume.hu.shape[0] == 1
@@ -1557,20 +1557,28 @@ def _key_image(
                          f"{_fmt(entry['mean_hu'])} HU")
     lines.append("*diaphragm: lower confidence. "
                  f"{algorithm.name} {algorithm.version} ({algorithm.validation_status.value})")
-    gray = apply_window(image_hu, (-160.0, 240.0))
-    pixels = render_key_image_gray(gray, image_lab, list(SEGMENTS), lines,
-                                   pixel_spacing_mm=(spacing, spacing))
-    (display_rows, display_cols), display_spacing = display_grid(image_hu.shape,
-                                                                 (spacing, spacing))
-    pixels = _draw_marks(pixels, marks, display_cols / image_hu.shape[1])
+    # Level marks: yellow text with a solid leader line; lines without text (the levels of
+    # the axial panels across the sagittal one) dashed blue.
+    annotations = tuple(
+        KeyImageAnnotation(
+            mark.row, mark.col, mark.text, mark.line_to_col,
+            colour=(0, 200, 255) if mark.line_to_col is not None and not mark.text
+            else (255, 255, 0),
+            dashed=mark.line_to_col is not None and not mark.text,
+        )
+        for mark in marks
+    )
+    panel = KeyImagePanel(image=image_hu, pixel_spacing_mm=(spacing, spacing),
+                          window_hu=SOFT_TISSUE_WINDOW_HU, labels=image_lab,
+                          annotations=annotations)
     source = None
     for k in (t4, t12, 0):
         if k is not None:
             source = volume.source_frame_of_slice(k)
             if source is not None:
                 break
-    return KeyImage(pixels_rgb=pixels, source_index=int(source or 0),
-                    pixel_spacing_mm=display_spacing, patient_orientation=None)
+    return KeyImageSpec(panels=(panel,), segments=tuple(SEGMENTS), text_lines=tuple(lines),
+                        source_index=int(source or 0), patient_orientation=None)
 
 
 # ------------------------------------------------------------------------------------------

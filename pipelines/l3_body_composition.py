@@ -67,12 +67,14 @@ from pipelines.types import (
     SCT_STANDARD_DEVIATION,
     SCT_TISSUE,
     SCT_YES,
+    SOFT_TISSUE_WINDOW_HU,
     UCUM_CM2,
     UCUM_CM2_PER_M2,
     UCUM_HU,
     AlgorithmInfo,
     CodedTerm,
-    KeyImage,
+    KeyImagePanel,
+    KeyImageSpec,
     LearnedModel,
     Measurement,
     PipelineResult,
@@ -1161,20 +1163,22 @@ def _key_image(
     text_lines: list[str],
     spacing_rc: tuple[float, float],
     source_index: int | None,
-) -> KeyImage | None:
-    """Render the key image of the measured slice (canonical axial: columns to the patient's
-    left, rows to posterior, so Patient Orientation is ``("L", "P")``)."""
+) -> KeyImageSpec | None:
+    """Describe the key image of the measured slice (canonical axial: columns to the patient's
+    left, rows to posterior, so Patient Orientation is ``("L", "P")``), soft-tissue window."""
     if source_index is None:
         return None
-    from pipelines.render import display_grid, render_key_image
-
-    pixels = render_key_image(
-        hu_slice, label_slice, list(SEGMENTS), text_lines, pixel_spacing_mm=spacing_rc
-    )
-    _, display_spacing = display_grid(hu_slice.shape, spacing_rc)
-    return KeyImage(
-        pixels_rgb=pixels,
+    return KeyImageSpec(
+        panels=(
+            KeyImagePanel(
+                image=hu_slice,
+                pixel_spacing_mm=spacing_rc,
+                window_hu=SOFT_TISSUE_WINDOW_HU,
+                labels=label_slice,
+            ),
+        ),
+        segments=tuple(SEGMENTS),
+        text_lines=tuple(text_lines),
         source_index=int(source_index),
-        pixel_spacing_mm=display_spacing,
         patient_orientation=("L", "P"),
     )

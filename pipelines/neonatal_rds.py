@@ -141,7 +141,6 @@ from pipelines.errors import (
 )
 from pipelines.parameters.neonatal_rds import NeonatalRDSParameters  # the parameter model lives with the spec
 from pipelines.radiograph import Radiograph, load_projection_radiograph
-from pipelines.render import display_grid, render_key_image_gray
 from pipelines.types import (
     PRIVATE_SCHEME,
     RESEARCH_USE_DISCLAIMER,
@@ -157,7 +156,8 @@ from pipelines.types import (
     UCUM_RATIO,
     AlgorithmInfo,
     CodedTerm,
-    KeyImage,
+    KeyImagePanel,
+    KeyImageSpec,
     LearnedModel,
     Measurement,
     PipelineResult,
@@ -1062,12 +1062,15 @@ def _key_image(
     summary: dict[str, Any],
     algorithm: AlgorithmInfo,
     classified: bool,
-) -> KeyImage:
+) -> KeyImageSpec:
+    """Describe the key image: the radiograph (at most 1024 pixels a side) with the lung
+    fields, the measurements, flags and algorithm; drawn by :mod:`pipelines.outputs`."""
     step = max(1, int(np.ceil(max(image.shape) / KEY_IMAGE_MAX_SIZE)))
     small = image[::step, ::step]
     labels = label_map[::step, ::step]
     spacing = radiograph.pixel_spacing_mm
-    render_spacing = (spacing[0] * step, spacing[1] * step) if spacing else (1.0, 1.0)
+    # Unknown spacing: drawn with square pixels, and the SC states no Pixel Spacing.
+    render_spacing = (spacing[0] * step, spacing[1] * step) if spacing else None
 
     def area(name: str) -> str:
         cm2 = summary[f"{name}_area_cm2"]
@@ -1112,14 +1115,18 @@ def _key_image(
         f"{algorithm.name} {algorithm.version} ({algorithm.validation_status.value}). "
         f"{RESEARCH_USE_DISCLAIMER}"
     )
-    pixels = render_key_image_gray(
-        small, labels, SEGMENTS, [line for line in lines if line], pixel_spacing_mm=render_spacing
-    )
-    _, display_spacing = display_grid(small.shape, render_spacing)
-    return KeyImage(
-        pixels_rgb=pixels,
+    return KeyImageSpec(
+        panels=(
+            KeyImagePanel(
+                image=small,
+                pixel_spacing_mm=render_spacing,
+                window_hu=None,
+                labels=labels,
+            ),
+        ),
+        segments=tuple(SEGMENTS),
+        text_lines=tuple(line for line in lines if line),
         source_index=0,
-        pixel_spacing_mm=display_spacing if spacing else (0.0, 0.0),
         patient_orientation=radiograph.patient_orientation,
     )
 
