@@ -7,7 +7,7 @@ the algorithm name/version/validation status and the research-use disclaimer, pr
 below the image (not over anatomy).
 
 Methods describe their key image with :class:`pipelines.types.KeyImageSpec` (pure data);
-:func:`render_key_image_spec` draws it. This is the only module of ainode that draws with PIL.
+:func:`render_key_image_spec` draws it. This is the only module of ``pipelines`` that imports PIL.
 """
 
 from __future__ import annotations
