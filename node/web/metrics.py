@@ -12,6 +12,10 @@ metric                                 type     meaning
                                                 run start to finish (sends included)
 ``ainode_sends{state}``                gauge    sends per state; ``failed`` = send failures
 ``ainode_queue_depth{protocol}``       gauge    queued jobs per protocol
+``ainode_queue_depth_by_priority``     gauge    queued jobs per ``priority`` (urgent, routine,
+                                                low)
+``ainode_queue_oldest_wait_seconds``    gauge    per ``priority``: how long its oldest queued
+                                                job has waited (0 when none waits)
 ``ainode_associations_last_hour``      gauge    association requests, by ``outcome``
 ``ainode_info{version}``               gauge    1
 =====================================  =======  ==========================================
@@ -65,6 +69,19 @@ class JobDatabaseCollector:
         for protocol, count in sorted(db.queue_depth_by_protocol().items()):
             queue.add_metric([protocol], count)
         yield queue
+        by_priority = GaugeMetricFamily(
+            "ainode_queue_depth_by_priority", "Queued jobs per priority.", labels=["priority"]
+        )
+        oldest = GaugeMetricFamily(
+            "ainode_queue_oldest_wait_seconds",
+            "Per priority: seconds the oldest queued job has waited.",
+            labels=["priority"],
+        )
+        for priority, stats in db.queue_stats_by_priority().items():
+            by_priority.add_metric([priority], stats.depth)
+            oldest.add_metric([priority], stats.oldest_waiting_seconds)
+        yield by_priority
+        yield oldest
         associations = GaugeMetricFamily(
             "ainode_associations_last_hour", "Association requests in the last hour.",
             labels=["outcome"],
