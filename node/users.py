@@ -129,8 +129,16 @@ def add_user(database: JobDatabase, name: str, password: str, roles: Sequence[st
 
 
 def authenticate(database: JobDatabase, name: str, password: str) -> CurrentUser | None:
-    """The user if the password matches, else ``None`` (same cost for unknown users)."""
-    user = database.get_user(name) if _NAME_RE.match(name or "") else None
+    """The user if the password matches, else ``None``.
+
+    An unknown but valid user name costs one Argon2 verification against a dummy hash, so a
+    guesser cannot tell existing names by the response time; a name no account can have (see
+    :func:`check_user_name`) costs none. Callers bound how many verifications run at once and how
+    often (the dashboard's :class:`node.web.throttle.SignInGuard`): each allocates 64 MiB.
+    """
+    if not _NAME_RE.match(name or ""):
+        return None
+    user = database.get_user(name)
     stored_hash = user.password_hash if user is not None else _DUMMY_HASH
     try:
         _hasher.verify(stored_hash, password)

@@ -63,13 +63,6 @@ class EventOut(BaseModel):
     message: str
 
 
-class QueuePlaceOut(BaseModel):
-    position: int = Field(description="1 = claimed next (priority, then callers in turn, then age)")
-    queued: int = Field(description="jobs queued in all")
-    priority: str
-    waiting_s: float | None = Field(description="seconds since the job was queued")
-
-
 class JobDetailOut(JobSummaryOut):
     routing_rule: str | None
     routing_reason: str | None
@@ -83,10 +76,6 @@ class JobDetailOut(JobSummaryOut):
         description="patient name / ID / accession from the stored header; null without phi"
     )
     phi_hidden: bool
-    priority: str | None = Field(default=None, description="urgent, routine or low")
-    queue: QueuePlaceOut | None = Field(
-        default=None, description="projected place of a queued job (null unless queued)"
-    )
 
 
 class JobPageOut(BaseModel):
@@ -126,9 +115,25 @@ def api_user(request: Request) -> CurrentUser:
     return user
 
 
-#: A job id in a URL: the job database's primary key is a signed 64-bit integer, so a larger
-#: number can name no job; FastAPI answers 422 for it instead of passing it to the database.
-JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Job id")]
+#: A job id in a URL. Any integer parses; one outside :data:`JOB_ID_RANGE` names no job and is
+#: answered 404 like any unknown id (see :func:`find_job`), never passed to the database.
+JobId = Annotated[int, Path(description="Job id")]
+#: The job database's primary key is a signed 64-bit integer starting at 1.
+JOB_ID_RANGE = range(1, 2**63)
+
+
+def find_job(database: Any, job_id: int) -> Any:
+    """The job, or ``None`` when there is none (ids outside :data:`JOB_ID_RANGE` included)."""
+    return database.get_job(job_id) if job_id in JOB_ID_RANGE else None
+
+
+def job_search(text: str | None, user: CurrentUser) -> dict[str, Any]:
+    """``query_jobs`` arguments for a search box text, by role.
+
+    Users without the phi role match an Accession Number only in full, so that prefix or
+    substring searches cannot spell one out (an oracle); phi users search substrings.
+    """
+    return {"text": text or None, "accession_exact": not user.sees_phi}
 
 
 def perform_action(request: Request, user: CurrentUser, action: str, job_id: int) -> str:
@@ -141,6 +146,8 @@ def perform_action(request: Request, user: CurrentUser, action: str, job_id: int
     """
     database = request.app.state.database
     address = client_address(request)
+    if job_id not in JOB_ID_RANGE:
+        raise HTTPException(status_code=404, detail=f"no job {job_id}")
     if not user.is_admin:
         database.record_audit(
             user_name=user.name, action=action, job_id=job_id, remote_address=address,
@@ -206,7 +213,8 @@ def build_router() -> APIRouter:
         created_to: Annotated[dt.datetime | None, Query(description="UTC, exclusive")] = None,
         q: Annotated[
             str | None,
-            Query(description="Study/Series UID or accession substring, SOP UID, job id"),
+            Query(description="Study/Series UID substring, accession number (in full "
+                              "unless phi role: then a substring), SOP UID, job id"),
         ] = None,
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -218,9 +226,9 @@ def build_router() -> APIRouter:
             calling_ae_title=calling_ae_title,
             created_from=_naive_utc(created_from),
             created_to=_naive_utc(created_to),
-            text=q,
             offset=offset,
             limit=limit,
+            **job_search(q, user),
         )
         return {
             "total": page.total,
@@ -233,7 +241,7 @@ def build_router() -> APIRouter:
     def show_job(request: Request, job_id: JobId) -> dict[str, Any]:
         user = api_user(request)
         database = request.app.state.database
-        job = database.get_job(job_id)
+        job = find_job(database, job_id)
         if job is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
         return job_detail(job, user, database)
@@ -268,7 +276,7 @@ def build_router() -> APIRouter:
     def audit(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        job_id: int | None = None,
+        job_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     ) -> list[dict[str, Any]]:
         user = api_user(request)
         if not user.is_admin:

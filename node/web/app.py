@@ -23,11 +23,12 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
 
 from node.config import Settings
-from node.users import CurrentUser, authenticate
-from node.web.api import JobId, build_router, perform_action
+from node.users import CurrentUser
+from node.web.api import JobId, build_router, find_job, job_search, perform_action
 from node.web.auth import (
     BasicCredentialCache,
-    LoginThrottle,
+    BasicThrottleMiddleware,
+    check_password,
     csrf_ok,
     csrf_token,
     current_user,
@@ -35,6 +36,8 @@ from node.web.auth import (
     sign_out,
 )
 from node.web.metrics import make_registry, render
+from node.web.sessions import SecureCookieMiddleware, SessionRevocations
+from node.web.throttle import SignInGuard, SignInRefused
 from node.web.status import node_status, software_version
 from node.web.views import (
     job_detail,
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
+SESSION_COOKIE = "ainode_session"
 
 
 def load_secret_key(settings: Settings) -> str:
@@ -100,16 +104,24 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
-    app.state.throttle = LoginThrottle()
+    app.state.sign_in_guard = SignInGuard()
+    app.state.revocations = SessionRevocations(database, settings.web.session_lifetime_minutes * 60)
     app.state.basic_cache = BasicCredentialCache()
     app.state.metrics_registry = make_registry(database)
     app.add_middleware(
         SessionMiddleware,
         secret_key=load_secret_key(settings),
-        session_cookie="ainode_session",
+        session_cookie=SESSION_COOKIE,
         max_age=settings.web.session_lifetime_minutes * 60,
         same_site="strict",
         https_only=settings.web.cookie_secure,
+    )
+    # Outside the session middleware: marks its cookie Secure for requests that came over TLS.
+    app.add_middleware(
+        SecureCookieMiddleware,
+        cookie_name=SESSION_COOKIE,
+        always=settings.web.cookie_secure,
+        trusted_proxies=settings.web.trusted_proxies,
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
@@ -129,6 +141,15 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
         if request.url.path.startswith(("/jobs", "/api", "/node", "/audit")):
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    # Added last, so outermost: HTTP Basic guesses meet the throttle before sessions, threads
+    # or the database.
+    app.add_middleware(
+        BasicThrottleMiddleware,
+        guard=app.state.sign_in_guard,
+        cache=app.state.basic_cache,
+        trusted_proxies=settings.web.trusted_proxies,
+    )
 
     @app.exception_handler(_LoginRequired)
     async def _to_login(request: Request, exc: _LoginRequired) -> Response:
@@ -167,7 +188,8 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
         return RedirectResponse("/jobs", status_code=303)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        # async: answered on the event loop, never queued behind sign-ins in the thread pool
         return {"status": "ok"}
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
@@ -186,19 +208,19 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
         if not csrf_ok(request, csrf_token_field):
             return page(request, "login.html", None, status_code=403, next=target,
                         error="The form expired; please sign in again.")
-        throttle: LoginThrottle = request.app.state.throttle
-        if throttle.blocked(username):
-            logger.warning("sign-in for %r refused: too many failures", username)
-            return page(request, "login.html", None, status_code=429, next=target,
-                        error="Too many failed sign-ins for this user; wait 15 minutes.")
-        user = authenticate(database, username, password)
+        try:
+            user = check_password(request, username, password)
+        except SignInRefused as refused:
+            logger.debug("sign-in refused by the throttle: %s", refused.message)
+            response = page(request, "login.html", None, status_code=429, next=target,
+                            error=refused.message)
+            response.headers["Retry-After"] = str(refused.retry_after_s)
+            return response
         if user is None:
-            throttle.failed(username)
-            logger.warning("failed sign-in for %r from %s", username,
+            logger.warning("failed sign-in for %r from %s", username[:64],
                            request.client.host if request.client else "?")
             return page(request, "login.html", None, status_code=401, next=target,
                         error="Wrong user name or password.")
-        throttle.succeeded(username)
         sign_in(request, user)
         logger.info("%s signed in", user.name)
         return RedirectResponse(target, status_code=303)
@@ -232,8 +254,8 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
             created_to += dt.timedelta(days=1)
         result = database.query_jobs(
             state=state or None, protocol=protocol or None, calling_ae_title=calling_ae or None,
-            created_from=created_from, created_to=created_to, text=q or None,
-            offset=(page_number - 1) * PAGE_SIZE, limit=PAGE_SIZE,
+            created_from=created_from, created_to=created_to,
+            offset=(page_number - 1) * PAGE_SIZE, limit=PAGE_SIZE, **job_search(q, user),
         )
         pages = max(1, -(-result.total // PAGE_SIZE))
         query_base = urlencode({k: v for k, v in filters.items() if v})
@@ -248,7 +270,7 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
     @app.get("/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
     def job_page(request: Request, job_id: JobId) -> Response:
         user = require_page_user(request)
-        job = database.get_job(job_id)
+        job = find_job(database, job_id)
         if job is None:
             raise HTTPException(status_code=404, detail=f"No job {job_id}.")
         audit = database.list_audit(limit=20, job_id=job_id) if user.is_admin else []
@@ -274,9 +296,9 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
         return RedirectResponse(target, status_code=303)
 
     @app.get("/jobs/{job_id}/outputs/{output_id}/thumbnail.png", include_in_schema=False)
-    def thumbnail(request: Request, job_id: int, output_id: int) -> Response:
+    def thumbnail(request: Request, job_id: JobId, output_id: int) -> Response:
         user = require_page_user(request)
-        job = database.get_job(job_id)
+        job = find_job(database, job_id)
         output = next((o for o in job.outputs if o.id == output_id), None) if job else None
         if job is None or output is None or output.kind != "SC":
             raise HTTPException(status_code=404, detail="No such key image.")

@@ -1,9 +1,12 @@
 """Who is asking: session cookie, trusted reverse-proxy header, or HTTP Basic; CSRF tokens.
 
-* Browser sign-in (``/login``) stores the user name and the sign-in time in a signed session
-  cookie (Starlette ``SessionMiddleware``, itsdangerous, ``SameSite=Strict``, ``HttpOnly``). The
-  user is looked up in the database on every request, so removing a user or changing roles
-  takes effect at once.
+* Browser sign-in (``/login``) stores the user name, the sign-in time and a random session id in
+  a signed session cookie (Starlette ``SessionMiddleware``, itsdangerous, ``SameSite=Strict``,
+  ``HttpOnly``, ``Secure`` over TLS). The user is looked up in the database on every request, so
+  removing a user or changing roles takes effect at once; sign-out revokes the session id on the
+  server (:mod:`node.web.sessions`), so a copy of the cookie is refused afterwards.
+* Every password check (form or HTTP Basic) passes the sign-in throttle
+  (:class:`node.web.throttle.SignInGuard`) before any Argon2 work; a refused one is answered 429.
 * With ``web.trusted_user_header`` set, a request from one of ``web.trusted_proxies`` carrying
   that header is signed in as that (existing) user.
 * The REST API and ``/metrics`` also accept HTTP Basic credentials. No ``WWW-Authenticate``
@@ -18,59 +21,27 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
 from node.users import CurrentUser, authenticate, lookup_user
+from node.web.sessions import SessionRevocations
+from node.web.throttle import SignInGuard, SignInRefused
 
 SESSION_USER = "user"
 SESSION_SIGNED_IN_AT = "signed_in_at"
+SESSION_ID = "sid"
 SESSION_CSRF = "csrf"
+#: ASGI scope key: the (name, address) that :class:`BasicThrottleMiddleware` admitted.
+ADMITTED = "ainode.sign_in_admitted"
 
 #: How long a verified HTTP Basic credential is remembered (Argon2 costs ~0.1-0.6 s per check).
 BASIC_CACHE_TTL_S = 300.0
-
-#: Failed sign-ins per user name within :data:`THROTTLE_WINDOW_S` before sign-in is refused.
-THROTTLE_FAILURES = 5
-THROTTLE_WINDOW_S = 900.0
-
-
-class LoginThrottle:
-    """Refuses sign-in for a name after repeated failures (per process, in memory)."""
-
-    def __init__(self, failures: int = THROTTLE_FAILURES, window_s: float = THROTTLE_WINDOW_S) -> None:
-        self.failures, self.window_s = failures, window_s
-        self._seen: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def blocked(self, name: str) -> bool:
-        """Whether sign-in for ``name`` is refused now."""
-        with self._lock:
-            recent = self._prune(name)
-            return len(recent) >= self.failures
-
-    def failed(self, name: str) -> None:
-        """Note a failed sign-in."""
-        with self._lock:
-            self._prune(name).append(time.monotonic())
-
-    def succeeded(self, name: str) -> None:
-        """Forget the failures of ``name``."""
-        with self._lock:
-            self._seen.pop(name, None)
-
-    def _prune(self, name: str) -> deque[float]:
-        recent = self._seen[name]
-        cutoff = time.monotonic() - self.window_s
-        while recent and recent[0] < cutoff:
-            recent.popleft()
-        return recent
-
 
 def client_address(request: Request) -> str:
     """The client's address; the right-most X-Forwarded-For entry from a trusted proxy."""
@@ -103,7 +74,10 @@ def csrf_ok(request: Request, submitted: str | None) -> bool:
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization", "")
+    return _parse_basic(request.headers.get("authorization", ""))
+
+
+def _parse_basic(header: str) -> tuple[str, str] | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
         return None
@@ -118,51 +92,81 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 class BasicCredentialCache:
     """Remembers verified HTTP Basic credentials for :data:`BASIC_CACHE_TTL_S` seconds.
 
-    Entries are keyed by an HMAC (per-process random key) of name, password and the stored
-    Argon2 hash, so a password change or user removal invalidates them at once.
+    Entries are keyed by an HMAC (per-process random key) of name and password and hold the
+    Argon2 hash they were verified against; a hit counts only while the stored hash is the same,
+    so a password change or user removal invalidates them at once. A credential that is not in
+    the cache costs no database query before the sign-in throttle has admitted it.
     """
 
     def __init__(self, ttl_s: float = BASIC_CACHE_TTL_S, size: int = 256) -> None:
         self.ttl_s, self.size = ttl_s, size
         self._key = secrets.token_bytes(32)
-        self._entries: dict[bytes, float] = {}
+        self._entries: dict[bytes, tuple[float, str]] = {}
         self._lock = threading.Lock()
 
-    def _digest(self, name: str, password: str, stored_hash: str) -> bytes:
-        message = f"{name}\0{password}\0{stored_hash}".encode()
-        return hmac.new(self._key, message, "sha256").digest()
+    def _digest(self, name: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{name}\0{password}".encode(), "sha256").digest()
 
-    def verified(self, name: str, password: str, stored_hash: str) -> bool:
-        """Whether this credential was verified against this hash recently."""
-        digest = self._digest(name, password, stored_hash)
+    def candidate(self, name: str, password: str) -> str | None:
+        """The stored hash this credential was verified against recently, else ``None``."""
+        digest = self._digest(name, password)
         with self._lock:
-            at = self._entries.get(digest)
-            return at is not None and time.monotonic() - at < self.ttl_s
+            entry = self._entries.get(digest)
+        if entry is None or time.monotonic() - entry[0] >= self.ttl_s:
+            return None
+        return entry[1]
 
     def remember(self, name: str, password: str, stored_hash: str) -> None:
-        """Note a successful verification."""
-        digest = self._digest(name, password, stored_hash)
+        """Note a successful verification against ``stored_hash``."""
+        digest = self._digest(name, password)
         with self._lock:
             if len(self._entries) >= self.size:
                 self._entries.clear()
-            self._entries[digest] = time.monotonic()
+            self._entries[digest] = (time.monotonic(), stored_hash)
+
+
+def check_password(request: Request, name: str, password: str) -> CurrentUser | None:
+    """Verify a password under the sign-in throttle; the user, or ``None`` when wrong.
+
+    Raises
+    ------
+    SignInRefused
+        When the throttle refuses the attempt (no Argon2 work was done).
+    """
+    guard: SignInGuard = request.app.state.sign_in_guard
+    address = client_address(request)
+    if request.scope.get(ADMITTED) != (name, address):  # not yet by BasicThrottleMiddleware
+        guard.admit(name, address)
+    with guard.argon2_slot():
+        user = authenticate(request.app.state.database, name, password)
+    if user is None:
+        guard.failed(name, address)
+    else:
+        guard.succeeded(name, address)
+    return user
+
+
+def too_many(refused: SignInRefused) -> HTTPException:
+    """The 429 answer for a refused password check."""
+    return HTTPException(status_code=429, detail=refused.message,
+                         headers={"Retry-After": str(refused.retry_after_s)})
 
 
 def _basic_user(request: Request, name: str, password: str) -> CurrentUser | None:
     state = request.app.state
     database = state.database
     cache: BasicCredentialCache = state.basic_cache
-    stored = database.get_user(name)
-    if stored is not None and cache.verified(name, password, stored.password_hash):
-        return CurrentUser(stored.name, frozenset(stored.roles.split(",")), via="basic")
-    throttle: LoginThrottle = state.throttle
-    if throttle.blocked(name):
-        return None
-    found = authenticate(database, name, password)
+    verified_hash = cache.candidate(name, password)
+    if verified_hash is not None:
+        stored = database.get_user(name)
+        if stored is not None and hmac.compare_digest(stored.password_hash, verified_hash):
+            return CurrentUser(stored.name, frozenset(stored.roles.split(",")), via="basic")
+    try:
+        found = check_password(request, name, password)
+    except SignInRefused as refused:
+        raise too_many(refused) from None
     if found is None:
-        throttle.failed(name)
         return None
-    throttle.succeeded(name)
     refreshed = database.get_user(name)
     if refreshed is not None:
         cache.remember(name, password, refreshed.password_hash)
@@ -176,6 +180,11 @@ def current_user(request: Request, *, allow_basic: bool = False) -> CurrentUser 
     ----------
     allow_basic:
         Accept HTTP Basic credentials (REST API and /metrics only).
+
+    Raises
+    ------
+    HTTPException
+        429 when HTTP Basic credentials must be checked and the sign-in throttle refuses.
     """
     cached: Any = getattr(request.state, "user", None)
     if cached is not None:
@@ -190,11 +199,15 @@ def current_user(request: Request, *, allow_basic: bool = False) -> CurrentUser 
     if user is None:
         name = request.session.get(SESSION_USER)
         signed_in_at = float(request.session.get(SESSION_SIGNED_IN_AT, 0))
+        session_id = str(request.session.get(SESSION_ID) or "")
         lifetime_s = settings.web.session_lifetime_minutes * 60
-        if name and time.time() - signed_in_at < lifetime_s:
+        revocations: SessionRevocations = state.revocations
+        if (name and session_id and time.time() - signed_in_at < lifetime_s
+                and not revocations.is_revoked(session_id)):
             user = lookup_user(database, str(name), via="session")
         elif name:
-            request.session.pop(SESSION_USER, None)
+            for key in (SESSION_USER, SESSION_SIGNED_IN_AT, SESSION_ID):
+                request.session.pop(key, None)
     if user is None and allow_basic:
         credentials = _basic_credentials(request)
         if credentials is not None:
@@ -209,9 +222,75 @@ def sign_in(request: Request, user: CurrentUser) -> None:
     request.session.clear()
     request.session[SESSION_USER] = user.name
     request.session[SESSION_SIGNED_IN_AT] = time.time()
+    request.session[SESSION_ID] = secrets.token_urlsafe(24)
     csrf_token(request)
 
 
 def sign_out(request: Request) -> None:
-    """End the session."""
+    """End the session and revoke its id on the server (copies of the cookie stop working)."""
+    session_id = request.session.get(SESSION_ID)
+    if session_id:
+        revocations: SessionRevocations = request.app.state.revocations
+        revocations.revoke(str(session_id), str(request.session.get(SESSION_USER, "")),
+                           client_address(request))
     request.session.clear()
+
+
+class BasicThrottleMiddleware:
+    """ASGI middleware: HTTP Basic credentials that need a password check pass the sign-in
+    throttle before anything else runs, on the event loop.
+
+    A refused request is answered 429 (JSON, ``Retry-After``) without a thread, a session or a
+    database query, so a flood of guesses costs microseconds each. Cached (recently verified)
+    credentials pass untouched; an admitted request is marked in the scope so that
+    :func:`check_password` does not take a second token.
+
+    Parameters
+    ----------
+    app:
+        The wrapped ASGI application.
+    guard, cache:
+        The application's :class:`~node.web.throttle.SignInGuard` and
+        :class:`BasicCredentialCache`.
+    trusted_proxies:
+        ``web.trusted_proxies`` (their right-most ``X-Forwarded-For`` entry is the client).
+    """
+
+    def __init__(self, app: Any, guard: SignInGuard, cache: BasicCredentialCache,
+                 trusted_proxies: list[str]) -> None:
+        self.app, self.guard, self.cache = app, guard, cache
+        self.trusted_proxies = list(trusted_proxies)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith("/api/") or path == "/metrics":
+            headers = dict(scope.get("headers", []))
+            credentials = _parse_basic(headers.get(b"authorization", b"").decode("latin-1"))
+            if credentials is not None and self.cache.candidate(*credentials) is None:
+                address = self._address(scope, headers)
+                try:
+                    self.guard.admit(credentials[0], address)
+                except SignInRefused as refused:
+                    await self._refuse(send, refused)
+                    return
+                scope[ADMITTED] = (credentials[0], address)
+        await self.app(scope, receive, send)
+
+    def _address(self, scope: Any, headers: dict[bytes, bytes]) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        if peer in self.trusted_proxies:
+            forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+            hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+            if hops:
+                return hops[-1]
+        return str(peer)
+
+    @staticmethod
+    async def _refuse(send: Any, refused: SignInRefused) -> None:
+        body = json.dumps({"detail": refused.message}).encode()
+        await send({"type": "http.response.start", "status": 429, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(refused.retry_after_s).encode()), (b"cache-control", b"no-store"),
+        ]})
+        await send({"type": "http.response.body", "body": body})

@@ -2,7 +2,10 @@
 
 The job database holds no patient name or Patient ID. For users with the ``phi`` role the job page
 reads them (and the Accession Number) from the header of the first stored instance of the
-series; for everyone else they, and the Accession Number stored with the job, are hidden.
+series; for everyone else they, and the Accession Number stored with the job, are hidden, and
+header values quoted in free text (routing reason, timeline, error) after the name of a
+PHI-bearing attribute (PS3.15 Table E.1-1: descriptions, names, IDs, dates, institution,
+physicians, comments) are replaced by ``[hidden]`` (:func:`redact_phi`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import functools
 import io
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,48 @@ logger = logging.getLogger(__name__)
 
 THUMBNAIL_MAX_PX = 480
 HIDDEN = None
+REDACTED = "[hidden]"
+
+#: Attributes of PS3.15 Table E.1-1 whose values may appear quoted in messages (as routing
+#: writes them: ``Series Description 'CHEST ...'``).
+PHI_ATTRIBUTE_NAMES = (
+    "Study Description", "Series Description", "Protocol Name", "Patient's Name", "Patient Name",
+    "Patient ID", "Other Patient IDs", "Patient's Birth Date", "Patient's Age", "Patient's Sex",
+    "Accession Number", "Study ID", "Institution Name", "Institution Address",
+    "Institutional Department Name", "Referring Physician's Name",
+    "Performing Physician's Name", "Name of Physician(s) Reading Study", "Operators' Name",
+    "Requesting Physician", "Requested Procedure Description",
+    "Performed Procedure Step Description", "Admitting Diagnoses Description", "Image Comments",
+    "Study Comments", "Additional Patient History", "Station Name", "Device Serial Number",
+    "Study Date", "Series Date", "Acquisition Date", "Content Date", "Study Time",
+    "Series Time", "Acquisition Time", "Content Time",
+)
+_PHI_VALUE = re.compile(
+    r"(?P<label>\b(?:" + "|".join(re.escape(n) for n in PHI_ATTRIBUTE_NAMES) + r"))"
+    r"(?P<sep>\s*(?:\(\w{4},\w{4}\))?\s*[:=]?\s*)"
+    r"(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")",
+    re.IGNORECASE,
+)
+
+
+def redact_phi(text: str | None) -> str | None:
+    """``text`` with quoted values of PHI-bearing attributes replaced by :data:`REDACTED`.
+
+    Parameters
+    ----------
+    text:
+        A message such as a routing reason: ``... Series Description 'JOHN DOE CHEST' does not
+        match '(?i)abdomen'`` becomes ``... Series Description [hidden] does not match ...``
+        (the rule's own pattern is configuration, not patient data, and stays).
+
+    Returns
+    -------
+    str or None
+        The redacted text (``None`` stays ``None``).
+    """
+    if not text:
+        return text
+    return _PHI_VALUE.sub(lambda m: f"{m['label']}{m['sep']}{REDACTED}", text)
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -51,16 +97,17 @@ def job_summary(job: Job, user: CurrentUser) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "duration_s": round(duration, 1) if duration is not None else None,
-        "error": job.error,
+        "error": job.error if user.sees_phi else redact_phi(job.error),
     }
 
 
 def job_detail(job: Job, user: CurrentUser, database: Any) -> dict[str, Any]:
     """The job page / API detail: summary plus routing, results, outputs, sends, timeline."""
     data = job_summary(job, user)
+    shown = (lambda text: text) if user.sees_phi else redact_phi
     data.update(
         routing_rule=job.routing_rule,
-        routing_reason=job.routing_reason,
+        routing_reason=shown(job.routing_reason),
         algorithm=job.algorithm,
         worker=job.worker,
         lease_expires_at=iso(job.lease_expires_at),
@@ -87,27 +134,12 @@ def job_detail(job: Job, user: CurrentUser, database: Any) -> dict[str, Any]:
             for o in job.outputs
         ],
         events=[
-            {"at": iso(e.at), "level": e.level, "message": e.message} for e in job.events
+            {"at": iso(e.at), "level": e.level, "message": shown(e.message)} for e in job.events
         ],
         patient=patient_of(job, database) if user.sees_phi else HIDDEN,
         phi_hidden=not user.sees_phi,
-        priority=("urgent", "routine", "low")[job.priority] if job.priority in (0, 1, 2) else None,
-        queue=_queue_place(job, database),
     )
     return data
-
-
-def _queue_place(job: Job, database: Any) -> dict[str, Any] | None:
-    """A queued job's projected place and wait (``None`` otherwise); see
-    :meth:`storage.dashboard_queries.DashboardQueries.queue_places`."""
-    if str(job.state) != "queued":
-        return None
-    place = database.queue_places([job.id]).get(job.id)
-    if place is None:
-        return None
-    wait = place.waiting_seconds
-    return {"position": place.position, "queued": place.queued, "priority": place.priority,
-            "waiting_s": None if wait is None else round(wait, 1)}
 
 
 def patient_of(job: Job, database: Any) -> dict[str, str | None]:
