@@ -4,7 +4,8 @@
 it with ``pip install --no-deps --no-build-isolation --target SITE`` (the main venv is never
 touched) and puts SITE first on ``sys.path`` for in-process checks; node subprocesses get it on
 ``PYTHONPATH`` (:func:`plugin_env`). ``importlib.metadata`` then finds the package's entry point
-in group ``ainode.protocols`` like that of any installed plug-in.
+in group ``ainode.protocols`` like that of any installed plug-in. The package is installed once
+per session; it is on ``sys.path`` only during the modules that ask for :func:`l1_plugin_site`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def _forget_registry() -> None:
 
 
 @pytest.fixture(scope="session")
-def l1_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Folder holding the installed plug-in (``ainode_l1`` and its ``.dist-info``)."""
+def l1_plugin_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder holding the installed plug-in (``ainode_l1`` and its ``.dist-info``); installed
+    once per session, not yet on ``sys.path``."""
     work = tmp_path_factory.mktemp("l1-plugin")
     source = work / "src"
     shutil.copytree(PLUGIN_SOURCE, source,
@@ -45,6 +47,14 @@ def l1_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return site
+
+
+@pytest.fixture(scope="module")
+def l1_plugin_site(l1_plugin_installed: Path) -> Iterator[Path]:
+    """The installed plug-in on ``sys.path`` for the tests of one module, the registry
+    rediscovered; both undone afterwards, so tests elsewhere see only the shipped protocols."""
+    site = l1_plugin_installed
     sys.path.insert(0, str(site))
     _forget_registry()
     try:
@@ -57,9 +67,9 @@ def l1_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def plugin_env(l1_plugin_site: Path) -> dict[str, str]:
+def plugin_env(l1_plugin_installed: Path) -> dict[str, str]:
     """Environment for subprocesses (``ainode ...``) that should see the plug-in."""
-    paths = [str(l1_plugin_site), str(REPO)]
+    paths = [str(l1_plugin_installed), str(REPO)]
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}

@@ -179,9 +179,10 @@ def _content_items(ds: pydicom.Dataset) -> Iterator[pydicom.Dataset]:
 
 
 def test_core_listings_name_the_plugin(
-    phantom: AbdomenPhantom, tmp_path: Path, plugin_env: dict[str, str],
+    phantom: AbdomenPhantom, tmp_path: Path, plugin_env: dict[str, str], l1_plugin_site: Path,
 ) -> None:
-    from pipelines.registry import get_protocol, load_errors, protocols
+    from ainode_core.errors import ConfigError
+    from pipelines.registry import check_parameters, get_protocol, load_errors, protocols
 
     assert PROTOCOL in protocols()
     assert not [entry for entry in load_errors() if PROTOCOL in entry]
@@ -189,6 +190,14 @@ def test_core_listings_name_the_plugin(
     assert spec.input_kind == "ct-volume" and spec.modalities == ("CT",)
     assert [row.key for row in spec.measurements] == [
         "l1_trabecular_mean_hu", "l1_trabecular_sd_hu", "l1_roi_area_mm2"]
+    # The core validates the plug-in's parameters with its pydantic model, naming the parameter.
+    check_parameters(PROTOCOL, {"threshold_hu": 160})
+    with pytest.raises(ConfigError, match="threshold_hu"):
+        check_parameters(PROTOCOL, {"threshold_hu": "abc"})
+    with pytest.raises(ConfigError, match="cortex_margin_mm"):
+        check_parameters(PROTOCOL, {"cortex_margin_mm": 0.0})
+    with pytest.raises(ConfigError, match="roi_size"):
+        check_parameters(PROTOCOL, {"roi_size": 3})
 
     # Default table: the plug-in's rule fires only for series that ask for bone density.
     asked = write_phantom_series(phantom, tmp_path / "asked", shuffle=False,

@@ -40,7 +40,7 @@ def test_plugin_imports_only_pipelines_and_libraries() -> None:
 
 
 def test_loading_the_spec_pulls_in_no_node_storage_or_training(
-    l1_plugin_site: Path, plugin_env: dict[str, str],
+    plugin_env: dict[str, str],
 ) -> None:
     code = (
         "import sys\n"
