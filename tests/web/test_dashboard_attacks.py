@@ -309,3 +309,36 @@ def test_a_viewer_never_sees_descriptions_in_reasons_or_the_timeline(
     assert any("Series Description [hidden]" in e["message"] for e in shown["events"])
     phi = make_client(web_db, "paula").get(f"/api/v1/jobs/{quoted}").json()
     assert study in phi["routing_reason"]  # the phi role sees the stored text
+
+
+def test_lockout_wait_doubles_per_name_and_address_and_buckets_refill() -> None:
+    from node.web.throttle import (
+        LOCKOUT_AFTER,
+        LOCKOUT_MAX_S,
+        PER_ADDRESS_BURST,
+        PER_ADDRESS_RATE,
+        SignInGuard,
+        SignInRefused,
+    )
+
+    now = [1000.0]
+    guard = SignInGuard(clock=lambda: now[0])
+    waits = [guard.failed("alice", "203.0.113.66") for _ in range(LOCKOUT_AFTER + 12)]
+    assert waits[: LOCKOUT_AFTER - 1] == [0.0] * (LOCKOUT_AFTER - 1)
+    steps = waits[LOCKOUT_AFTER - 1:]
+    assert all(b == min(2 * a, LOCKOUT_MAX_S) for a, b in zip(steps, steps[1:])), steps
+    assert steps[0] > 0 and steps[-1] == LOCKOUT_MAX_S
+    with pytest.raises(SignInRefused, match="this user from this address") as refused:
+        guard.admit("alice", "203.0.113.66")
+    assert refused.value.retry_after_s == LOCKOUT_MAX_S
+    guard.admit("alice", "198.51.100.7")  # another address is not locked
+    guard.admit("bob", "203.0.113.66")  # nor another name from that address
+    # The per-address bucket: a burst, then refusal, then refill with time.
+    for index in range(int(PER_ADDRESS_BURST)):
+        guard.admit(f"u{index}", "192.0.2.9")
+    with pytest.raises(SignInRefused, match="from this address"):
+        guard.admit("x", "192.0.2.9")
+    now[0] += 1.0 / PER_ADDRESS_RATE
+    guard.admit("x", "192.0.2.9")
+    now[0] += LOCKOUT_MAX_S
+    guard.admit("alice", "203.0.113.66")  # the wait is over
