@@ -173,7 +173,7 @@ def _run(root: Path, kept: bool, timeout_s: float, pacs_kind: str, err: TextIO) 
         )
         node = stack.enter_context(Node(settings))
         print(f"node: AINODE@127.0.0.1:{settings.port}, data in {settings.data_dir}")
-        print(f"sending {source.name} (real abdominal CT slice from pydicom-data) by C-STORE ...")
+        print(f"sending {source.name} (real abdominal CT slice from pydicom-data) by C-STORE")
         code = send_file(source, "127.0.0.1", settings.port, "AINODE")
         print(f"C-STORE status 0x{code:04X}")
         deadline = time.monotonic() + timeout_s

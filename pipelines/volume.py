@@ -877,9 +877,11 @@ def _finish(
         if thickness is None:
             warnings = [
                 *warnings,
-                f"Slice Thickness {images[0].get('SliceThickness')!r} is missing or not a "
-                "positive number; 1.0 mm is assumed for the single image's depth (volumes "
-                "computed from this image are per mm of depth)",
+                "Slice Thickness "
+                + ("is missing" if images[0].get("SliceThickness") in (None, "")
+                   else f"{images[0].get('SliceThickness')} is not a positive number")
+                + "; 1.0 mm is assumed for the single image's depth (volumes computed from "
+                "this image are per mm of depth)",
             ]
         single_axis = hu.shape.index(1)
         spacing = tuple(

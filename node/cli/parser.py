@@ -37,7 +37,13 @@ from node.cli.common import (
 )
 from node.cli.models import cmd_models_install, cmd_models_list, cmd_models_show, cmd_models_verify
 from node.cli.purge import cmd_purge
-from node.cli.training import cmd_evaluate, cmd_train
+from node.cli.training import (
+    EvaluateHelpFormatter,
+    ProtocolsHelpFormatter,
+    TrainHelpFormatter,
+    cmd_evaluate,
+    cmd_train,
+)
 from node.cli.web import add_parsers as add_web_parsers
 from node.presentation import dash, measurement_lines, render_lines
 
@@ -315,7 +321,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
         print("outputs:")
         for output in data["outputs"]:
             sends = ", ".join(f"{s['destination']} {s['state']}" for s in output["sends"]) or "not sent"
-            print(f"  {output['kind']:<3} {output['sop_instance_uid']}  [{sends}]")
+            print(f"  {output['kind']:<3} {output['sop_instance_uid']}  ({sends})")
     print("events:")
     for event in data["events"]:
         print(f"  {event['at']}  {event['level']:<7} {event['message']}")
@@ -396,10 +402,14 @@ def cmd_route(args: argparse.Namespace) -> int:
 def route_line(entry: dict[str, Any]) -> str:
     """One line per series: where it goes, by which rule, and why."""
     target = entry["protocol"] or "ignored"
-    rule = f"rule {entry['rule']}" if entry["rule"] else "no rule matched"
+    reason = entry["reason"] or "no reason given"
+    if not entry["rule"]:
+        reason = f"no rule matched: {reason}"
+    elif entry["rule"] not in reason:
+        reason = f"rule {entry['rule']}: {reason}"
     return (
         f"{entry['series_instance_uid']} ({entry['instances']} instance"
-        f"{'s' if entry['instances'] != 1 else ''}): {target} ({rule}): {entry['reason']}"
+        f"{'s' if entry['instances'] != 1 else ''}) -> {target}: {reason}"
     )
 
 
@@ -529,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="jobs run in parallel (default 1)")
     serve.set_defaults(func=cmd_serve)
 
-    run = sub.add_parser("run", help="run a protocol offline on files and write the outputs")
+    run = sub.add_parser("run", help="run a protocol offline on files and write the outputs",
+                         formatter_class=ProtocolsHelpFormatter)
     add_node_options(run)
     run.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
     run.add_argument("--protocol", help="protocol name (default: choose by the routing rules)")
@@ -572,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--timeout", type=float, default=10.0)
     echo.set_defaults(func=cmd_echo)
 
-    route = sub.add_parser("route", help="show which routing rule fires for each series, and why")
+    route = sub.add_parser("route", help="show which routing rule fires for each series, and why",
+                           formatter_class=ProtocolsHelpFormatter)
     add_node_options(route)
     route.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
     route.add_argument("--json", action="store_true")
@@ -623,8 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     models_verify.add_argument("names", nargs="*", metavar="NAME")
     models_verify.set_defaults(func=cmd_models_verify)
 
-    train = sub.add_parser("train", help="train a protocol's networks and write a model directory")
-    train.add_argument("protocol")
+    train = sub.add_parser("train", help="train a protocol's networks and write a model directory",
+                           formatter_class=TrainHelpFormatter)
+    train.add_argument("protocol", help="a registered protocol with a trainer (listed below)")
     train.add_argument("--phantom", action="store_true", help="train on digital phantoms")
     train.add_argument("--data", metavar="DIR", help="labelled data: NIfTI pairs or DICOM+SEG")
     train.add_argument("--out", required=True, metavar="MODEL_DIR")
@@ -644,7 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from out/checkpoints")
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a model on phantoms or labelled data")
+    evaluate = sub.add_parser("evaluate", help="evaluate a model on phantoms or labelled data",
+                              formatter_class=EvaluateHelpFormatter)
     add_node_options(evaluate)
     evaluate.add_argument("model", metavar="MODEL_DIR_OR_NAME")
     evaluate.add_argument("--phantom", action="store_true")

@@ -23,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
 
 from node.config import Settings
+from node.presentation import measurement_lines
 from node.users import CurrentUser
 from node.web.api import JobId, build_router, find_job, job_search, perform_action
 from node.web.auth import (
@@ -125,6 +126,7 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.globals["measurement_lines"] = measurement_lines  # job page panel (H7)
     app.include_router(build_router())
 
     @app.middleware("http")
