@@ -64,9 +64,12 @@ class ProtocolFilter:
         return conditions
 
 
-def _turn_key(last_served: dt.datetime | None, caller: str) -> tuple[int, dt.datetime, str]:
-    # Never served first, then least recently served; the AE title breaks ties.
-    return (0, dt.datetime.min, caller) if last_served is None else (1, last_served, caller)
+def _turn_key(last_served: dt.datetime | None, caller: str) -> tuple[int, float, str]:
+    # Never served first, then least recently served; the AE title breaks ties. Times are naive
+    # UTC; as POSIX seconds they only need to order correctly among themselves.
+    if last_served is None:
+        return (0, 0.0, caller)
+    return (1, last_served.replace(tzinfo=dt.UTC).timestamp(), caller)
 
 
 def caller_turn_order(last_served: Mapping[str, dt.datetime | None]) -> list[str]:
@@ -130,7 +133,7 @@ def projected_order(
             job.id
         )
     # A served caller goes behind every other; later turns are counted, not timed.
-    keys: dict[str, tuple[int, object, str]] = {
+    keys: dict[str, tuple[int, float, str]] = {
         caller: _turn_key(last_served.get(caller), caller)
         for callers in by_priority.values()
         for caller in callers
@@ -146,7 +149,7 @@ def projected_order(
             jobs = callers[caller]
             order.append(jobs.popleft())
             turn += 1
-            keys[caller] = (2, turn, caller)
+            keys[caller] = (2, float(turn), caller)
             if jobs:
                 heapq.heappush(heap, (keys[caller], caller))
     return order
