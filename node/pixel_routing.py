@@ -11,7 +11,8 @@ starts ``python -m node.pixel_routing`` with
 * the declared size of every image checked against ``max_image_mb`` before decoding
   (:func:`pipelines.volume.check_image_size`);
 * only a sample decoded: at most :data:`SAMPLED_SLICES` evenly spaced slices of a CT series (one
-  radiograph), never the whole volume.
+  radiograph), never the whole volume;
+* a lower CPU priority (``nice`` 10) than the node, so the listener keeps answering.
 
 Whatever happens in the child, the node gets a :class:`pipelines.body_region.RegionGuess`, with
 region ``unknown`` and the reason when the pixels could not be analysed.
@@ -159,6 +160,7 @@ def _child_main() -> None:
     import resource
 
     request = json.loads(sys.stdin.read())
+    os.nice(10)  # below the listener: the fallback must not slow C-ECHO/C-STORE down
     memory = int(request["memory_mb"]) * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     cpu = int(request["cpu_s"])

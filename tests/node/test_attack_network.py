@@ -261,3 +261,86 @@ def os_getpid() -> int:
     import os
 
     return os.getpid()
+
+
+def _small_ct_series(directory: Path, count: int) -> list[Path]:
+    """``count`` 64 x 64 CT files of one series (fast to send; the path is the same as 512²)."""
+    import numpy as np
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    directory.mkdir(parents=True, exist_ok=True)
+    study, series = generate_uid(), generate_uid()
+    pixels = np.arange(64 * 64, dtype=np.uint16).tobytes()
+    paths = []
+    for index in range(count):
+        ds = pydicom.Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.Modality, ds.InstanceNumber = "CT", index + 1
+        ds.Rows = ds.Columns = 64
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = pixels
+        path = directory / f"{index:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.peers
+@pytest.mark.slow
+def test_kill9_during_ingest_with_4_associations_loses_nothing_acknowledged(
+    serve_process: Any, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+
+    from peers import require_binary
+
+    storescu_bin = require_binary("storescu")
+    data_dir = tmp_path / "node"
+    node = serve_process(data_dir)
+    node.start()
+    groups = [_small_ct_series(tmp_path / f"series{g}", 150) for g in range(4)]
+    senders = [
+        subprocess.Popen(
+            [storescu_bin, "-v", "-aec", "AINODE", "-aet", f"KILL{g}", "-to", "10", "-ta", "10",
+             "127.0.0.1", str(node.port), *map(str, files)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for g, files in enumerate(groups)
+    ]
+    instances = data_dir / "instances"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(instances.rglob("*.dcm"))) < 100:
+        time.sleep(0.02)
+    node.kill9()  # with its children; the 4 associations are cut mid-stream
+    outputs = [sender.communicate(timeout=60)[0] for sender in senders]
+    acknowledged: list[str] = []
+    for files, output in zip(groups, outputs, strict=True):
+        successes = output.count("Received Store Response (Success)")
+        # storescu sends its files in order, one at a time: the first `successes` were answered.
+        acknowledged += [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+                         for p in files[:successes]]
+    total = sum(len(g) for g in groups)
+    assert 0 < len(acknowledged) < total, "kill -9 must land while the associations run"
+    node.start()  # recovery (store scan) runs before the listener answers C-ECHO
+    on_disk = {p.stem for p in instances.rglob("*.dcm")}
+    db = JobDatabase(f"sqlite:///{data_dir / 'ainode.sqlite3'}", migrate_schema=False)
+    try:
+        in_db = db.known_sop_instance_uids()
+    finally:
+        db.close()
+    missing_files = [uid for uid in acknowledged if uid not in on_disk]
+    missing_rows = [uid for uid in acknowledged if uid not in in_db]
+    assert missing_files == [] and missing_rows == [], (
+        f"{len(acknowledged)} acknowledged: {len(missing_files)} without file, "
+        f"{len(missing_rows)} without row"
+    )
+    assert not [p for p in instances.rglob("*") if p.name.startswith(".tmp-")]
+    print(f"kill -9 after {len(acknowledged)} of {total} acknowledged; all on disk and in the DB "
+          f"({len(on_disk)} files, pid {os.getpid()})")
