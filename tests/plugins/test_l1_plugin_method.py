@@ -158,3 +158,26 @@ def test_parameters_refuse_wrong_types_ranges_and_names(l1_plugin_site: Path) ->
     with pytest.raises(ValidationError, match="roi_radius"):
         L1Parameters(roi_radius=3.0)  # type: ignore[call-arg]
     assert L1Parameters(threshold_hu=160).threshold_hu == 160.0
+
+
+@pytest.mark.parametrize(
+    ("anatomy", "position"),
+    [
+        ({"lordosis_mm": 15.0, "scoliosis_mm": 10.0}, "FFS"),
+        ({"n_slices": 120, "slice_thickness_mm": 2.5, "body_scale": 1.3,
+          "sat_thickness_mm": 40.0, "rows": 320, "columns": 320}, "HFP"),
+    ],
+    ids=["curved-column-FFS", "obese-2.5mm-slices-prone"],
+)
+def test_l1_measured_on_varied_anatomy(l1_plugin_site: Path, tmp_path: Path,
+                                       anatomy: dict[str, float], position: str) -> None:
+    from ainode_l1.method import run_l1_trabecular
+    from ainode_l1.parameters import L1Parameters
+
+    phantom = make_abdomen_phantom(seed=9, **anatomy)  # type: ignore[arg-type]
+    volume = _load(phantom, tmp_path, patient_position=position)
+    result = run_l1_trabecular(volume, L1Parameters(), PatientContext())
+    first, last = phantom.vertebra_slices["L1"]
+    assert first <= int(result.summary["slice_index"]) <= last
+    assert result.summary["l1_trabecular_mean_hu"] == pytest.approx(250.0, abs=3.0)
+    assert result.summary["level_verified"] is True

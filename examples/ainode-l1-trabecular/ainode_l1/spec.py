@@ -66,5 +66,7 @@ SPEC = ProtocolSpec(
     # The core's abdominal phantom (T10 to sacrum, known cancellous HU) is this protocol's
     # phantom case too; a string, imported only by the tools that use it.
     phantom_case="training.datasets:phantom_case",
+    # Path in ainode's source tree (the script is not part of the installed package).
+    benchmark="examples/ainode-l1-trabecular/benchmarks/l1_trabecular.py",
     docs="docs/pipelines/l1-trabecular-attenuation.md",
 )
