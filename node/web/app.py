@@ -74,6 +74,44 @@ def load_secret_key(settings: Settings) -> str:
     return key
 
 
+_SECURITY_HEADERS = (
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
+     b"frame-ancestors 'none'; form-action 'self'"),
+)
+_NO_STORE_PREFIXES = ("/jobs", "/api", "/node", "/audit")
+
+
+class SecurityHeadersMiddleware:
+    """ASGI middleware: frame, sniffing, referrer and content-security headers on every response,
+    ``Cache-Control: no-store`` on data pages (a plain ASGI wrapper: no task or stream per
+    request, which matters under a flood)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        no_store = str(scope.get("path", "")).startswith(_NO_STORE_PREFIXES)
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(n, v) for n, v in _SECURITY_HEADERS if n not in present]
+                if no_store and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class _LoginRequired(Exception):
     def __init__(self, target: str) -> None:
         self.target = target
@@ -129,20 +167,7 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
     templates.env.globals["measurement_lines"] = measurement_lines  # job page panel (H7)
     app.include_router(build_router())
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-            "frame-ancestors 'none'; form-action 'self'",
-        )
-        if request.url.path.startswith(("/jobs", "/api", "/node", "/audit")):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.add_middleware(SecurityHeadersMiddleware)
 
     # Added last, so outermost: HTTP Basic guesses meet the throttle before sessions, threads
     # or the database.

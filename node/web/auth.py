@@ -237,13 +237,16 @@ def sign_out(request: Request) -> None:
 
 
 class BasicThrottleMiddleware:
-    """ASGI middleware: HTTP Basic credentials that need a password check pass the sign-in
-    throttle before anything else runs, on the event loop.
+    """ASGI middleware: sign-in attempts meet the throttle before anything else runs, on the
+    event loop.
 
-    A refused request is answered 429 (JSON, ``Retry-After``) without a thread, a session or a
-    database query, so a flood of guesses costs microseconds each. Cached (recently verified)
-    credentials pass untouched; an admitted request is marked in the scope so that
-    :func:`check_password` does not take a second token.
+    HTTP Basic credentials that need a password check (not recently verified) pass
+    :meth:`~node.web.throttle.SignInGuard.admit`; an admitted request is marked in the scope so
+    that :func:`check_password` does not take a second token. A sign-in form post (``POST
+    /login``) from an address whose bucket, or the global one, is empty is refused before its body
+    is read (:meth:`~node.web.throttle.SignInGuard.congested`). A refused request is answered 429
+    (``Retry-After``) without a thread, a session, a template or a database query, so a flood of
+    guesses costs microseconds each.
 
     Parameters
     ----------
@@ -263,7 +266,12 @@ class BasicThrottleMiddleware:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path.startswith("/api/") or path == "/metrics":
+        if path == "/login" and scope.get("method") == "POST":
+            refused = self.guard.congested(self._address(scope, dict(scope.get("headers", []))))
+            if refused is not None:
+                await self._refuse(send, refused, as_json=False)
+                return
+        elif path.startswith("/api/") or path == "/metrics":
             headers = dict(scope.get("headers", []))
             credentials = _parse_basic(headers.get(b"authorization", b"").decode("latin-1"))
             if credentials is not None and self.cache.candidate(*credentials) is None:
@@ -287,10 +295,14 @@ class BasicThrottleMiddleware:
         return str(peer)
 
     @staticmethod
-    async def _refuse(send: Any, refused: SignInRefused) -> None:
-        body = json.dumps({"detail": refused.message}).encode()
+    async def _refuse(send: Any, refused: SignInRefused, as_json: bool = True) -> None:
+        if as_json:
+            body, kind = json.dumps({"detail": refused.message}).encode(), b"application/json"
+        else:
+            text = f"{refused.message} (retry in {refused.retry_after_s} s)\n"
+            body, kind = text.encode(), b"text/plain; charset=utf-8"
         await send({"type": "http.response.start", "status": 429, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"content-type", kind), (b"content-length", str(len(body)).encode()),
             (b"retry-after", str(refused.retry_after_s).encode()), (b"cache-control", b"no-store"),
         ]})
         await send({"type": "http.response.body", "body": body})

@@ -89,12 +89,16 @@ class TokenBucket:
         self.burst, self.rate, self._clock = burst, rate, clock
         self._tokens, self._at = burst, clock()
 
-    def take(self) -> float:
-        """Take one token; 0 on success, else the seconds until one is available."""
+    def available(self) -> float:
+        """0 when a token is available now, else the seconds until one is (takes nothing)."""
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
-        if self._tokens >= 1.0:
+        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
+
+    def take(self) -> float:
+        """Take one token; 0 on success, else the seconds until one is available."""
+        if self.available() == 0.0:
             self._tokens -= 1.0
             return 0.0
         return (1.0 - self._tokens) / self.rate
@@ -186,6 +190,24 @@ class SignInGuard:
             wait = self._global.take()
             if wait:
                 raise SignInRefused("The dashboard is busy with sign-ins; try again shortly.", wait)
+
+    def congested(self, address: str) -> SignInRefused | None:
+        """Whether ``address``'s bucket or the global one is empty (takes no token).
+
+        Lets a front end refuse a flood before it parses anything (the user name is not known
+        yet); :meth:`admit` still decides for the requests that pass.
+        """
+        with self._lock:
+            bucket = self._addresses.get(address)
+            wait = bucket.available() if isinstance(bucket, TokenBucket) else 0.0
+            if wait:
+                return SignInRefused(
+                    "Too many sign-in attempts from this address; wait a moment.", wait
+                )
+            wait = self._global.available()
+            if wait:
+                return SignInRefused("The dashboard is busy with sign-ins; try again shortly.", wait)
+            return None
 
     @contextmanager
     def argon2_slot(self) -> Iterator[None]:
