@@ -28,6 +28,7 @@ Sources of the architectures (see ``shared/reference/clinical.md``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ import torch
 from monai.networks import nets
 
 from ainode_core.errors import ModelError
+from pipelines.registry import SpecObjects
 
 #: The MONAI classes a model card may name.
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {
@@ -177,13 +179,32 @@ def brain_landmark_network(n_classes: int = 8) -> tuple[str, dict[str, Any]]:
     }
 
 
-#: Default (architecture, args) per protocol and network role.
-DEFAULT_NETWORKS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
-    "l3-body-composition": {"tissue": l3_tissue_network(), "level": l3_level_network()},
-    "chest-respiratory-muscle": {"muscle": chest_muscle_network()},
-    "neonatal-rds": {"lung": rds_lung_network(), "classifier": rds_classifier_network()},
-    "brain-gwr": {"landmarks": brain_landmark_network()},
-}
+def l3_networks() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Networks of ``l3-body-composition`` by role (its spec's ``networks``)."""
+    return {"tissue": l3_tissue_network(), "level": l3_level_network()}
+
+
+def chest_networks() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Networks of ``chest-respiratory-muscle`` by role (its spec's ``networks``)."""
+    return {"muscle": chest_muscle_network()}
+
+
+def rds_networks() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Networks of ``neonatal-rds`` by role (its spec's ``networks``)."""
+    return {"lung": rds_lung_network(), "classifier": rds_classifier_network()}
+
+
+def brain_networks() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Networks of ``brain-gwr`` by role (its spec's ``networks``)."""
+    return {"landmarks": brain_landmark_network()}
+
+
+#: Default networks per protocol and role, read from each protocol's spec (``networks``:
+#: ``"module:function"`` returning ``{role: (architecture, args)}`` for :func:`build_network`):
+#: a read-only mapping over the registered protocols that declare networks.
+DEFAULT_NETWORKS: Mapping[str, dict[str, tuple[str, dict[str, Any]]]] = SpecObjects(
+    "networks", call=True
+)
 
 
 def save_weights(network: torch.nn.Module, path: str | Path) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from models.architectures import build_network, load_weights
 from models.cards import ModelCard, NetworkSpec
 from models.registry import ModelEntry, select_model
 from ainode_core.errors import ModelError, PipelineError
+from pipelines.registry import SpecObjects
 from pipelines.types import AlgorithmInfo, LearnedModel, ValidationStatus
 
 logger = logging.getLogger(__name__)
@@ -507,14 +508,11 @@ def _rds_adapter(entry: ModelEntry, device: str, options: InferenceOptions,
                         device=device)
 
 
-#: Protocol -> adapter building its LearnedModel, with the signatures the pipelines document; a
-#: phantom-only model of each protocol ships in models/zoo (docs/models.md).
-ADAPTERS: dict[str, Callable[[ModelEntry, str, InferenceOptions, InferenceStats], LearnedModel]] = {
-    "l3-body-composition": _l3_adapter,
-    "chest-respiratory-muscle": _chest_adapter,
-    "neonatal-rds": _rds_adapter,
-    "brain-gwr": _brain_adapter,
-}
+#: Protocol -> adapter building its LearnedModel, with the signatures the pipelines document,
+#: read from each protocol's spec (``adapter``); a phantom-only model of each shipped protocol
+#: ships in models/zoo (docs/models.md).
+ADAPTERS: Mapping[str, Callable[[ModelEntry, str, InferenceOptions, InferenceStats],
+                                LearnedModel]] = SpecObjects("adapter")
 
 
 def _timed(function: Callable[..., Any], stats: InferenceStats) -> Callable[..., Any]:

@@ -219,6 +219,53 @@ def spec_object(name: str, attribute: str) -> Any:
     return load_object(str(reference), what=f"{attribute} of protocol {name!r}")
 
 
+def declared_object(name: str, attribute: str) -> Any | None:
+    """Like :func:`spec_object`, but ``None`` for an unknown protocol or one that declares no
+    such entry (for lookups such as "the adapter of this model's protocol, if any")."""
+    registered = _load()
+    spec = registered.get(name)
+    if spec is None or not getattr(spec, attribute, None):
+        return None
+    return load_object(str(getattr(spec, attribute)), what=f"{attribute} of protocol {name!r}")
+
+
+class SpecObjects(Mapping[str, Any]):
+    """Read-only mapping protocol name -> the imported ``attribute`` object of its spec, over the
+    protocols that declare one (imported on first access, then cached).
+
+    Replaces the per-protocol lookup tables the layers above kept (``ADAPTERS``,
+    ``DEFAULT_NETWORKS``, ``EVALUATORS``, ...): they read the specs instead.
+    """
+
+    def __init__(self, attribute: str, call: bool = False) -> None:
+        self._attribute = attribute
+        self._call = call
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def _names(self) -> list[str]:
+        return [n for n, spec in _load().items() if getattr(spec, self._attribute, None)]
+
+    def __getitem__(self, name: str) -> Any:
+        spec = _load().get(name)
+        reference = getattr(spec, self._attribute, None) if spec is not None else None
+        if not reference:
+            raise KeyError(name)
+        key = (name, str(reference))
+        if key not in self._cache:
+            value = load_object(str(reference), what=f"{self._attribute} of protocol {name!r}")
+            self._cache[key] = value() if self._call else value
+        return self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return f"SpecObjects({self._attribute!r}: {self._names()})"
+
+
 def load_image(spec: ProtocolSpec, datasets: Sequence[Any]) -> Any:
     """The image ``spec.run`` gets, loaded from the datasets of one series.
 
@@ -305,7 +352,9 @@ def run_protocol(
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PROTOCOLS",
+    "SpecObjects",
     "check_parameters",
+    "declared_object",
     "discover",
     "get_protocol",
     "load_errors",

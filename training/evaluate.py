@@ -9,17 +9,16 @@ user case): Dice of SMA, SAT, VAT, IMAT; area error of each tissue in cm² and i
 with a level network, the error of the mid-L3 slice in slices and mm, and whether the chosen slice
 lies inside the true L3 vertebral body. The other protocols' evaluators live beside their trainers
 (:func:`training.train_chest.evaluate_chest`, :func:`training.train_rds.evaluate_rds`,
-:func:`training.train_brain.evaluate_brain`) and are
-imported when first used (those modules import this one).
+:func:`training.train_brain.evaluate_brain`); every protocol's evaluator, phantom and reader of
+labelled cases are named by its spec (:mod:`pipelines.protocols`) and imported when first used.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib
 import math
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -28,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ainode_core.errors import ModelError
+from pipelines.registry import SpecObjects
 from training.datasets import Case
 
 _L3_TISSUES = ((1, "sma"), (2, "sat"), (3, "vat"), (4, "imat"))
@@ -129,47 +129,24 @@ def evaluate_l3(model: Any, cases: list[Case]) -> EvaluationReport:
     return report
 
 
-def _lazy(module: str, name: str) -> Callable[..., Any]:
-    """A function imported from ``module`` when first called (the trainers import this module)."""
+#: Protocol -> evaluation function ``(model, cases) -> EvaluationReport``, from each protocol's
+#: spec (``evaluator``).
+EVALUATORS: Mapping[str, Callable[[Any, list[Case]], EvaluationReport]] = SpecObjects("evaluator")
 
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+#: Protocol -> ``(seed, size) -> Case``: the digital phantom case of that protocol (spec
+#: ``phantom_case``).
+PHANTOM_CASES: Mapping[str, Callable[[int, str], Case]] = SpecObjects("phantom_case")
 
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"Calls :func:`{module}.{name}` (imported when first used)."
-    return call
-
-
-#: Protocol -> evaluation function ``(model, cases) -> EvaluationReport``.
-EVALUATORS: dict[str, Callable[[Any, list[Case]], EvaluationReport]] = {
-    "l3-body-composition": evaluate_l3,
-    "chest-respiratory-muscle": _lazy("training.train_chest", "evaluate_chest"),
-    "neonatal-rds": _lazy("training.train_rds", "evaluate_rds"),
-    "brain-gwr": _lazy("training.train_brain", "evaluate_brain"),
-}
-
-#: Protocol -> ``(seed, size) -> Case``: the digital phantom case of that protocol.
-PHANTOM_CASES: dict[str, Callable[[int, str], Case]] = {
-    "l3-body-composition": _lazy("training.datasets", "phantom_case"),
-    "chest-respiratory-muscle": _lazy("training.train_chest", "chest_phantom_case"),
-    "neonatal-rds": _lazy("training.train_rds", "phantom_radiograph_case"),
-    "brain-gwr": _lazy("training.train_brain", "head_case"),
-}
-
-#: Protocol -> ``(data_dir) -> list[Case]``: labelled user cases of that protocol.
-USER_CASES: dict[str, Callable[[Path], list[Case]]] = {
-    "l3-body-composition": _lazy("training.train", "_load_user_cases"),
-    "chest-respiratory-muscle": _lazy("training.train", "_load_user_cases"),
-    "neonatal-rds": _lazy("training.train_rds", "user_radiograph_cases"),
-    "brain-gwr": _lazy("training.train", "_load_user_cases"),
-}
+#: Protocol -> ``(data_dir) -> list[Case]``: labelled user cases of that protocol (spec
+#: ``user_cases``).
+USER_CASES: Mapping[str, Callable[[Path], list[Case]]] = SpecObjects("user_cases")
 
 #: First seed of the phantoms of ``ainode evaluate --phantom`` (outside every trainer's seeds:
 #: training uses ``seed .. seed + cases - 1``, the trainers' held-out cases ``10_000 + seed ..``).
 CLI_PHANTOM_SEED = 20_000
 
 
-def _registered(table: dict[str, Any], protocol: str, what: str) -> Any:
+def _registered(table: Mapping[str, Any], protocol: str, what: str) -> Any:
     try:
         return table[protocol]
     except KeyError:

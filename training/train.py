@@ -645,39 +645,26 @@ def train_l3(config: TrainConfig, log: Callable[[str], None] | None = None) -> P
     return out
 
 
-#: Protocol -> trainer defined in this module.
-TRAINERS: dict[str, Callable[[TrainConfig, Callable[[str], None] | None], Path]] = {
-    "l3-body-composition": train_l3,
-}
-
-#: Protocol -> module with its own ``train(config, log) -> Path`` (imported when needed).
-TRAINER_MODULES: dict[str, str] = {
-    "chest-respiratory-muscle": "training.train_chest",
-    "neonatal-rds": "training.train_rds",
-    "brain-gwr": "training.train_brain",
-}
-
-
 def _trainer(protocol: str) -> Callable[[TrainConfig, Callable[[str], None] | None], Path] | None:
-    if protocol in TRAINERS:
-        return TRAINERS[protocol]
-    module_name = TRAINER_MODULES.get(protocol)
-    if module_name is None:
-        return None
-    import importlib
+    """The trainer of ``protocol`` from its spec (``trainer``: ``"module:function"`` with the
+    signature ``(config, log) -> Path``), or ``None`` when it declares none."""
+    from pipelines.registry import declared_object
 
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        return None
-    trainer: Callable[[TrainConfig, Callable[[str], None] | None], Path] = module.train
+    trainer: Callable[[TrainConfig, Callable[[str], None] | None], Path] | None = (
+        declared_object(protocol, "trainer")
+    )
     return trainer
 
 
+def trainable_protocols() -> list[str]:
+    """Names of the registered protocols whose spec declares a trainer."""
+    from pipelines.registry import protocols
+
+    return [name for name, spec in protocols().items() if spec.trainer]
+
+
 def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
-    """Train the model of ``config.protocol`` (see :data:`TRAINERS`).
+    """Train the model of ``config.protocol`` with the trainer its spec declares.
 
     Raises
     ------
@@ -686,7 +673,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path
     """
     trainer = _trainer(config.protocol)
     if trainer is None:
-        known = sorted({*TRAINERS, *TRAINER_MODULES})
+        known = trainable_protocols()
         raise ModelError(
             f"no trainer for protocol {config.protocol!r} in this version (known: "
             f"{', '.join(known)}); its architectures are in models.architectures"
@@ -695,11 +682,11 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path
 
 
 __all__ = [
-    "TRAINERS",
     "Sample",
     "TrainConfig",
     "TrainedNetwork",
     "train",
     "train_l3",
     "train_network",
+    "trainable_protocols",
 ]

@@ -42,9 +42,11 @@ def cmd_models_list(args: Any) -> int:
     from models.registry import discover
 
     found = discover(_install_dir(args))
+    protocols = _protocol_rows(args, found.entries)
     if args.json:
         print(json.dumps({"models": [_summary(e) for e in found.entries],
-                          "refused": [{"path": str(p), "reason": r} for p, r in found.problems]},
+                          "refused": [{"path": str(p), "reason": r} for p, r in found.problems],
+                          "protocols": protocols},
                          indent=2))
         return 0
     print(f"{'NAME':<24} {'VERSION':<8} {'PROTOCOL':<26} {'STATUS':<13} {'ORIGIN':<9} NETWORKS")
@@ -55,7 +57,31 @@ def cmd_models_list(args: Any) -> int:
         print(f"{'':<24} {_score_line(s)}")
     for path, reason in found.problems:
         print(f"refused: {path}: {reason}", file=sys.stderr)
+    print()
+    print(f"{'PROTOCOL':<26} {'SELECTED':<16} {'MODELS':>6}  NETWORKS / TRAINER")
+    for row in protocols:
+        trainer = "trainer" if row["trainer"] else "no trainer"
+        networks = "networks" if row["networks"] else "no networks (reference method only)"
+        print(f"{row['name']:<26} {row['selected']:<16} {row['models']:>6}  {networks}; {trainer}")
     return 0
+
+
+def _protocol_rows(args: Any, entries: list[Any]) -> list[dict[str, Any]]:
+    """One row per registered protocol (plug-ins included): the configured selection, how many
+    of the listed models serve it, and whether its spec declares networks and a trainer."""
+    from pipelines.registry import protocols
+
+    models = load_cli_settings(args).models
+    return [
+        {
+            "name": name,
+            "selected": models.selection(name),
+            "models": sum(1 for e in entries if e.card.protocol == name),
+            "networks": bool(spec.networks),
+            "trainer": bool(spec.trainer),
+        }
+        for name, spec in protocols().items()
+    ]
 
 
 def _score_line(summary: dict[str, Any]) -> str:

@@ -437,6 +437,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"{len(settings.destinations)} destination(s); data in {settings.data_dir})")
         if args.show:
             print(json.dumps(_shown_settings(settings), indent=2))
+    from pipelines.registry import load_errors
+
+    for entry, reason in load_errors().items():
+        print(f"warning: protocol plug-in {entry} is not loaded (the node serves the other "
+              f"protocols): {reason}", file=sys.stderr)
     return status
 
 

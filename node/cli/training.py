@@ -7,12 +7,65 @@ instant; no other module of ``node`` imports :mod:`training`.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from node.presentation import dash
+
+
+def protocols_section(attribute: str | None, heading: str) -> str:
+    """Help text listing every registered protocol (from :mod:`pipelines.registry`, plug-ins
+    included); with ``attribute`` (e.g. ``"trainer"``), those whose spec declares none are
+    marked. Plug-ins that failed to load are named with the reason."""
+    from pipelines.registry import load_errors, protocols
+
+    specs = list(protocols().values())
+    width = max((len(s.name) for s in specs), default=0)
+    lines = [f"{heading}:"]
+    for spec in specs:
+        note = ""
+        if attribute is not None and not getattr(spec, attribute, None):
+            note = f" [no {attribute}: reference method only]"
+        lines.append(f"  {spec.name:<{width}}  {spec.title}{note}")
+    if not specs:
+        lines.append("  (none)")
+    for entry, reason in load_errors().items():
+        lines.append(f"  plug-in {entry} not loaded: {reason}")
+    return "\n".join(lines)
+
+
+class _ProtocolsHelpFormatter(argparse.HelpFormatter):
+    """Appends the registered protocols to a command's help, read when the help is shown (so
+    that building the parser stays instant)."""
+
+    attribute: str | None = None
+    heading = "protocols"
+
+    def format_help(self) -> str:
+        return super().format_help() + "\n" + protocols_section(self.attribute, self.heading) + "\n"
+
+
+class TrainHelpFormatter(_ProtocolsHelpFormatter):
+    """``ainode train --help``: the registered protocols, those without a trainer marked."""
+
+    attribute = "trainer"
+    heading = "registered protocols"
+
+
+class EvaluateHelpFormatter(_ProtocolsHelpFormatter):
+    """``ainode evaluate --help``: the registered protocols, those without an evaluator marked."""
+
+    attribute = "evaluator"
+    heading = "registered protocols"
+
+
+class ProtocolsHelpFormatter(_ProtocolsHelpFormatter):
+    """Any command's help: every registered protocol."""
+
+    heading = "registered protocols"
 
 
 def cmd_train(args: Any) -> int:

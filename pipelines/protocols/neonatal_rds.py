@@ -54,6 +54,9 @@ MEASUREMENTS = (
     MeasurementRow("left_right_area_ratio", "Left/right lung field area ratio", "", 2),
     MeasurementRow("lung_opacity_index", "Lung opacity index (LOI)", "", 3),
     MeasurementRow("rds_probability", "RDS probability (model)", "", 2),
+    MeasurementRow(
+        "mediastinum_offset_fraction", "Mediastinal offset (fraction of thorax width)", "", 2
+    ),
 )
 
 _RULES = r"""
