@@ -15,6 +15,7 @@ from typing import Any
 
 from ainode_core.errors import ModelError
 from node.cli.common import load_cli_settings
+from node.presentation import dash
 
 
 def _install_dir(args: Any) -> Path:
@@ -108,9 +109,19 @@ def cmd_models_show(args: Any) -> int:
         print(json.dumps({"path": str(entry.path), "origin": entry.origin,
                           "weights_verified": verified, "card": data}, indent=2))
         return 0 if verified == "ok" else 1
-    print(f"path: {entry.path} ({entry.origin})")
-    print(f"weights sha256: {verified}")
-    print(json.dumps(data, indent=2))
+    card = entry.card
+    print(f"{card.name} {card.version} ({card.protocol}), {card.validation_status.value}")
+    print(f"path:            {entry.path} ({entry.origin})")
+    print(f"weights sha256:  {verified}")
+    print(f"task:            {card.task}")
+    print(f"intended use:    {card.intended_use}")
+    print(f"trained on:      {card.training_data.get('description', 'not stated')}")
+    print(f"evaluated on:    {card.evaluation.get('set', 'not stated')} ({card.measured_on})")
+    for key, value in card.evaluation.get("metrics", {}).items():
+        print(f"  {key.replace('_', ' ')}: {dash(value, decimals=4)}")
+    for network in card.networks:
+        print(f"network:         {network.role}: {network.architecture} ({network.weights})")
+    print(f"(the whole card: ainode models show {card.name} --json)")
     return 0 if verified == "ok" else 1
 
 

@@ -55,6 +55,8 @@ def run(volume: Any, params: BrainGWRParameters, context: PatientContext,
 
 
 MEASUREMENTS = (
+    # The finding people read first (non-numeric row; added by H7 for the human listings).
+    MeasurementRow("low_gwr", "Low GWR (below the cut-off)", "", 0),
     MeasurementRow("gwr_bg", "Gray-to-white-matter ratio, basal ganglia (GWR)", "", 3),
     MeasurementRow("gwr_bg_right", "GWR, basal ganglia, right", "", 3),
     MeasurementRow("gwr_bg_left", "GWR, basal ganglia, left", "", 3),

@@ -31,6 +31,11 @@ def run(volume: Any, params: L3Parameters, context: PatientContext,
 
 
 MEASUREMENTS = (
+    # Findings people read first (non-numeric rows; added by H7 for the human listings).
+    MeasurementRow("level", "Vertebral level", "", 0),
+    MeasurementRow("level_verified", "Vertebral level verified", "", 0),
+    MeasurementRow("low_smi", "Low SMI (sarcopenia flag)", "", 0),
+    MeasurementRow("low_muscle_attenuation", "Low muscle attenuation (myosteatosis flag)", "", 0),
     MeasurementRow("sma_cm2", "Skeletal muscle area (SMA)", "cm²", 1),
     MeasurementRow("sat_area_cm2", "Subcutaneous adipose tissue area (SAT)", "cm²", 1),
     MeasurementRow("vat_area_cm2", "Visceral adipose tissue area (VAT)", "cm²", 1),
