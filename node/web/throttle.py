@@ -51,6 +51,7 @@ ARGON2_SLOTS = 1
 SLOT_WAIT_S = 1.0
 #: Most addresses / (name, address) pairs remembered.
 MAX_KEYS = 10_000
+_BUSY = "The dashboard is busy with sign-ins; try again shortly."
 
 
 class SignInRefused(Exception):
@@ -189,7 +190,7 @@ class SignInGuard:
                 )
             wait = self._global.take()
             if wait:
-                raise SignInRefused("The dashboard is busy with sign-ins; try again shortly.", wait)
+                raise SignInRefused(_BUSY, wait)
 
     def congested(self, address: str) -> SignInRefused | None:
         """Whether ``address``'s bucket or the global one is empty (takes no token).
@@ -206,7 +207,7 @@ class SignInGuard:
                 )
             wait = self._global.available()
             if wait:
-                return SignInRefused("The dashboard is busy with sign-ins; try again shortly.", wait)
+                return SignInRefused(_BUSY, wait)
             return None
 
     @contextmanager
@@ -219,7 +220,7 @@ class SignInGuard:
             If no slot is free within :data:`SLOT_WAIT_S`.
         """
         if not self._slots.acquire(timeout=SLOT_WAIT_S):
-            raise SignInRefused("The dashboard is busy with sign-ins; try again shortly.", 1.0)
+            raise SignInRefused(_BUSY, 1.0)
         try:
             yield
         finally:
