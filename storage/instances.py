@@ -93,23 +93,31 @@ class InstanceLedger(DatabaseCore):
         """
         new_count = 0
         with self._ingest_lock, self.session() as session:
+            # One SELECT for the batch and one flush at the end, instead of a SELECT and a
+            # flush per record (about 1 ms of CPU each with a batch of 200; issue 14 item 7).
+            uids = {record.sop_instance_uid for record in records}
+            known: dict[str, Instance] = {
+                instance.sop_instance_uid: instance
+                for instance in session.scalars(
+                    select(Instance).where(Instance.sop_instance_uid.in_(uids))
+                )
+            }
             for record in records:
                 now = record.received_at
-                instance = session.get(Instance, record.sop_instance_uid)
+                instance = known.get(record.sop_instance_uid)
                 is_new = instance is None
                 if instance is None:
-                    session.add(
-                        Instance(
-                            sop_instance_uid=record.sop_instance_uid,
-                            study_instance_uid=record.study_instance_uid,
-                            series_instance_uid=record.series_instance_uid,
-                            sop_class_uid=record.sop_class_uid,
-                            transfer_syntax_uid=record.transfer_syntax_uid,
-                            path=record.path,
-                            calling_ae_title=record.calling_ae_title,
-                            received_at=now,
-                        )
+                    known[record.sop_instance_uid] = Instance(
+                        sop_instance_uid=record.sop_instance_uid,
+                        study_instance_uid=record.study_instance_uid,
+                        series_instance_uid=record.series_instance_uid,
+                        sop_class_uid=record.sop_class_uid,
+                        transfer_syntax_uid=record.transfer_syntax_uid,
+                        path=record.path,
+                        calling_ae_title=record.calling_ae_title,
+                        received_at=now,
                     )
+                    session.add(known[record.sop_instance_uid])
                 else:
                     if instance.series_instance_uid != record.series_instance_uid:
                         # Re-sent under another series (e.g. a PACS correction): the instance
@@ -151,7 +159,7 @@ class InstanceLedger(DatabaseCore):
                     series.calling_ae_title = record.calling_ae_title or series.calling_ae_title
                     if record.accession_number:
                         series.accession_number = record.accession_number[:16]
-                session.flush()
+            session.flush()
         return new_count
 
     def known_sop_instance_uids(self) -> set[str]:

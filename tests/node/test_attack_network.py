@@ -344,3 +344,34 @@ def test_kill9_during_ingest_with_4_associations_loses_nothing_acknowledged(
     assert not [p for p in instances.rglob("*") if p.name.startswith(".tmp-")]
     print(f"kill -9 after {len(acknowledged)} of {total} acknowledged; all on disk and in the DB "
           f"({len(on_disk)} files, pid {os.getpid()})")
+
+
+def test_ingest_recorder_commits_batches_with_duplicates(tmp_path: Path) -> None:
+    """The recorder's batches (issue 14 item 7): a re-sent instance inside one batch is one row;
+    ``drain`` returns only once every submitted record is committed."""
+    from node.scp import IngestRecorder
+    from storage.database import InstanceRecord
+    from storage.models import Series, utcnow
+
+    db = JobDatabase(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    recorder = IngestRecorder(db, linger_seconds=5.0)  # longer than the test: drain must cut it
+    recorder.start()
+    try:
+        def record(sop: str, series: str) -> InstanceRecord:
+            return InstanceRecord(
+                sop_instance_uid=sop, study_instance_uid="1.2.3", series_instance_uid=series,
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.2", transfer_syntax_uid="1.2.840.10008.1.2.1",
+                modality="CT", path=f"/x/{sop}.dcm", calling_ae_title="PACS", received_at=utcnow(),
+            )
+
+        for sop in ("1.2.3.4.1", "1.2.3.4.2", "1.2.3.4.1", "1.2.3.4.3"):
+            recorder.submit(record(sop, "1.2.3.4"))
+        started = time.monotonic()
+        assert recorder.drain(timeout_s=4.0)
+        assert time.monotonic() - started < 4.0
+        assert db.known_sop_instance_uids() == {"1.2.3.4.1", "1.2.3.4.2", "1.2.3.4.3"}
+        with db.session() as session:
+            assert session.get(Series, "1.2.3.4").instance_count == 3
+    finally:
+        recorder.stop()
+        db.close()
