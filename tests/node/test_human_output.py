@@ -141,3 +141,55 @@ def test_serve_on_a_busy_port_creates_nothing(tmp_path: Path) -> None:
                         timeout=60)
     assert result.returncode == 2 and str(port) in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    import data_store
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    source = Path(data_store.__file__).parent / "data" / "MR2_UNCI.dcm"
+    for index in range(3):  # three series, ignored by routing (MR): quick, but three steps
+        ds = pydicom.dcmread(source)
+        ds.SeriesInstanceUID = generate_uid()
+        ds.SOPInstanceUID = generate_uid()
+        ds.save_as(tmp_path / f"mr{index}.dcm")
+    args = [sys.executable, "-m", "node", "run", str(tmp_path), "--out", str(tmp_path / "out")]
+    piped = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert "/3 [" not in piped.stderr  # CI logs: no bar
+
+    primary, secondary = pty.openpty()
+    # A terminal 100 columns wide (a fresh pty has 0 columns, where tqdm draws nothing).
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    seen: list[bytes] = []
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO once the child has closed the terminal
+                return
+            if not chunk:
+                return
+            seen.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        on_terminal = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=secondary,
+                                     timeout=120)
+    finally:
+        os.close(secondary)
+        reader.join(timeout=10)
+        os.close(primary)
+    assert on_terminal.returncode == 0
+    shown = b"".join(seen)
+    assert b"series:" in shown and b"/3 [" in shown, shown[-500:]
