@@ -88,13 +88,21 @@ def test_roi_mean_is_the_phantoms_trabecular_hu(
     depth_px = 32.0 / 1.5  # the phantom's vertebral body is 32 mm deep
     assert roi_rows[-1] <= anterior_row + params.posterior_limit_fraction * depth_px + 1
 
-    # The key image: RGB with the ROI's colour in the axial panel and the disclaimer printed.
-    assert result.key_image is not None
-    pixels = result.key_image.pixels_rgb
+    # The key image: two panels (axial with the ROI, sagittal with L1), drawn by the core's
+    # renderer into RGB with the ROI's colour and the disclaimer's panel.
+    from pipelines.outputs.render import render_key_image_spec
+    from pipelines.types import KeyImageSpec
+
+    spec = result.key_image
+    assert isinstance(spec, KeyImageSpec)
+    assert len(spec.panels) == 2 and spec.patient_orientation is None
+    assert spec.source_index == volume.source_frame_of_slice(k)
+    assert (spec.panels[0].labels == LABEL_ROI).sum() == roi.sum()
+    drawn = render_key_image_spec(spec)
+    pixels = drawn.pixels_rgb
     assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8
     colour = np.array(result.segments[0].display_rgb, dtype=np.uint8)
     assert np.all(pixels == colour, axis=2).sum() > 20
-    assert result.key_image.source_index == volume.source_frame_of_slice(k)
 
 
 def test_contrast_and_tube_voltage_warn(l1_plugin_site: Path,

@@ -1,10 +1,11 @@
 """Key image of the L1 measurement: the axial slice with the ROI beside a small sagittal with L1.
 
-Both panels are resampled to one square pixel size (the finest of the volume's spacings), so the
-Secondary Capture's Pixel Spacing holds for both; the layout is drawn with
-:func:`pipelines.render.render_key_image_gray` (legend, text panel, research-use disclaimer).
-Patient Orientation is left empty: the two panels have different orientations (axial: columns
-to the patient's left, rows posterior; sagittal: columns posterior, rows to the feet).
+Described declaratively (:class:`pipelines.types.KeyImageSpec`, two panels); the core's
+renderer (:mod:`pipelines.outputs.render`) brings both panels to one square pixel size (so the
+Secondary Capture's Pixel Spacing holds for both), draws the overlays, the legend, the text and
+the research-use disclaimer. Patient Orientation is left empty: the two panels have different
+orientations (axial: columns to the patient's left, rows posterior; sagittal: columns
+posterior, rows to the feet).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-try:  # the renderer moves to pipelines.outputs (issue 13); accept both while that lands
-    from pipelines.outputs.render import apply_window, display_grid, render_key_image_gray
-except ImportError:  # pragma: no cover - older core
-    from pipelines.render import apply_window, display_grid, render_key_image_gray
 from pipelines.spine import Vertebra
-from pipelines.types import KeyImage, SegmentDefinition
+from pipelines.types import (
+    KeyImageAnnotation,
+    KeyImagePanel,
+    KeyImageSpec,
+    SegmentDefinition,
+)
 from pipelines.volume import CTVolume
 
 if TYPE_CHECKING:
@@ -26,23 +28,14 @@ if TYPE_CHECKING:
 
 #: Label of the sagittal L1 marker on the key image (display only, not a SEG segment).
 LABEL_L1_MARKER = 2
+L1_MARKER_RGB = (60, 170, 255)
 
-_GAP_PX = 8
 _AXIAL_MARGIN_MM = 10.0
 _SAGITTAL_ANTERIOR_MM = 40.0
 _SAGITTAL_POSTERIOR_MM = 70.0
 
 
-def _resample(image: np.ndarray, spacing: tuple[float, float], step_mm: float) -> np.ndarray:
-    """Nearest-neighbour resampling of a 2-D array to square ``step_mm`` pixels."""
-    rows = max(1, round(image.shape[0] * spacing[0] / step_mm))
-    cols = max(1, round(image.shape[1] * spacing[1] / step_mm))
-    r = np.minimum((np.arange(rows) * image.shape[0] / rows).astype(int), image.shape[0] - 1)
-    c = np.minimum((np.arange(cols) * image.shape[1] / cols).astype(int), image.shape[1] - 1)
-    return image[np.ix_(r, c)]
-
-
-def render_l1_key_image(
+def l1_key_image(
     volume: CTVolume,
     slice_index: int,
     l1: Vertebra,
@@ -51,13 +44,14 @@ def render_l1_key_image(
     text_lines: list[str],
     source_index: int,
     window_hu: tuple[float, float],
-) -> KeyImage:
-    """Render the axial slice with the ROI and a sagittal panel with L1 and the slice marked.
+) -> KeyImageSpec:
+    """Describe the axial slice with the ROI and a sagittal panel with L1 and the slice marked.
 
     Parameters
     ----------
     volume:
-        Canonical volume (``(slices, rows, columns)``, slices feet→head).
+        Canonical volume (``(slices, rows, columns)``, slices feet→head, rows
+        anterior→posterior, columns right→left).
     slice_index:
         Canonical index of the measured slice.
     l1:
@@ -67,19 +61,19 @@ def render_l1_key_image(
     roi_segment:
         Segment definition of the ROI (colour and legend).
     text_lines:
-        Lines for the text panel (the disclaimer is appended by the renderer).
+        Lines for the text panel (the renderer appends the disclaimer).
     source_index:
         Index into the volume's datasets of the measured slice's source image.
     window_hu:
-        Display window (lower, upper), HU.
+        Display window (lower, upper), HU, of both panels.
 
     Returns
     -------
-    KeyImage
-        RGB key image, Pixel Spacing of both panels, no Patient Orientation.
+    pipelines.types.KeyImageSpec
+        Two panels (axial left, sagittal right), no Patient Orientation.
     """
     dz, dr, dc = (float(v) for v in volume.spacing_mm)
-    step = min(dz, dr, dc)
+
     # Axial panel cropped to the body (HU > -500) plus a margin, so the ROI is drawn larger.
     hu_slice = volume.hu[slice_index]
     inside = hu_slice > -500.0
@@ -89,42 +83,44 @@ def render_l1_key_image(
     margin_r, margin_c = round(_AXIAL_MARGIN_MM / dr), round(_AXIAL_MARGIN_MM / dc)
     a0, a1 = max(0, rows_in[0] - margin_r), min(hu_slice.shape[0], rows_in[-1] + margin_r + 1)
     b0, b1 = max(0, cols_in[0] - margin_c), min(hu_slice.shape[1], cols_in[-1] + margin_c + 1)
-    axial = apply_window(hu_slice[a0:a1, b0:b1], window_hu)
-    axial_labels = roi.mask[a0:a1, b0:b1].astype(np.uint8) * roi_segment.number
+    axial = KeyImagePanel(
+        image=hu_slice[a0:a1, b0:b1],
+        pixel_spacing_mm=(dr, dc),
+        window_hu=window_hu,
+        labels=roi.mask[a0:a1, b0:b1].astype(np.uint8) * roi_segment.number,
+    )
 
-    # Sagittal through the ROI centre column: (slices, rows), flipped so the head is up.
+    # Sagittal through the ROI centre column: (slices, rows), head up, around the spine, no
+    # taller than the axial panel and centred on the measured slice.
     column = round(roi.centre_rc[1])
     body_rows = np.flatnonzero(roi.body.any(axis=1))
     r0 = max(0, int(body_rows[0] - _SAGITTAL_ANTERIOR_MM / dr))
     r1 = min(volume.hu.shape[1], int(body_rows[-1] + _SAGITTAL_POSTERIOR_MM / dr) + 1)
-    sagittal = apply_window(volume.hu[:, r0:r1, column], window_hu)
-    sagittal_labels = np.zeros(sagittal.shape, dtype=np.uint8)
+    n_slices = volume.hu.shape[0]
+    keep = max(1, min(n_slices, int((a1 - a0) * dr / dz)))
+    z0 = int(np.clip(slice_index - keep // 2, 0, n_slices - keep))
+    z1 = z0 + keep
+    sagittal_hu = volume.hu[z0:z1, r0:r1, column][::-1]
+    labels = np.zeros(sagittal_hu.shape, dtype=np.uint8)
     body_r0, body_r1 = int(body_rows[0]) - r0, int(body_rows[-1]) - r0 + 1
-    sagittal_labels[l1.first_slice : l1.last_slice + 1, body_r0:body_r1] = LABEL_L1_MARKER
-    roi_rows = np.flatnonzero(roi.mask[:, column]) - r0
-    sagittal_labels[slice_index, roi_rows] = roi_segment.number
 
-    axial_img = _resample(axial, (dr, dc), step)
-    axial_lab = _resample(axial_labels, (dr, dc), step)
-    sag_img = _resample(sagittal[::-1], (dz, dr), step)
-    sag_lab = _resample(sagittal_labels[::-1], (dz, dr), step)
-    # Keep the sagittal panel no taller than the axial one, centred on L1.
-    height = axial_img.shape[0]
-    if sag_img.shape[0] > height:
-        centre = round((volume.hu.shape[0] - 1 - slice_index + 0.5) * dz / step)
-        top = int(np.clip(centre - height // 2, 0, sag_img.shape[0] - height))
-        sag_img, sag_lab = sag_img[top : top + height], sag_lab[top : top + height]
-    rows = max(height, sag_img.shape[0])
-    cols = axial_img.shape[1] + _GAP_PX + sag_img.shape[1]
-    image = np.zeros((rows, cols), dtype=np.float32)
-    labels = np.zeros((rows, cols), dtype=np.uint8)
-    image[: axial_img.shape[0], : axial_img.shape[1]] = axial_img
-    labels[: axial_lab.shape[0], : axial_lab.shape[1]] = axial_lab
-    x = axial_img.shape[1] + _GAP_PX
-    image[: sag_img.shape[0], x:] = sag_img
-    labels[: sag_lab.shape[0], x:] = sag_lab
-    image[:, axial_img.shape[1] : x] = 1.0  # white divider
+    def display_row(k: int) -> int:
+        return z1 - 1 - k
 
+    top, bottom = display_row(min(l1.last_slice, z1 - 1)), display_row(max(l1.first_slice, z0))
+    labels[max(0, top) : bottom + 1, body_r0:body_r1] = LABEL_L1_MARKER
+    labels[display_row(slice_index), np.flatnonzero(roi.mask[:, column]) - r0] = \
+        roi_segment.number
+    sagittal = KeyImagePanel(
+        image=sagittal_hu,
+        pixel_spacing_mm=(dz, dr),
+        window_hu=window_hu,
+        labels=labels,
+        annotations=(
+            KeyImageAnnotation(row=0.5 * (top + bottom), col=max(0.0, body_r0 - 14.0 / dr),
+                               text="L1", colour=L1_MARKER_RGB),
+        ),
+    )
     marker = SegmentDefinition(
         number=LABEL_L1_MARKER,
         label="L1 (sagittal)",
@@ -133,10 +129,12 @@ def render_l1_key_image(
         property_type=roi_segment.anatomic_region or roi_segment.property_type,
         anatomic_region=None,
         tracking_id="L1 sagittal marker",
-        display_rgb=(60, 170, 255),
+        display_rgb=L1_MARKER_RGB,
     )
-    pixels = render_key_image_gray(image, labels, [roi_segment, marker], text_lines,
-                                   pixel_spacing_mm=(step, step))
-    _, spacing = display_grid((rows, cols), (step, step))
-    return KeyImage(pixels_rgb=pixels, source_index=int(source_index), pixel_spacing_mm=spacing,
-                    patient_orientation=None)
+    return KeyImageSpec(
+        panels=(axial, sagittal),
+        segments=(roi_segment, marker),
+        text_lines=tuple(text_lines),
+        source_index=int(source_index),
+        patient_orientation=None,
+    )

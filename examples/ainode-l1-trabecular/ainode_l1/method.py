@@ -26,8 +26,8 @@ Method
    at or below ``threshold_hu``.
 
 The method is a pure function of a :class:`pipelines.volume.CTVolume`, the typed parameters and
-the :class:`pipelines.protocol.PatientContext`; it reads no DICOM header and draws with
-:mod:`pipelines.render` only.
+the :class:`pipelines.protocol.PatientContext`; it reads no DICOM header and describes its key image
+as a :class:`pipelines.types.KeyImageSpec` (the core draws it).
 
 Research use only, not for diagnosis. Checked on digital phantoms only.
 """
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ainode_l1.keyimage import l1_key_image
 from ainode_l1.parameters import THRESHOLD_SOURCE, L1Parameters
 from pipelines.errors import PipelineError, UnsupportedInputError
 from pipelines.morphology import FACE, largest_component
@@ -481,10 +482,8 @@ def run_l1_trabecular(
     ]
     key_image = None
     if source_index is not None:
-        from ainode_l1.keyimage import render_l1_key_image
-
-        key_image = render_l1_key_image(volume, k, l1, roi, ROI_SEGMENT, text_lines,
-                                        source_index, BONE_WINDOW_HU)
+        key_image = l1_key_image(volume, k, l1, roi, ROI_SEGMENT, text_lines, source_index,
+                                 BONE_WINDOW_HU)
     for message in warnings:
         logger.info("L1 trabecular attenuation: %s", message)
     return PipelineResult(
