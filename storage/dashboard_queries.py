@@ -288,3 +288,18 @@ class DashboardQueries(DatabaseCore):
             waited = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
             stats[Priority.parse(int(rank)).label] = PriorityQueueStats(int(count), waited)
         return stats
+
+    def latest_algorithm_by_protocol(self) -> dict[str, str]:
+        """Per protocol: the algorithm (name and version) of its most recent done job."""
+        with self.session() as session:
+            latest = dict(
+                session.execute(
+                    select(Job.protocol, func.max(Job.id))
+                    .where(Job.state == JobState.DONE, Job.algorithm.is_not(None))
+                    .group_by(Job.protocol)
+                ).all()
+            )
+            return {
+                str(protocol): str(session.scalar(select(Job.algorithm).where(Job.id == job_id)))
+                for protocol, job_id in latest.items()
+            }

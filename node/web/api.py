@@ -63,6 +63,13 @@ class EventOut(BaseModel):
     message: str
 
 
+class QueuePlaceOut(BaseModel):
+    position: int = Field(description="1 = claimed next (priority, then callers in turn, then age)")
+    queued: int = Field(description="jobs queued in all")
+    priority: str
+    waiting_s: float | None = Field(description="seconds since the job was queued")
+
+
 class JobDetailOut(JobSummaryOut):
     routing_rule: str | None
     routing_reason: str | None
@@ -76,6 +83,10 @@ class JobDetailOut(JobSummaryOut):
         description="patient name / ID / accession from the stored header; null without phi"
     )
     phi_hidden: bool
+    priority: str | None = Field(default=None, description="urgent, routine or low")
+    queue: QueuePlaceOut | None = Field(
+        default=None, description="projected place of a queued job (null unless queued)"
+    )
 
 
 class JobPageOut(BaseModel):

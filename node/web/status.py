@@ -115,23 +115,9 @@ def gpu_status() -> list[dict[str, Any]] | str:
 
 def protocol_status(database: Any) -> list[dict[str, Any]]:
     """Protocols this version knows, with the algorithm (and its version) last used for each."""
-    from sqlalchemy import func, select
-
     from pipelines.registry import PROTOCOLS
-    from storage.models import Job, JobState
 
-    with database.session() as session:
-        latest = dict(
-            session.execute(
-                select(Job.protocol, func.max(Job.id))
-                .where(Job.state == JobState.DONE, Job.algorithm.is_not(None))
-                .group_by(Job.protocol)
-            ).all()
-        )
-        algorithms = {
-            protocol: session.scalar(select(Job.algorithm).where(Job.id == job_id))
-            for protocol, job_id in latest.items()
-        }
+    algorithms = database.latest_algorithm_by_protocol()
     return [
         {
             "name": spec.name,

@@ -138,8 +138,23 @@ def job_detail(job: Job, user: CurrentUser, database: Any) -> dict[str, Any]:
         ],
         patient=patient_of(job, database) if user.sees_phi else HIDDEN,
         phi_hidden=not user.sees_phi,
+        priority=("urgent", "routine", "low")[job.priority] if job.priority in (0, 1, 2) else None,
+        queue=_queue_place(job, database),
     )
     return data
+
+
+def _queue_place(job: Job, database: Any) -> dict[str, Any] | None:
+    """A queued job's projected place and wait (``None`` otherwise); see
+    :meth:`storage.dashboard_queries.DashboardQueries.queue_places`."""
+    if str(job.state) != "queued":
+        return None
+    place = database.queue_places([job.id]).get(job.id)
+    if place is None:
+        return None
+    wait = place.waiting_seconds
+    return {"position": place.position, "queued": place.queued, "priority": place.priority,
+            "waiting_s": None if wait is None else round(wait, 1)}
 
 
 def patient_of(job: Job, database: Any) -> dict[str, str | None]:

@@ -32,6 +32,17 @@ def _upgrade(url: str, revision: str) -> None:
     engine.dispose()
 
 
+def _applied(url: str) -> list[str]:
+    """The revisions applied to the database at ``url``: its current one and every ancestor
+    (revision 0003 and later come after 0002; 0002 stays applied on the way to the head)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    current = _current(url)
+    assert current == script.get_current_head()
+    return [r.revision for r in script.iterate_revisions(current, "base")]
+
+
 def _current(url: str) -> str | None:
     engine = make_engine(url)
     with engine.connect() as connection:
@@ -43,7 +54,7 @@ def _current(url: str) -> str | None:
 def test_upgrade_from_empty_reaches_0002_and_matches_the_models(empty_url: str) -> None:
     db = JobDatabase(empty_url)
     try:
-        assert _current(empty_url) == "0002"
+        assert "0002" in _applied(empty_url)
         with db.engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
             tables = set(inspect(connection).get_table_names())
@@ -71,7 +82,7 @@ def test_upgrade_from_0001_keeps_jobs_and_adds_empty_accession_numbers(empty_url
     engine.dispose()
     db = JobDatabase(empty_url)  # migrates to head
     try:
-        assert _current(empty_url) == "0002"
+        assert "0002" in _applied(empty_url)
         page = db.query_jobs(text="1.2.3")
         assert page.total == 1
         (job,) = page.jobs
