@@ -7,7 +7,7 @@ training and evaluation commands) knows protocols only through these specs.
 
 This module imports only the standard library, pydantic, :mod:`ainode_core` and
 :mod:`pipelines.types`; header reading for :meth:`PatientContext.from_headers` is imported
-lazily. Writing a plug-in: ``docs/protocol-plugins.md``.
+lazily. Writing a plug-in: ``docs/plugins.md``.
 """
 
 from __future__ import annotations
