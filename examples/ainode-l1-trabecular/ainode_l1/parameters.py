@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-#: Published source of the default threshold (checked against the abstract: design, L1 emphasis,
-#: "160 HU or less" 90 % sensitive, 110 HU more than 90 % specific for DXA osteoporosis).
+#: Published source of the default threshold. The design, the L1 emphasis and "an L1 threshold of
+#: 160 HU or less" were checked against the abstract's text; the 90 % / more than 90 % figures
+#: are as the abstract is commonly quoted (check the paper before relying on them).
 THRESHOLD_SOURCE = (
     "Pickhardt PJ et al., Ann Intern Med 2013;158(8):588-595: L1 trabecular attenuation "
     "<= 160 HU was 90% sensitive and <= 110 HU more than 90% specific for DXA-defined "
