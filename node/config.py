@@ -3,8 +3,10 @@
 Sources, highest priority first: command-line flags, environment variables with the prefix
 ``AINODE_`` (nested fields with ``__``, e.g. ``AINODE_L3__CUTOFF_SET=prado-2008``), the YAML file
 given with ``--config`` (or ``AINODE_CONFIG``), then the defaults below. ``ainode check-config FILE``
-validates a file and prints the effective settings. Every field has a description; the
-configuration reference in ``docs/configuration.md`` is generated from them
+validates a file and prints the effective settings. The protocols' sections (``l3``, ``chest``,
+...) and the per-protocol model selections (``models.<protocol>``) are built from the protocol
+registry (:mod:`pipelines.registry`), typed by each spec's parameter model. Every field has a
+description; the configuration reference in ``docs/configuration.md`` is generated from them
 (``ainode check-config --reference``).
 """
 
@@ -14,7 +16,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -400,7 +402,7 @@ class _ModelSettingsBase(BaseModel):
 
 #: Model selection per protocol, one field per protocol in the registry (see
 #: :class:`_ModelSettingsBase`).
-ModelSettings = create_model(
+ModelSettings = _ModelSettingsBase if TYPE_CHECKING else create_model(
     "ModelSettings",
     __base__=_ModelSettingsBase,
     __doc__=_ModelSettingsBase.__doc__,
@@ -729,7 +731,7 @@ class _SettingsBase(BaseSettings):
 #: The settings: :class:`_SettingsBase` plus one section per registered protocol that offers
 #: one (its spec's ``settings_fields``, typed by its parameter model, under
 #: :meth:`pipelines.protocol.ProtocolSpec.settings_section`).
-Settings = create_model(
+Settings = _SettingsBase if TYPE_CHECKING else create_model(
     "Settings",
     __base__=_SettingsBase,
     __doc__=_SettingsBase.__doc__,
