@@ -11,8 +11,9 @@ The training loop (:func:`train_network`) is generic: MONAI dictionary transform
 cross-entropy loss (``DiceCELoss``, as in the studies), AdamW, automatic mixed precision on CUDA,
 validation Dice every ``val_every`` iterations with the best weights kept, checkpoints every
 ``checkpoint_every`` iterations, metrics to CSV (and TensorBoard when installed). A protocol
-trainer (:data:`TRAINERS`) builds its samples and card; chest, neonatal RDS and brain GWR get
-theirs in the second wave (docs/models.md, "What remains").
+trainer (named by the protocol's spec, ``trainer``: :func:`train_l3` here,
+``training.train_chest.train``, ``training.train_rds.train``, ``training.train_brain.train``)
+builds its samples and card.
 """
 
 from __future__ import annotations

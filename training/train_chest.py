@@ -492,7 +492,8 @@ def train_chest(
 
 
 def train(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
-    """Entry point of :data:`training.train.TRAINER_MODULES` (see :func:`train_chest`)."""
+    """The trainer named by the protocol's spec (``pipelines/protocols/chest_respiratory_muscle.py``;
+    see :func:`train_chest`)."""
     return train_chest(config, log)
 
 
