@@ -426,6 +426,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     status = EXIT_OK
     for file in args.files:
+        if _is_compose_file(file):
+            # deploy/compose.yaml beside the configuration (`check-config deploy/*.yaml`).
+            print(f"{file}: skipped, a Docker Compose file (its ainode settings are AINODE_* "
+                  "environment variables; check them with `docker compose config`)")
+            continue
         try:
             settings, rules = _checked_settings(file)
         except ConfigError as exc:
@@ -443,6 +448,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"warning: protocol plug-in {entry} is not loaded (the node serves the other "
               f"protocols): {reason}", file=sys.stderr)
     return status
+
+
+def _is_compose_file(file: str) -> bool:
+    """Whether YAML ``file`` is a Docker Compose file: a ``services`` mapping and no ainode setting.
+
+    Any other file, including one whose keys are all misspelt settings, gets the full check (and
+    its errors).
+    """
+    import yaml
+
+    from node.config import Settings
+
+    try:
+        content = yaml.safe_load(Path(file).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return (isinstance(content, dict) and isinstance(content.get("services"), dict)
+            and not set(map(str, content)) & set(Settings.model_fields))
 
 
 def _checked_settings(file: str) -> tuple[Any, list[Any]]:

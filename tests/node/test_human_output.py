@@ -193,3 +193,19 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     assert on_terminal.returncode == 0
     shown = b"".join(seen)
     assert b"series:" in shown and b"/3 [" in shown, shown[-500:]
+
+
+def test_check_config_one_line_per_file_and_show(tmp_path: Path) -> None:
+    deploy = sorted(str(p) for p in (Path(__file__).parents[2] / "deploy").glob("*.yaml"))
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("quiet_second: 5\n")
+    result = ainode("check-config", *deploy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == len(deploy) and any(": valid (" in line for line in lines)
+    result = ainode("check-config", *deploy, str(bad))
+    assert result.returncode == 2 and f"{bad}: INVALID" in result.stderr
+    assert "quiet_second" in result.stderr
+    shown = ainode("check-config", "--show", deploy[0])
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout.split("\n", 1)[1])["quiet_seconds"] > 0
