@@ -16,11 +16,15 @@ Targets, each in its own process, listening on loopback as AE ``AINODE``:
    fsync, rename, directory fsync: :func:`storage.instance_store.write_atomic`);
 3. ``ainode_serve``: ``ainode serve`` as a real subprocess (SQLite job database).
 
+With ``--compare-root DIR`` a fourth target, ``ainode_compare``, runs ``ainode serve`` from
+another checkout (e.g. ``git worktree add /tmp/before <commit>``) with the same interpreter, to
+measure a change in the same run.
+
 Rounds are interleaved (target by target within a round) and the best of the rounds (default 3)
 is reported for each target and mode, with the ratios ainode / durable bare SCP, ainode / bare
 SCP and 4 associations / 1 association. Every target must store all N files in every run. Run::
 
-    .venv/bin/python benchmarks/ingest.py [--count 200] [--rounds 3] [--json]
+    .venv/bin/python benchmarks/ingest.py [--count 200] [--rounds 3] [--json] [--compare-root DIR]
 """
 
 from __future__ import annotations
@@ -133,10 +137,14 @@ def run_bare_scp(directory: Path, port: int, durable: bool) -> None:
     ae.start_server(("127.0.0.1", port), block=True, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
 
 
-def start_target(name: str, work: Path, port: int) -> subprocess.Popen[bytes]:
+def start_target(
+    name: str, work: Path, port: int, compare_root: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Start one target SCP as a subprocess listening on ``port`` as AE AINODE."""
     root = Path(__file__).resolve().parents[1]
-    if name == "ainode_serve":
+    if name == "ainode_compare" and compare_root is not None:
+        root = compare_root
+    if name in ("ainode_serve", "ainode_compare"):
         args = [sys.executable, "-m", "node", "serve", "--data-dir", str(work),
                 "--port", str(port), "--host", "127.0.0.1", "--quiet-seconds", "3600"]
     else:
@@ -161,19 +169,22 @@ def wait_for_echo(port: int, timeout_s: float = 60) -> None:
     raise RuntimeError(f"the SCP on port {port} did not start")
 
 
-def measure(paths: list[Path], rounds: int) -> dict[str, dict[str, list[float]]]:
+def measure(
+    paths: list[Path], rounds: int, targets: tuple[str, ...] = TARGETS,
+    compare_root: Path | None = None,
+) -> dict[str, dict[str, list[float]]]:
     """Rates (instances/s) per target and mode, one per round."""
-    rates = {t: {m: [] for m in MODES} for t in TARGETS}
+    rates: dict[str, dict[str, list[float]]] = {t: {m: [] for m in MODES} for t in targets}
     work = Path(tempfile.mkdtemp(prefix="ainode-bench-ingest-"))
-    steps = tqdm(total=rounds * len(TARGETS) * len(MODES), desc="runs", disable=None,
+    steps = tqdm(total=rounds * len(targets) * len(MODES), desc="runs", disable=None,
                  file=sys.stderr, leave=False)
     try:
         for round_index in range(rounds):
             for mode, associations in MODES.items():
-                for name in TARGETS:
+                for name in targets:
                     target_dir = work / f"{name}-{mode}-{round_index}"
                     port = free_port()
-                    proc = start_target(name, target_dir, port)
+                    proc = start_target(name, target_dir, port, compare_root)
                     try:
                         wait_for_echo(port)
                         elapsed = send(paths, port, associations)
@@ -197,6 +208,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--compare-root", type=Path, default=None,
+                        help="another ainode checkout to measure in the same run")
     parser.add_argument("--bare-scp", nargs=2, metavar=("DIR", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--durable", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -209,7 +222,8 @@ def main() -> int:
     source = Path(tempfile.mkdtemp(prefix="ainode-bench-files-"))
     try:
         paths = write_instances(source, args.count)
-        rates = measure(paths, args.rounds)
+        targets = TARGETS + (("ainode_compare",) if args.compare_root else ())
+        rates = measure(paths, args.rounds, targets, args.compare_root)
     finally:
         shutil.rmtree(source, ignore_errors=True)
     best = {t: {m: max(v) for m, v in modes.items()} for t, modes in rates.items()}
@@ -218,7 +232,9 @@ def main() -> int:
         "instances": args.count,
         "rounds": args.rounds,
         "sender": STORESCU,
-        "instances_per_s_best": {t: {m: round(v, 1) for m, v in ms.items()} for t, ms in best.items()},
+        "instances_per_s_best": {
+            t: {m: round(v, 1) for m, v in ms.items()} for t, ms in best.items()
+        },
         "instances_per_s_all": {
             t: {m: [round(v, 1) for v in vs] for m, vs in ms.items()} for t, ms in rates.items()
         },
@@ -229,8 +245,11 @@ def main() -> int:
             m: round(best["ainode_serve"][m] / best["bare_scp"][m], 3) for m in MODES
         },
         "ratio_4_to_1_associations": {
-            t: round(best[t][four] / best[t][one], 3) for t in TARGETS
+            t: round(best[t][four] / best[t][one], 3) for t in targets
         },
+        "ratio_ainode_to_compare": {
+            m: round(best["ainode_serve"][m] / best["ainode_compare"][m], 3) for m in MODES
+        } if "ainode_compare" in best else None,
         "cpu_count": os.cpu_count(),
         "load_average": [round(v, 2) for v in os.getloadavg()],
     }
@@ -239,16 +258,20 @@ def main() -> int:
         return 0
     print(f"{args.count} uncompressed 512x512 CT instances sent by DCMTK storescu, best of "
           f"{args.rounds} rounds ({os.cpu_count()} CPUs, load average {report['load_average']})")
-    for name in TARGETS:
+    for name in targets:
         for mode in MODES:
             print(f"  {name:<18} {mode:<15} {best[name][mode]:8.1f} instances/s   (rounds: "
                   f"{', '.join(f'{v:.1f}' for v in rates[name][mode])})")
     for mode in MODES:
         print(f"  ainode / durable bare SCP, {mode:<15} = "
               f"{report['ratio_ainode_to_durable_bare_scp'][mode]}")
-        print(f"  ainode / bare SCP (no fsync), {mode:<15} = {report['ratio_ainode_to_bare_scp'][mode]}")
-    for name in TARGETS:
-        print(f"  {name}: 4 associations / 1 association = {report['ratio_4_to_1_associations'][name]}")
+        print(f"  ainode / bare SCP (no fsync), {mode:<15} = "
+              f"{report['ratio_ainode_to_bare_scp'][mode]}")
+    for name in targets:
+        print(f"  {name}: 4 associations / 1 association = "
+              f"{report['ratio_4_to_1_associations'][name]}")
+    if report["ratio_ainode_to_compare"]:
+        print(f"  ainode / ainode from {args.compare_root}: {report['ratio_ainode_to_compare']}")
     return 0
 
 

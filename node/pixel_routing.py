@@ -143,7 +143,9 @@ def sample_region(files: Sequence[str], limit_bytes: int | None = None) -> Any:
     try:
         iop = np.asarray(headers[0][1].ImageOrientationPatient, dtype=float)
         normal = np.cross(iop[:3], iop[3:])
-        position = [float(np.asarray(h.ImagePositionPatient, dtype=float) @ normal) for _, h in headers]
+        position = [
+            float(np.asarray(h.ImagePositionPatient, dtype=float) @ normal) for _, h in headers
+        ]
         ordered = [headers[i] for i in np.argsort(position)]
     except (AttributeError, TypeError, ValueError):
         ordered = headers
@@ -175,13 +177,14 @@ def _child_main() -> None:
     try:
         guess = sample_region(request["files"], limit)
         answer = {"regions": guess.regions, "reason": guess.reason, "evidence": guess.evidence}
-    except MemoryError:
-        answer = {"regions": ["unknown"], "evidence": {},
-                  "reason": f"pixel analysis over its memory limit of {request['memory_mb']} MiB "
-                            "(pixel_routing_memory_mb)"}
     except Exception as exc:  # noqa: BLE001 - every failure becomes the routing reason
-        answer = {"regions": ["unknown"], "evidence": {},
-                  "reason": f"pixels could not be analysed: {type(exc).__name__}: {exc}"}
+        # The loaders turn a decoder's MemoryError into InvalidInputError naming it.
+        if isinstance(exc, MemoryError) or "MemoryError" in str(exc):
+            reason = (f"pixel analysis over its memory limit of {request['memory_mb']} MiB "
+                      "(pixel_routing_memory_mb)")
+        else:
+            reason = f"pixels could not be analysed: {type(exc).__name__}: {exc}"
+        answer = {"regions": ["unknown"], "evidence": {}, "reason": reason}
     sys.stdout.write(json.dumps(answer, default=float) + "\n")
 
 

@@ -400,7 +400,8 @@ class StorageSCP:
         if not self.admission.admit(event.assoc):
             with self._lock:
                 self.counters.rejected_associations += 1
-            reason = f"{self.admission.max_associations} associations in progress (max_associations)"
+            limit = self.admission.max_associations
+            reason = f"{limit} associations in progress (max_associations)"
             logger.warning(
                 "rejected association from calling AE %r at %s: %s (A-ASSOCIATE-RJ transient, "
                 "local limit exceeded)",

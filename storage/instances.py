@@ -102,6 +102,7 @@ class InstanceLedger(DatabaseCore):
                     select(Instance).where(Instance.sop_instance_uid.in_(uids))
                 )
             }
+            series_of: dict[str, Series] = {}
             for record in records:
                 now = record.received_at
                 instance = known.get(record.sop_instance_uid)
@@ -133,23 +134,26 @@ class InstanceLedger(DatabaseCore):
                     instance.sop_class_uid = record.sop_class_uid
                     instance.received_at = now
                 new_count += int(is_new)
-                series = session.get(Series, record.series_instance_uid)
+                series = series_of.get(record.series_instance_uid) or session.get(
+                    Series, record.series_instance_uid
+                )
                 if series is None:
-                    session.add(
-                        Series(
-                            series_instance_uid=record.series_instance_uid,
-                            study_instance_uid=record.study_instance_uid,
-                            modality=record.modality,
-                            calling_ae_title=record.calling_ae_title,
-                            accession_number=record.accession_number[:16],
-                            state=SeriesState.OPEN,
-                            instance_count=1,
-                            first_received_at=now,
-                            last_received_at=now,
-                        )
+                    series = Series(
+                        series_instance_uid=record.series_instance_uid,
+                        study_instance_uid=record.study_instance_uid,
+                        modality=record.modality,
+                        calling_ae_title=record.calling_ae_title,
+                        accession_number=record.accession_number[:16],
+                        state=SeriesState.OPEN,
+                        instance_count=1,
+                        first_received_at=now,
+                        last_received_at=now,
                     )
+                    session.add(series)
                     session.flush()
+                    series_of[record.series_instance_uid] = series
                 else:
+                    series_of[record.series_instance_uid] = series
                     if series.state == SeriesState.COMPLETE:
                         series.state = SeriesState.OPEN
                         series.first_received_at = now

@@ -67,7 +67,8 @@ def test_idle_sockets_do_not_lock_out_an_allow_listed_pacs(
     try:
         time.sleep(0.3)
         # More than max_connections_per_ip from 127.0.0.2 are closed at accept.
-        assert node.scp.admission.open_connections("127.0.0.2") <= node.settings.max_connections_per_ip
+        let_in = node.scp.admission.open_connections("127.0.0.2")
+        assert let_in <= node.settings.max_connections_per_ip
         started = time.monotonic()
         result = storescu("127.0.0.1", port, "AINODE", [real_ct_slice_dcmtk_path])
         elapsed = time.monotonic() - started
@@ -75,7 +76,9 @@ def test_idle_sockets_do_not_lock_out_an_allow_listed_pacs(
         assert elapsed < 5, f"storescu took {elapsed:.1f} s beside 50 idle sockets"
         # ARTIM (2 s here) closes every idle socket that was let in.
         deadline = time.monotonic() + 8
-        still_open = [s for s in idle if not _closed_by_peer(s, max(0.05, deadline - time.monotonic()))]
+        still_open = [
+            s for s in idle if not _closed_by_peer(s, max(0.05, deadline - time.monotonic()))
+        ]
         assert still_open == [], f"{len(still_open)} idle socket(s) still open after ARTIM"
     finally:
         for sock in idle:
@@ -225,7 +228,7 @@ def test_memory_bomb_is_routed_without_decoding_in_the_node(
     assert job.state == JobState.IGNORED, (job.state, job.error, job.routing_reason)
     assert "max_image_mb" in (job.routing_reason or ""), job.routing_reason
     assert peak_rss_mb < 500, f"ainode serve reached {peak_rss_mb:.0f} MB"
-    assert max(echo_s) < 1.0, f"C-ECHO took up to {max(echo_s):.2f} s while the bomb was routed: {echo_s}"
+    assert max(echo_s) < 1.0, f"C-ECHO took up to {max(echo_s):.2f} s while routing: {echo_s}"
     assert len(echo_s) >= 2  # C-ECHO was measured while the job waited and was routed
     print(f"peak RSS {peak_rss_mb:.0f} MB, C-ECHO max {max(echo_s):.3f} s over {len(echo_s)}")
 
@@ -238,7 +241,7 @@ def test_pixel_routing_child_is_bounded_by_its_memory_limit(tmp_path: Path) -> N
     before = _rss_mb(os_getpid())
     guess = pixel_region_of([str(bomb)], memory_mb=768, timeout_s=60, max_image_mb=10**6)
     assert guess.regions == ["unknown"]
-    assert "memory" in guess.reason.lower() or "pixel_routing_memory_mb" in guess.reason, guess.reason
+    assert "over its memory limit of 768 MiB (pixel_routing_memory_mb)" in guess.reason, guess.reason
     assert _rss_mb(os_getpid()) - before < 100
 
 
@@ -360,7 +363,8 @@ def test_ingest_recorder_commits_batches_with_duplicates(tmp_path: Path) -> None
         def record(sop: str, series: str) -> InstanceRecord:
             return InstanceRecord(
                 sop_instance_uid=sop, study_instance_uid="1.2.3", series_instance_uid=series,
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.2", transfer_syntax_uid="1.2.840.10008.1.2.1",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                transfer_syntax_uid="1.2.840.10008.1.2.1",
                 modality="CT", path=f"/x/{sop}.dcm", calling_ae_title="PACS", received_at=utcnow(),
             )
 
