@@ -209,3 +209,48 @@ def test_check_config_one_line_per_file_and_show(tmp_path: Path) -> None:
     shown = ainode("check-config", "--show", deploy[0])
     assert shown.returncode == 0
     assert json.loads(shown.stdout.split("\n", 1)[1])["quiet_seconds"] > 0
+
+
+def test_example_config_marks_every_value_that_is_not_the_default() -> None:
+    """deploy/ainode.example.yaml says its values are the defaults unless marked EXAMPLE."""
+    import yaml
+
+    from node.config import Settings
+
+    path = Path(__file__).parents[2] / "deploy" / "ainode.example.yaml"
+    text = path.read_text()
+    loaded = yaml.safe_load(text)
+    defaults = json.loads(Settings().model_dump_json())
+    key_line = re.compile(r"^(\s*)([a-z_]+):(.*)$")
+    stack: list[tuple[int, str, bool]] = []  # (indent, key, marked EXAMPLE)
+    comments: list[str] = []
+    unmarked = []
+    for line in text.splitlines():
+        if line.strip().startswith("#") or not line.strip():
+            comments = comments + [line] if line.strip() else []
+            continue
+        match = key_line.match(line)
+        if not match:
+            comments = []
+            continue
+        indent, key = len(match[1]), match[2]
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        marked = "EXAMPLE" in match[3] or any("EXAMPLE" in c for c in comments)
+        marked = marked or any(m for _, _, m in stack)
+        stack.append((indent, key, marked))
+        comments = []
+        keys = [k for _, k, _ in stack]
+        value: object = loaded
+        default: object = defaults
+        for k in keys:
+            value = value.get(k) if isinstance(value, dict) else None
+            default = default.get(k) if isinstance(default, dict) else None
+        if isinstance(value, dict) or keys[0] not in defaults:
+            continue
+        same = value == default or (
+            isinstance(value, (int, float)) and isinstance(default, (int, float))
+            and float(value) == float(default))
+        if not same and not marked:
+            unmarked.append(f"{'.'.join(keys)}: {value!r} (default {default!r})")
+    assert not unmarked, f"values that differ from the default without EXAMPLE: {unmarked}"
