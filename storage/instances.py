@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from storage.engine import DatabaseCore
 from storage.models import Instance, Job, JobEvent, JobState, Series, SeriesState, utcnow
+
+
+#: Series closed per round of statements in :meth:`InstanceLedger.complete_quiet_series`.
+_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -203,53 +209,80 @@ class InstanceLedger(DatabaseCore):
                     Series.state == SeriesState.OPEN, Series.last_received_at <= cutoff
                 )
             ).all()
-            for series in quiet:
-                uids = session.scalars(
-                    select(Instance.sop_instance_uid).where(
-                        Instance.series_instance_uid == series.series_instance_uid
-                    )
-                ).all()
-                series.state = SeriesState.COMPLETE
-                series.completed_at = now
-                job = Job(
-                    study_instance_uid=series.study_instance_uid,
-                    series_instance_uid=series.series_instance_uid,
-                    modality=series.modality,
-                    calling_ae_title=series.calling_ae_title,
-                    accession_number=series.accession_number,
-                    state=JobState.RECEIVED,
-                    instance_count=len(uids),
-                    input_fingerprint=input_fingerprint(uids),
-                    max_attempts=max_attempts,
-                    created_at=now,
+            # A flood of small series (2,000 at once) is closed in a few statements per chunk,
+            # not several per series: routing of everything else waits while this runs.
+            for start in range(0, len(quiet), _CHUNK):
+                chunk = quiet[start : start + _CHUNK]
+                created.extend(
+                    self._close_series(session, chunk, now, quiet_seconds, max_attempts)
                 )
-                session.add(job)
-                session.flush()
-                previous = session.scalar(
-                    select(func.count(Job.id)).where(
-                        Job.series_instance_uid == series.series_instance_uid,
-                        Job.input_fingerprint == job.input_fingerprint,
-                        Job.id != job.id,
-                    )
-                )
-                note = (
-                    f"; the same {len(uids)} instance(s) were processed before by "
-                    f"{previous} job(s): outputs get the same UIDs and replace them"
-                    if previous
-                    else ""
-                )
-                session.add(
-                    JobEvent(
-                        job_id=job.id,
-                        at=now,
-                        message=(
-                            f"series complete: {len(uids)} instance(s), nothing new for "
-                            f"{quiet_seconds:g} s{note}"
-                        ),
-                    )
-                )
-                created.append(job.id)
         return created
+
+    @staticmethod
+    def _close_series(
+        session: Session,
+        chunk: Sequence[Series],
+        now: dt.datetime,
+        quiet_seconds: float,
+        max_attempts: int,
+    ) -> list[int]:
+        """Mark ``chunk`` complete and create one ``received`` job per series (with its event)."""
+        keys = [series.series_instance_uid for series in chunk]
+        uids: dict[str, list[str]] = defaultdict(list)
+        for series_uid, sop_uid in session.execute(
+            select(Instance.series_instance_uid, Instance.sop_instance_uid).where(
+                Instance.series_instance_uid.in_(keys)
+            )
+        ):
+            uids[series_uid].append(sop_uid)
+        fingerprints = {key: input_fingerprint(uids[key]) for key in keys}
+        previous: Counter[str] = Counter()
+        for series_uid, fingerprint in session.execute(
+            select(Job.series_instance_uid, Job.input_fingerprint).where(
+                Job.series_instance_uid.in_(keys)
+            )
+        ):
+            if fingerprint == fingerprints[series_uid]:
+                previous[series_uid] += 1
+        jobs: list[Job] = []
+        for series in chunk:
+            key = series.series_instance_uid
+            series.state = SeriesState.COMPLETE
+            series.completed_at = now
+            job = Job(
+                study_instance_uid=series.study_instance_uid,
+                series_instance_uid=key,
+                modality=series.modality,
+                calling_ae_title=series.calling_ae_title,
+                accession_number=series.accession_number,
+                state=JobState.RECEIVED,
+                instance_count=len(uids[key]),
+                input_fingerprint=fingerprints[key],
+                max_attempts=max_attempts,
+                created_at=now,
+            )
+            session.add(job)
+            jobs.append(job)
+        session.flush()
+        for job in jobs:
+            count, before = job.instance_count, previous[job.series_instance_uid]
+            note = (
+                f"; the same {count} instance(s) were processed before by "
+                f"{before} job(s): outputs get the same UIDs and replace them"
+                if before
+                else ""
+            )
+            session.add(
+                JobEvent(
+                    job_id=job.id,
+                    at=now,
+                    message=(
+                        f"series complete: {count} instance(s), nothing new for "
+                        f"{quiet_seconds:g} s{note}"
+                    ),
+                )
+            )
+        return [job.id for job in jobs]
 
     def count_instances(self) -> int:
         """Number of recorded instances."""
