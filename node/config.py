@@ -37,7 +37,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from ainode_core.errors import AINodeError, ConfigError
+from ainode_core.errors import ConfigError
 
 _DESTINATION_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 

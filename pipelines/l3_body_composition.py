@@ -30,9 +30,8 @@ one real upper-abdominal series (T11/T12, against TotalSegmentator's masks); see
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from scipy import ndimage
