@@ -29,7 +29,6 @@ from ainode_core.errors import AINodeError, InvalidInputError
 from pipelines.registry import get_protocol
 from storage.database import JobDatabase
 from storage.instance_store import InstanceStore
-from storage.models import JobState
 from storage.retention import DiskGuard, RetentionScheduler
 
 logger = logging.getLogger(__name__)
@@ -249,7 +248,8 @@ class Node:
         )
         for job_id in created:
             logger.info("job %d created", job_id)
-        for job in self.database.jobs_in_state(JobState.RECEIVED):
+        # Bounded, callers in turn: a flood from one caller cannot hold up another's routing.
+        for job in self.database.jobs_to_route():
             try:
                 self.route_job(job.id, job.series_instance_uid)
             except Exception as exc:

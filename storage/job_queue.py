@@ -36,6 +36,8 @@ from storage.models import Job, JobEvent, JobState, Output, Priority, Send, Send
 from storage.scheduling import ProtocolFilter, caller_turn_order, last_served
 from storage.send_queue import settle_job
 
+#: Received jobs routed per pass of the node's dispatcher (:meth:`JobQueue.jobs_to_route`).
+ROUTING_BATCH = 50
 #: States in which a job may be cancelled (it has not settled yet).
 CANCELLABLE_STATES = (JobState.RECEIVED, JobState.QUEUED, JobState.RUNNING, JobState.SENDING)
 #: States in which a job may be deleted (nothing works on it any more).
@@ -107,6 +109,32 @@ class JobQueue(DatabaseCore):
         with self.session() as session:
             row = session.execute(select(Job.state, Job.protocol).where(Job.id == job_id)).first()
         return None if row is None else (JobState(row[0]), row[1])
+
+    def jobs_to_route(self, limit: int = ROUTING_BATCH) -> list[Job]:
+        """Received jobs to route next, the callers in turn: every caller's oldest unrouted job
+        before any caller's second, and so on (ties by age), at most ``limit``.
+
+        The node routes a bounded batch per pass, so the series of a caller that arrives while
+        another caller's 2,000 series wait for routing (which may decode pixels in a child
+        process, about a second each) is routed within the next pass, not after all of them.
+        """
+        turn = (
+            func.row_number()
+            .over(partition_by=Job.calling_ae_title, order_by=Job.id)
+            .label("turn")
+        )
+        ranked = (
+            select(Job.id.label("id"), turn).where(Job.state == JobState.RECEIVED).subquery()
+        )
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Job)
+                    .join(ranked, ranked.c.id == Job.id)
+                    .order_by(ranked.c.turn, Job.id)
+                    .limit(max(1, int(limit)))
+                )
+            )
 
     def jobs_in_state(self, state: JobState) -> list[Job]:
         """Jobs in one state, oldest first."""

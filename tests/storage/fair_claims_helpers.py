@@ -21,7 +21,18 @@ def queue_jobs(
 ) -> list[int]:
     """Receive ``count`` one-instance series from ``caller``, close them into jobs and route
     each with ``priority``; returns the job ids (oldest first)."""
-    tag = tag or f"{caller}.{priority}.{protocol}"
+    job_ids = receive_series(database, caller, count, tag=tag or f"{caller}.{priority}.{protocol}")
+    for job_id in job_ids:
+        database.set_routing(
+            job_id, protocol=protocol, rule="test", reason="test", priority=priority
+        )
+    return job_ids
+
+
+def receive_series(database: JobDatabase, caller: str, count: int, *, tag: str | None = None) -> list[int]:
+    """Receive ``count`` one-instance series from ``caller`` and close them into jobs (state
+    received, not routed); returns the job ids (oldest first)."""
+    tag = tag or caller
     prefix = "2.25." + str(abs(hash(tag)) % 10**12)
     now = utcnow() - dt.timedelta(seconds=1)
     database.record_instances(
@@ -42,10 +53,6 @@ def queue_jobs(
     )
     job_ids = sorted(database.complete_quiet_series(0))
     assert len(job_ids) == count
-    for job_id in job_ids:
-        database.set_routing(
-            job_id, protocol=protocol, rule="test", reason="test", priority=priority
-        )
     return job_ids
 
 

@@ -156,3 +156,17 @@ def test_two_claiming_processes_never_take_one_job_twice(database_url: str) -> N
             assert job.state == JobState.DONE and job.attempts == 1
     finally:
         database.close()
+
+
+def test_routing_takes_callers_in_turn_in_bounded_batches(database: JobDatabase) -> None:
+    from fair_claims_helpers import receive_series
+
+    flood = receive_series(database, "RESEARCH", 30)
+    (er,) = receive_series(database, "CT_ER", 1)
+    first = [job.id for job in database.jobs_to_route(limit=5)]
+    assert first == [flood[0], er, *flood[1:4]]
+    everything = [job.id for job in database.jobs_to_route(limit=100)]
+    assert sorted(everything) == sorted([*flood, er]) and everything[:2] == [flood[0], er]
+    for job_id in first:
+        database.set_routing(job_id, protocol=None, rule=None, reason="test")
+    assert [job.id for job in database.jobs_to_route(limit=2)] == flood[4:6]
