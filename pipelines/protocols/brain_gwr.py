@@ -54,6 +54,32 @@ def run(volume: Any, params: BrainGWRParameters, context: PatientContext,
     return run_brain_gwr(volume, params, model)
 
 
+#: GWR landmarks (Measurement key prefix) and their names.
+_LANDMARKS = (
+    ("caudate_right", "Caudate nucleus, right"), ("caudate_left", "Caudate nucleus, left"),
+    ("putamen_right", "Putamen, right"), ("putamen_left", "Putamen, left"),
+    ("plic_right", "Posterior limb of internal capsule, right"),
+    ("plic_left", "Posterior limb of internal capsule, left"),
+    ("corpus_callosum", "Corpus callosum"),
+)
+
+
+def _landmark_rows() -> tuple[MeasurementRow, ...]:
+    """Per-landmark rows (the SR's measurement groups)."""
+    rows = []
+    for key, label in _LANDMARKS:
+        rows += [
+            MeasurementRow(f"{key}_mean_hu", f"{label}: mean attenuation", "HU", 1),
+            MeasurementRow(f"{key}_median_hu", f"{label}: median attenuation", "HU", 1),
+            MeasurementRow(f"{key}_sd_hu", f"{label}: attenuation SD", "HU", 1),
+            MeasurementRow(f"{key}_voxels", f"{label}: voxels", "", 0),
+            MeasurementRow(f"{key}_volume_mm3", f"{label}: volume", "mm³", 0),
+            MeasurementRow(f"{key}_core_mean_hu", f"{label}: core mean attenuation", "HU", 1),
+            MeasurementRow(f"{key}_core_voxels", f"{label}: core voxels", "", 0),
+        ]
+    return tuple(rows)
+
+
 MEASUREMENTS = (
     # The finding people read first (non-numeric row; added by H7 for the human listings).
     MeasurementRow("low_gwr", "Low GWR (below the cut-off)", "", 0),
@@ -76,6 +102,7 @@ MEASUREMENTS = (
     MeasurementRow("brain_volume_in_view_cm3", "Brain volume in the field of view", "cm³", 0),
     MeasurementRow("brain_extent_mm", "Brain head-feet extent", "mm", 0),
     MeasurementRow("skull_enclosure", "Skull enclosure of the brain outline", "", 2),
+    *_landmark_rows(),
 )
 
 _HEAD = r"'\b(head|brain|skull|cranial|cranium|cerebral|neuro|sch(ä|ae|a)del|kopf|hirn|cct)\b|\bct ?kopf'"

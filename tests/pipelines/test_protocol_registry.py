@@ -246,7 +246,7 @@ def _numeric_keys(summary: dict[str, Any]) -> set[str]:
         ("brain-gwr", _head),
     ],
 )
-def test_measurement_table_covers_every_numeric_summary_key_of_a_phantom_run(
+def test_measurement_table_covers_every_summary_value_and_measurement_of_a_phantom_run(
     protocol: str, make: Any, tmp_path: Path
 ) -> None:
     spec = protocols()[protocol]
@@ -259,5 +259,8 @@ def test_measurement_table_covers_every_numeric_summary_key_of_a_phantom_run(
     assert len(rows) == len(spec.measurements), "duplicate keys in the measurement table"
     missing = sorted(keys - set(rows))
     assert not missing, f"{protocol}: summary keys without a measurement row: {missing}"
+    # Every measurement the SR carries is named by the table as well.
+    unnamed = sorted({m.key for m in result.measurements} - set(rows))
+    assert not unnamed, f"{protocol}: measurements without a row: {unnamed}"
     for row in spec.measurements:
         assert row.label and row.decimals >= 0
