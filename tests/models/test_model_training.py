@@ -52,7 +52,7 @@ def test_train_evaluate_install_and_run(
     report = tmp_path / "again.csv"
     assert main(["evaluate", str(out), "--phantom", "--cases", "1", "--phantom-size", "small",
                  "--report", str(report), "--device", "cpu"]) == 0
-    assert report.is_file() and "dice_sma_mean" in capsys.readouterr().out
+    assert report.is_file() and "dice sma mean" in capsys.readouterr().out
 
     data_dir = tmp_path / "data"
     assert main(["models", "install", str(out), "--data-dir", str(data_dir)]) == 0

@@ -97,5 +97,7 @@ def test_check_config_hides_the_broker_password(tmp_path: Path, capsys: pytest.C
     config = tmp_path / "ainode.yaml"
     config.write_text("celery:\n  broker_url: amqp://ainode:s3cret@rabbit:5672//\n")
     assert main(["check-config", str(config)]) == 0
+    assert "s3cret" not in capsys.readouterr().out
+    assert main(["check-config", "--show", str(config)]) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out and "amqp://ainode:***@rabbit" in out
