@@ -150,9 +150,12 @@ class AdmissionRequestHandler(RequestHandler):
             if self.server.deferred_ssl_context is not None:
                 try:
                     sock = self.server.deferred_ssl_context.wrap_socket(sock, server_side=True)
+                    # node.tls contexts defer the handshake to the first read; do it here,
+                    # bounded by the handshake timeout, so a failure is logged at once.
+                    sock.do_handshake()
                 except (OSError, ValueError) as exc:
                     logger.warning("TLS handshake with %s failed: %s", ip, exc)
-                    _close(self.request)
+                    _close(sock)  # the SSL socket once wrapped (it owns the descriptor then)
                     return
                 self.request = sock
             # Data is read only after select() says it is there; the timeout ends a peer that
