@@ -101,9 +101,9 @@ from pydicom.dataset import Dataset
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from pipelines.acquisition import contrast_recorded
 from pipelines.errors import ConfigError, PipelineError, UnsupportedInputError
 from pipelines.parameters.chest_respiratory_muscle import ChestParameters  # the parameter model lives with the spec
+from pipelines.protocol import PatientContext
 from pipelines.spine import (
     find_body_mask,
     find_vertebra_in_slice,
@@ -1041,17 +1041,6 @@ def locate_levels(
 # ------------------------------------------------------------------------------------------
 
 
-def _header_float(ds: Dataset, keyword: str) -> float | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
 def _slab(volume: CTVolume, mask: np.ndarray) -> dict[str, float | int] | None:
     """Cranio-caudal extent of a canonical mask: slices and patient z (mm) of their centres."""
     ks = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
@@ -1077,6 +1066,7 @@ def measure(
     levels: LevelSlices | None = None,
     anatomy: ChestAnatomy | None = None,
     warnings: list[str] | None = None,
+    context: PatientContext | None = None,
 ) -> PipelineResult:
     """Measure a canonical label map (reference or network) and build the result.
 
@@ -1096,6 +1086,10 @@ def measure(
         What the reference segmentation found (lung slab, for the coverage statement).
     warnings:
         Warnings collected so far (extended in place).
+    context:
+        Patient's height and the acquisition's kVp, slice thickness and contrast
+        (:class:`pipelines.protocol.PatientContext`, read by the core from the headers); ``None``
+        reads it from ``volume.datasets`` with the same rule.
 
     Returns
     -------
@@ -1126,8 +1120,9 @@ def measure(
     hu = volume.hu
     low0, low1 = p.low_attenuation_hu
 
-    header = volume.datasets[0]
-    height_m = _header_float(header, "PatientSize")
+    if context is None:
+        context = PatientContext.from_headers(volume.datasets)
+    height_m = context.height_m
     if height_m is not None and not 0.4 <= height_m <= 2.5:
         warnings.append(f"Patient's Size {height_m:g} is not a height in metres; no index")
         height_m = None
@@ -1197,9 +1192,9 @@ def measure(
         "classes": classes,
         "hu_bands": {"muscle": list(p.muscle_hu), "low_attenuation": list(p.low_attenuation_hu)},
         "height_m": height_m,
-        "contrast": contrast_recorded(header),
-        "kvp": _header_float(header, "KVP"),
-        "slice_thickness_mm": _header_float(header, "SliceThickness"),
+        "contrast": context.contrast,
+        "kvp": context.kvp,
+        "slice_thickness_mm": context.slice_thickness_mm,
         "spacing_mm": [round(float(s), 4) for s in volume.spacing_mm],
     }
     resp = np.isin(label_box, RESPIRATORY_LABELS)
@@ -1590,6 +1585,7 @@ def run_chest_respiratory_muscle(
     volume: CTVolume,
     params: ChestParameters | None = None,
     model: LearnedModel | None = None,
+    context: PatientContext | None = None,
 ) -> PipelineResult:
     """Run the protocol on a canonical CT volume.
 
@@ -1604,6 +1600,9 @@ def run_chest_respiratory_muscle(
     model:
         A trained network (``model.predict(hu, spacing_mm) -> label_map``, numbering
         :data:`LABELS`); ``None`` runs the reference method.
+    context:
+        Patient and acquisition facts from the core (:class:`pipelines.protocol.PatientContext`);
+        ``None`` reads them from ``volume.datasets``.
 
     Returns
     -------
@@ -1645,7 +1644,7 @@ def run_chest_respiratory_muscle(
     levels = None if volume.is_single_slice else levels_from_thorax(anatomy.thoracic,
                                                                      anatomy.column_offset_rc)
     result = measure(volume, labels, p, algorithm=algorithm, levels=levels, anatomy=anatomy,
-                     warnings=warnings)
+                     warnings=warnings, context=context)
     for message in result.warnings:
         logger.info("chest respiratory muscle: %s", message)
     return result

@@ -36,7 +36,6 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from scipy import ndimage
 
-from pipelines.acquisition import contrast_recorded
 from pipelines.errors import PipelineError, UnsupportedInputError
 from pipelines.morphology import (
     FACE,
@@ -45,6 +44,7 @@ from pipelines.morphology import (
     remove_small_components,
 )
 from pipelines.parameters.l3_body_composition import L3Parameters  # the parameter model lives with the spec
+from pipelines.protocol import PatientContext
 from pipelines.spine import (
     SpineLabelling,
     SpineParameters,
@@ -849,17 +849,6 @@ def _dilate_mm(mask: np.ndarray, radius_mm: float, mm_px: float) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 
 
-def _header_float(ds: object, keyword: str) -> float | None:
-    value = getattr(ds, keyword, None) if ds is not None else None
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
 def _cutoff_value(value: float | tuple[float, float] | None, bmi: float | None) -> float | None:
     if value is None or not isinstance(value, tuple):
         return value
@@ -875,6 +864,7 @@ def run_l3_body_composition(
     segmenter: BodyCompositionSegmenter | None = None,
     locator: L3Locator | None = None,
     model: LearnedModel | None = None,
+    context: PatientContext | None = None,
 ) -> PipelineResult:
     """Measure body composition at mid-L3 on an abdominal CT.
 
@@ -900,6 +890,10 @@ def run_l3_body_composition(
         replaces the reference level finding. Measurement and outputs are the same; the result
         names the model's algorithm, version and validation status. An explicit ``segmenter`` or
         ``locator`` wins over the model.
+    context:
+        Patient's height, weight and sex and the acquisition's kVp, kernel, slice thickness and
+        contrast (:class:`pipelines.protocol.PatientContext`, read by the core from the series'
+        headers); ``None`` reads it from ``volume.datasets`` with the same rule.
 
     Returns
     -------
@@ -981,9 +975,9 @@ def run_l3_body_composition(
 
     source_index = 0 if volume.is_single_slice else volume.source_frame_of_slice(k)
     header = volume.datasets[source_index if source_index is not None else 0]
-    height_m = _header_float(header, "PatientSize")
-    weight_kg = _header_float(header, "PatientWeight")
-    sex = str(header.get("PatientSex", "") or "").upper() or None
+    if context is None:
+        context = PatientContext.from_headers(volume.datasets)
+    height_m, weight_kg, sex = context.height_m, context.weight_kg, context.sex
     if height_m is not None and not 0.4 <= height_m <= 2.5:
         warnings.append(
             f"Patient's Size {height_m:g} is not a height in metres (0.4..2.5); SMI not computed"
@@ -991,15 +985,8 @@ def run_l3_body_composition(
         height_m = None
     bmi = weight_kg / height_m**2 if (weight_kg and height_m) else None
     smi = sma_cm2 / height_m**2 if height_m else None
-    contrast = contrast_recorded(header)
-    kvp = _header_float(header, "KVP")
-    thickness = _header_float(header, "SliceThickness")
-    kernel = header.get("ConvolutionKernel")
-    kernel_text = (
-        "\\".join(str(v) for v in kernel) if isinstance(kernel, list | tuple) or (
-            kernel is not None and hasattr(kernel, "__iter__") and not isinstance(kernel, str))
-        else (str(kernel) if kernel else None)
-    )
+    contrast, kvp, thickness = context.contrast, context.kvp, context.slice_thickness_mm
+    kernel_text = context.kernel
 
     measurements = [
         Measurement("sma_cm2", SCT_AREA, sma_cm2, UCUM_CM2, LABEL_SMA, None, "SMA"),

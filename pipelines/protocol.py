@@ -61,6 +61,9 @@ class PatientContext:
     contrast:
         Whether a Contrast/Bolus Agent (0018,0010) or its sequence is recorded
         (:func:`pipelines.acquisition.contrast_recorded`); ``None`` without headers.
+    slice_thickness_mm:
+        Slice Thickness (0018,0050) as acquired, millimetres (the reconstructed thickness, not
+        the slice step of the volume).
     """
 
     height_m: float | None = None
@@ -70,6 +73,7 @@ class PatientContext:
     kvp: float | None = None
     kernel: str | None = None
     contrast: bool | None = None
+    slice_thickness_mm: float | None = None
 
     @classmethod
     def from_headers(cls, datasets: Iterable[Any]) -> PatientContext:
@@ -136,6 +140,7 @@ class PatientContext:
             kvp=first(number("KVP")),
             kernel=first(kernel),
             contrast=any(contrast_recorded(ds) for ds in items),
+            slice_thickness_mm=first(number("SliceThickness")),
         )
 
 

@@ -21,10 +21,9 @@ __all__ = ["NAME", "SPEC", "ChestParameters", "run"]
 def run(volume: Any, params: ChestParameters, context: PatientContext,
         model: LearnedModel | None) -> PipelineResult:
     """Run :func:`pipelines.chest_respiratory_muscle.run_chest_respiratory_muscle`."""
-    del context  # the method reads Patient's Size from the volume's headers
     from pipelines.chest_respiratory_muscle import run_chest_respiratory_muscle
 
-    return run_chest_respiratory_muscle(volume, params, model=model)
+    return run_chest_respiratory_muscle(volume, params, model=model, context=context)
 
 
 #: Segmented classes (summary "classes" key and Measurement key prefix) and their names.

@@ -22,10 +22,9 @@ def run(volume: Any, params: L3Parameters, context: PatientContext,
         model: LearnedModel | None) -> PipelineResult:
     """Run :func:`pipelines.l3_body_composition.run_l3_body_composition` on ``volume``; the
     volume's loading warnings come first in the result."""
-    del context  # the method reads Patient's Size/Weight/Sex from the volume's headers
     from pipelines.l3_body_composition import run_l3_body_composition
 
-    result = run_l3_body_composition(volume, params, model=model)
+    result = run_l3_body_composition(volume, params, model=model, context=context)
     result.warnings[:0] = [w for w in volume.warnings if w not in result.warnings]
     return result
 

@@ -310,3 +310,16 @@ def test_partial_coverage_names_the_anchor(tmp_path: Path) -> None:
     assert result.summary["level_method"] == "ribs"
     assert result.summary["level_verified"] is False
     assert abs(int(result.summary["slice_index"]) + bottom - ph.mid_l3_slice) <= 1
+
+
+def test_patient_context_given_by_the_core_is_what_the_method_uses(hfs_volume: CTVolume) -> None:
+    """Height and sex come from the PatientContext the core passes, not from the headers."""
+    from pipelines.protocol import PatientContext
+
+    height = 1.37  # drawn independently of the phantom's header
+    result = run_l3_body_composition(hfs_volume, context=PatientContext(height_m=height, sex="F"))
+    summary = result.summary
+    assert summary["height_m"] == pytest.approx(height)
+    assert summary["sex"] == "F"
+    # Both values are rounded to 0.01 in the summary.
+    assert summary["smi_cm2_per_m2"] == pytest.approx(summary["sma_cm2"] / height**2, abs=0.02)
