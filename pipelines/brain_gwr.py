@@ -68,7 +68,6 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from scipy import ndimage
 
-from pipelines.acquisition import contrast_recorded
 from pipelines.brain_atlas import (
     LABEL_CAUDATE_LEFT,
     LABEL_CAUDATE_RIGHT,
@@ -93,6 +92,7 @@ from pipelines.errors import (
 from pipelines.headers import header_copy
 from pipelines.morphology import FACE, largest_component
 from pipelines.parameters.brain_gwr import BrainGWRParameters  # the parameter model lives with the spec
+from pipelines.protocol import PatientContext
 from pipelines.types import (
     DCM_ATTENUATION,
     PRIVATE_SCHEME,
@@ -1123,23 +1123,28 @@ class _Context:
     slice_thickness_mm: float | None = None
     gantry_tilt_deg: float | None = None
     convolution_kernel: str | None = None
+    contrast: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _header_float(ds: Dataset, keyword: str) -> float | None:
+def _gantry_tilt_deg(ds: Dataset) -> float | None:
+    """Gantry/Detector Tilt (0018,1120) in degrees, signed (0 is a valid tilt); ``None`` when
+    missing or unparsable. Geometry, not a patient or acquisition fact of the context."""
     try:
-        value = ds.get(keyword)
+        value = ds.get("GantryDetectorTilt")
         return None if value in (None, "") else float(value)
     except (TypeError, ValueError):
         return None
 
 
-def _context(ds: Dataset) -> _Context:
-    kernel = ds.get("ConvolutionKernel")
-    if kernel is not None and not isinstance(kernel, str):
-        kernel = "\\".join(str(v) for v in kernel)
-    return _Context(_header_float(ds, "KVP"), _header_float(ds, "SliceThickness"),
-                    _header_float(ds, "GantryDetectorTilt"), str(kernel) if kernel else None)
+def _context(volume: CTVolume, context: PatientContext | None) -> _Context:
+    """The summary's acquisition facts: kVp, slice thickness, kernel and contrast from the
+    core's :class:`~pipelines.protocol.PatientContext` (read from ``volume.datasets`` with the
+    same rule when ``None``), the gantry tilt from the first header."""
+    if context is None:
+        context = PatientContext.from_headers(volume.datasets)
+    return _Context(context.kvp, context.slice_thickness_mm,
+                    _gantry_tilt_deg(volume.datasets[0]), context.kernel, context.contrast)
 
 
 def measure(
@@ -1150,6 +1155,7 @@ def measure(
     algorithm: AlgorithmInfo = ALGORITHM,
     registration: RegistrationReport | None = None,
     warnings: Sequence[str] = (),
+    context: PatientContext | None = None,
 ) -> PipelineResult:
     """Measure the landmarks and GWRs and build the :class:`PipelineResult`.
 
@@ -1168,6 +1174,10 @@ def measure(
         The registration report of the reference method, if any.
     warnings:
         Warnings gathered so far.
+    context:
+        The acquisition's kVp, kernel, slice thickness and contrast
+        (:class:`pipelines.protocol.PatientContext`, read by the core from the series'
+        headers); ``None`` reads it from ``volume.datasets`` with the same rule.
 
     Returns
     -------
@@ -1249,8 +1259,7 @@ def measure(
             "GWR cut-offs come from small cohorts and depend on CT timing, temperature "
             "management and scanner: never a stand-alone prognosis"
         )
-    header = volume.datasets[0]
-    ctx = _context(header)
+    ctx = _context(volume, context)
     if registration is not None:
         measurements.append(Measurement("registration_brain_dice", REGISTRATION_DICE_CONCEPT,
                                         registration.brain_dice, UCUM_NO_UNITS, None, None,
@@ -1341,7 +1350,7 @@ def measure(
         "slice_thickness_mm": ctx.slice_thickness_mm,
         "gantry_tilt_deg": ctx.gantry_tilt_deg,
         "convolution_kernel": ctx.convolution_kernel,
-        "contrast": contrast_recorded(header),
+        "contrast": ctx.contrast,
     }
     if registration is not None:
         summary["registration_brain_dice"] = round(registration.brain_dice, 3)
@@ -1411,12 +1420,14 @@ def _key_image(
 # ------------------------------------------------------------------------------------------
 
 
-def measure_single_slice(volume: CTVolume, params: BrainGWRParameters | None = None) -> PipelineResult:
+def measure_single_slice(volume: CTVolume, params: BrainGWRParameters | None = None,
+                         context: PatientContext | None = None) -> PipelineResult:
     """Report what one axial image allows: brain parenchyma area and attenuation, no GWR.
 
     The landmarks cannot be found by 3D registration on one image, and a GWR from whatever
     gray/white structures happen to lie in the slice would not be the published measure, so
-    ``gwr_bg`` is reported as not measurable with the reason.
+    ``gwr_bg`` is reported as not measurable with the reason. ``context`` as in
+    :func:`measure`.
 
     Raises
     ------
@@ -1457,7 +1468,7 @@ def measure_single_slice(volume: CTVolume, params: BrainGWRParameters | None = N
                     LABEL_BRAIN_PARENCHYMA, SCT_STANDARD_DEVIATION, "Brain SD HU"),
     ]
     header = volume.datasets[0]
-    ctx = _context(header)
+    ctx = _context(volume, context)
     # A DICOM-SEG needs the source's Frame of Reference UID; without one the parenchyma is
     # reported in the SR's summary group and drawn on the key image only.
     has_frame_of_reference = "FrameOfReferenceUID" in header
@@ -1487,7 +1498,7 @@ def measure_single_slice(volume: CTVolume, params: BrainGWRParameters | None = N
         "parenchyma_hu": list(p.parenchyma_hu), "erosion_mm": p.erosion_mm,
         "kvp": ctx.kvp, "slice_thickness_mm": ctx.slice_thickness_mm,
         "gantry_tilt_deg": ctx.gantry_tilt_deg, "convolution_kernel": ctx.convolution_kernel,
-        "contrast": contrast_recorded(header),
+        "contrast": ctx.contrast,
     }
     return PipelineResult(
         protocol=PROTOCOL_NAME,
@@ -1514,7 +1525,8 @@ def measure_single_slice(volume: CTVolume, params: BrainGWRParameters | None = N
 
 
 def run_brain_gwr(volume: CTVolume, params: BrainGWRParameters | None = None,
-                  model: LearnedModel | None = None) -> PipelineResult:
+                  model: LearnedModel | None = None,
+                  context: PatientContext | None = None) -> PipelineResult:
     """Run the protocol on a loaded CT volume.
 
     Parameters
@@ -1526,6 +1538,10 @@ def run_brain_gwr(volume: CTVolume, params: BrainGWRParameters | None = None,
     model:
         Trained network (``model.predict(hu, spacing_mm) -> label_map``, see the module
         docstring), or ``None`` for the reference method.
+    context:
+        The acquisition's kVp, kernel, slice thickness and contrast
+        (:class:`pipelines.protocol.PatientContext`, read by the core from the series'
+        headers); ``None`` reads it from ``volume.datasets`` with the same rule.
 
     Returns
     -------
@@ -1540,16 +1556,17 @@ def run_brain_gwr(volume: CTVolume, params: BrainGWRParameters | None = None,
         Registration failed its quality check, or a landmark is empty after refinement.
     """
     p = params or BrainGWRParameters()
-    header = volume.datasets[0]
-    if p.reject_contrast and any(contrast_recorded(ds) for ds in volume.datasets):
+    if context is None:
+        context = PatientContext.from_headers(volume.datasets)
+    if p.reject_contrast and context.contrast:
         raise UnsupportedInputError(
-            "the headers record a contrast agent (Contrast/Bolus Agent "
-            f"{str(header.get('ContrastBolusAgent', '') or 'sequence')!r}): contrast raises gray-"
-            "matter attenuation and the GWR is defined on non-contrast CT; send the non-contrast "
-            "head CT (or set reject_contrast false at your own risk)"
+            "the headers record a contrast agent (Contrast/Bolus Agent (0018,0010) or its "
+            "sequence): contrast raises gray-matter attenuation and the GWR is defined on "
+            "non-contrast CT; send the non-contrast head CT (or set reject_contrast false at "
+            "your own risk)"
         )
     if volume.is_single_slice:
-        return measure_single_slice(volume, p)
+        return measure_single_slice(volume, p, context)
     warnings = list(volume.warnings)
     registration = None
     if model is not None:
@@ -1566,7 +1583,7 @@ def run_brain_gwr(volume: CTVolume, params: BrainGWRParameters | None = None,
         algorithm = ALGORITHM
     refined = refine_landmarks(volume.hu, raw, volume.spacing_mm, p)
     return measure(volume, refined, p, algorithm=algorithm, registration=registration,
-                   warnings=warnings)
+                   warnings=warnings, context=context)
 
 
 def run_from_datasets(datasets: Sequence[Dataset], params: Mapping[str, Any] | None = None,
@@ -1597,19 +1614,18 @@ def run_from_datasets(datasets: Sequence[Dataset], params: Mapping[str, Any] | N
     p = BrainGWRParameters.from_mapping(params)
     if not datasets:
         raise InvalidInputError("brain-gwr: the series is empty")
-    if p.reject_contrast:
-        tagged = [ds for ds in datasets if contrast_recorded(ds)]
-        if tagged:
-            raise UnsupportedInputError(
-                f"{len(tagged)} image(s) record a contrast agent (Contrast/Bolus Agent "
-                f"{str(tagged[0].get('ContrastBolusAgent', '') or 'sequence')!r}); the GWR is "
-                "defined on non-contrast head CT: send the non-contrast series"
-            )
+    context = PatientContext.from_headers(datasets)
+    if p.reject_contrast and context.contrast:
+        # Refused before the pixels are decoded.
+        raise UnsupportedInputError(
+            "the series records a contrast agent (Contrast/Bolus Agent (0018,0010) or its "
+            "sequence); the GWR is defined on non-contrast head CT: send the non-contrast series"
+        )
     if len(datasets) == 1 and "FrameOfReferenceUID" not in datasets[0]:
         volume = _single_image_without_frame_of_reference(datasets[0])
     else:
         volume = load_ct_volume(datasets)
-    return run_brain_gwr(volume, p, model)
+    return run_brain_gwr(volume, p, model, context)
 
 
 def _single_image_without_frame_of_reference(ds: Dataset) -> CTVolume:

@@ -140,6 +140,7 @@ from pipelines.errors import (
     UnsupportedInputError,
 )
 from pipelines.parameters.neonatal_rds import NeonatalRDSParameters  # the parameter model lives with the spec
+from pipelines.protocol import PatientContext
 from pipelines.radiograph import Radiograph, load_projection_radiograph
 from pipelines.types import (
     PRIVATE_SCHEME,
@@ -846,6 +847,7 @@ def measure(
     *,
     algorithm: AlgorithmInfo = ALGORITHM,
     rds_probability: float | None = None,
+    context: PatientContext | None = None,
 ) -> PipelineResult:
     """Measure the lung fields and build the protocol's result (SEG/SR/SC content).
 
@@ -868,6 +870,10 @@ def measure(
         The algorithm that produced ``label_map`` (reference method or the model's card).
     rds_probability:
         The model's RDS probability, or ``None`` when no classifier ran.
+    context:
+        Patient's age and the exposure's kVp (:class:`pipelines.protocol.PatientContext`, read
+        by the core from the series' headers); ``None`` reads it from ``source`` with the same
+        rule.
 
     Returns
     -------
@@ -876,13 +882,16 @@ def measure(
         ``total_lung_area_cm2`` (``None`` without spacing), ``*_area_percent``,
         ``left_right_area_ratio``, ``*_mean_intensity``, ``lung_opacity_index``,
         ``pixel_spacing_mm``, ``pixel_spacing_source``, ``rds_classification_performed``,
-        ``rds_probability``, ``rds_label``, the quality flags, ``validation_status``.
+        ``rds_probability``, ``rds_label``, the quality flags, ``validation_status``,
+        ``patient_age_days`` and ``kvp`` (``None`` when the context lacks them).
 
     Raises
     ------
     PipelineError
         If no lung field was found.
     """
+    if context is None:
+        context = PatientContext.from_headers([source])
     label_map = np.asarray(label_map, dtype=np.uint8)
     pixels = {k: int(np.count_nonzero(label_map == k)) for k in (LABEL_RIGHT_LUNG, LABEL_LEFT_LUNG)}
     if not any(pixels.values()):
@@ -1023,6 +1032,10 @@ def measure(
             "rds_probability": rds_probability,
             "rds_label": label,
             "mediastinum_offset_fraction": fields_.mediastinum_offset_fraction,
+            "patient_age_days": (
+                None if context.age_years is None else round(context.age_years * 365.25, 1)
+            ),
+            "kvp": context.kvp,
             "algorithm": f"{algorithm.name} {algorithm.version}",
             "validation_status": algorithm.validation_status.value,
         }
@@ -1162,6 +1175,7 @@ def run_neonatal_rds(
     ds: Dataset,
     parameters: NeonatalRDSParameters | None = None,
     model: LearnedModel | None = None,
+    context: PatientContext | None = None,
 ) -> PipelineResult:
     """Run the protocol on one radiograph.
 
@@ -1175,6 +1189,9 @@ def run_neonatal_rds(
         A trained lung-field network (``predict``) with optional RDS classifier (``classify``),
         signatures in the module docstring; ``None`` runs the reference method and no
         classification.
+    context:
+        Patient and exposure facts from the core (:class:`pipelines.protocol.PatientContext`);
+        ``None`` reads them from ``ds``.
 
     Returns
     -------
@@ -1231,6 +1248,7 @@ def run_neonatal_rds(
         parameters,
         algorithm=algorithm,
         rds_probability=probability,
+        context=context,
     )
 
 
@@ -1238,6 +1256,7 @@ def run_from_datasets(
     datasets: Sequence[Dataset],
     params: Mapping[str, Any],
     model: LearnedModel | None = None,
+    context: PatientContext | None = None,
 ) -> PipelineResult:
     """Registry entry point: run ``neonatal-rds`` on the datasets of one series.
 
@@ -1252,6 +1271,9 @@ def run_from_datasets(
         Keys of :class:`NeonatalRDSParameters`.
     model:
         Trained model or ``None`` (reference method).
+    context:
+        Patient and exposure facts of the series from the core
+        (:class:`pipelines.protocol.PatientContext`); ``None`` reads them from ``datasets``.
 
     Returns
     -------
@@ -1269,12 +1291,14 @@ def run_from_datasets(
     parameters = NeonatalRDSParameters.from_mapping(params)
     if not datasets:
         raise InvalidSeriesError("the series holds no images; nothing to measure")
+    if context is None:
+        context = PatientContext.from_headers(datasets)
     ordered = sorted(datasets, key=lambda d: int(d.get("InstanceNumber", 0) or 0))
     skipped: list[str] = []
     last_error: UnsupportedInputError | None = None
     for ds in ordered:
         try:
-            result = run_neonatal_rds(ds, parameters, model)
+            result = run_neonatal_rds(ds, parameters, model, context)
         except UnsupportedInputError as exc:
             if len(ordered) == 1:
                 raise

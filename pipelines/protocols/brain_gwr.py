@@ -51,7 +51,7 @@ def run(volume: Any, params: BrainGWRParameters, context: PatientContext,
         )
     from pipelines.brain_gwr import run_brain_gwr
 
-    return run_brain_gwr(volume, params, model)
+    return run_brain_gwr(volume, params, model, context=context)
 
 
 #: GWR landmarks (Measurement key prefix) and their names.

@@ -37,10 +37,9 @@ def load_images(datasets: Sequence[Any]) -> list[Any]:
 def run(images: list[Any], params: NeonatalRDSParameters, context: PatientContext,
         model: LearnedModel | None) -> PipelineResult:
     """Run :func:`pipelines.neonatal_rds.run_from_datasets` (first measurable frontal image)."""
-    del context
     from pipelines.neonatal_rds import run_from_datasets
 
-    return run_from_datasets(images, params.model_dump(), model)
+    return run_from_datasets(images, params.model_dump(), model, context=context)
 
 
 MEASUREMENTS = (
@@ -57,6 +56,8 @@ MEASUREMENTS = (
     MeasurementRow(
         "mediastinum_offset_fraction", "Mediastinal offset (fraction of thorax width)", "", 2
     ),
+    MeasurementRow("patient_age_days", "Patient's age (from the headers)", "d", 1),
+    MeasurementRow("kvp", "Tube voltage", "kV", 0),
 )
 
 _RULES = r"""

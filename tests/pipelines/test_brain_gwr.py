@@ -358,3 +358,29 @@ def test_gantry_tilt_shear_correction_round_trip(tmp_path: Path, tilt_deg: float
     positions = np.array([np.asarray(ds.ImagePositionPatient, dtype=float)
                           for ds in volume.datasets])
     assert positions == pytest.approx(phantom.positions_lps_mm[order], abs=1e-3)
+
+
+def test_patient_context_given_by_the_core_is_what_the_method_uses(
+    upright_phantom: HeadPhantom, upright_datasets: list
+) -> None:
+    """kVp, kernel, slice thickness and contrast come from the PatientContext the core passes,
+    not from the volume's headers."""
+    from pipelines.protocol import PatientContext
+
+    volume = load_ct_volume(upright_datasets)
+    headers = PatientContext.from_headers(upright_datasets)
+    # Values that differ from whatever the phantom's headers hold.
+    context = PatientContext(kvp=(headers.kvp or 120.0) + 17.0, kernel="CONTEXT-KERNEL",
+                             slice_thickness_mm=(headers.slice_thickness_mm or 1.0) + 1.25,
+                             contrast=False)
+    model = _truth_model(upright_phantom)
+    summary = run_brain_gwr(volume, None, model=model, context=context).summary
+    assert summary["kvp"] == pytest.approx(context.kvp)
+    assert summary["convolution_kernel"] == "CONTEXT-KERNEL"
+    assert summary["slice_thickness_mm"] == pytest.approx(context.slice_thickness_mm)
+    assert summary["contrast"] is False
+    # The phantom records no contrast agent; a context that says so is refused all the same.
+    assert headers.contrast is False
+    with pytest.raises(UnsupportedInputError, match="contrast agent"):
+        run_brain_gwr(volume, None, model=model,
+                      context=dataclasses.replace(context, contrast=True))

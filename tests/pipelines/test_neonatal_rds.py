@@ -284,3 +284,22 @@ def test_pixel_spacing_precedence() -> None:
     del ds.EstimatedRadiographicMagnificationFactor, ds.DistanceSourceToPatient
     spacing, source, warnings = radiograph_pixel_spacing(ds)
     assert spacing == (0.2, 0.2) and "not corrected" in source and len(warnings) == 2
+
+
+def test_patient_context_given_by_the_core_is_what_the_method_uses(normal_phantom) -> None:
+    """Age and kVp in the summary come from the PatientContext the core passes, not from the
+    image's headers."""
+    from pipelines.protocol import PatientContext
+
+    ds = phantom_to_dataset(normal_phantom)
+    ds.PatientAge = "003D"
+    ds.KVP = 60
+    from_headers = run_from_datasets([ds], {}).summary
+    assert from_headers["patient_age_days"] == pytest.approx(3.0, abs=0.1)
+    assert from_headers["kvp"] == pytest.approx(60.0)
+    context = PatientContext(age_years=20 / 365.25, kvp=71.0)
+    summary = run_from_datasets([ds], {}, context=context).summary
+    assert summary["patient_age_days"] == pytest.approx(20.0, abs=0.1)
+    assert summary["kvp"] == pytest.approx(71.0)
+    # The measurement itself does not depend on the context.
+    assert summary["total_lung_area_cm2"] == pytest.approx(from_headers["total_lung_area_cm2"])
