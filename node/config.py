@@ -480,6 +480,46 @@ class _SettingsBase(BaseSettings):
             "new instance restarts the wait, so slowly arriving large series are not cut."
         ),
     )
+    completion: Literal["study", "series"] = Field(
+        default="study",
+        description=(
+            "study: wait until a whole study is quiet, then choose the best series for each "
+            "protocol and run it once per study (docs/routing.md); series: every series that "
+            "is quiet for quiet_seconds becomes its own job (sites that route single series)."
+        ),
+    )
+    study_quiet_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "completion: study. A study is complete when no instance of it arrived for this "
+            "many seconds."
+        ),
+    )
+    study_max_wait_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description=(
+            "completion: study. A study still receiving after this many seconds (from its "
+            "first open series) is processed with what has arrived."
+        ),
+    )
+    late_series: Literal["ignore", "rerun"] = Field(
+        default="rerun",
+        description=(
+            "A series arriving after its study was processed: rerun a protocol when the new "
+            "series would now be chosen (the results replace the earlier ones: same UIDs), or "
+            "ignore it (its reason is recorded)."
+        ),
+    )
+    series_selection: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Series preferences by protocol, overriding the protocol's defaults, e.g. "
+            "{'l3-body-composition': {'slice_thickness_mm': [1, 2.5]}}; keys of "
+            "node.selection.SeriesPreferences (docs/routing.md)."
+        ),
+    )
     destinations: Annotated[list[Destination], NoDecode] = Field(
         default_factory=list,
         description=(
@@ -622,6 +662,40 @@ class _SettingsBase(BaseSettings):
     retention: RetentionSettings = Field(
         default_factory=RetentionSettings, description="Retention and disk-space safety."
     )
+
+    @field_validator("series_selection")
+    @classmethod
+    def _check_series_selection(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from pydantic import ValidationError as _Invalid
+
+        from node.selection import preferences_for
+
+        registered = _registered_protocols()
+        for protocol, overrides in value.items():
+            if protocol not in registered:
+                raise ValueError(
+                    f"series_selection names unknown protocol {protocol!r}; known: "
+                    f"{', '.join(sorted(registered))}"
+                )
+            try:
+                preferences_for(protocol, registered[protocol].series_preferences, overrides)
+            except _Invalid as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in error['loc']) or protocol}: {error['msg']}"
+                    for error in exc.errors()
+                )
+                raise ValueError(f"series_selection.{protocol}: {problems}") from None
+        return value
+
+    def series_preferences(self) -> dict[str, Any]:
+        """:class:`node.selection.SeriesPreferences` of every registered protocol: the spec's
+        ``series_preferences`` updated by ``series_selection``."""
+        from node.selection import preferences_for
+
+        return {
+            name: preferences_for(name, spec.series_preferences, self.series_selection.get(name))
+            for name, spec in _registered_protocols().items()
+        }
 
     @field_validator("destinations", mode="before")
     @classmethod

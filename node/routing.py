@@ -258,6 +258,41 @@ class SeriesSummary:
     contrast: bool
     view_position: str
     patient_age_days: float | None
+    #: Series Instance UID (0020,000E); "" when the headers lack it.
+    series_instance_uid: str = ""
+    #: Series Number (0020,0011), or ``None``.
+    series_number: int | None = None
+    #: Convolution Kernel (0018,1210), multiple values joined by ``\\`` ("" when absent).
+    kernel: str = ""
+    #: Extent of the image positions along the slice normal (mm): the distance between the
+    #: first and the last slice centre, from Image Position (Patient) (0020,0032); ``None``
+    #: with fewer than two positioned images.
+    z_coverage_mm: float | None = None
+    #: Presentation Intent Type (0008,0068) of DX/CR/MG images ("FOR PRESENTATION" or
+    #: "FOR PROCESSING"; "" when absent).
+    presentation_intent: str = ""
+
+    @property
+    def localizer(self) -> bool:
+        """Image Type names a LOCALIZER (a scout / topogram)."""
+        return "LOCALIZER" in self.image_type
+
+    @property
+    def derived(self) -> bool:
+        """Image Type value 1 is DERIVED or value 2 is SECONDARY (PS3.3 C.7.6.1.1.2)."""
+        return bool(self.image_type) and (
+            self.image_type[0] == "DERIVED"
+            or (len(self.image_type) > 1 and self.image_type[1] == "SECONDARY")
+        )
+
+    @property
+    def ours(self) -> bool:
+        """An object ainode wrote (Manufacturer ``ainode``, or a Series Description starting
+        with ``ainode``)."""
+        return (
+            self.manufacturer.strip().lower() == "ainode"
+            or self.series_description.strip().lower().startswith("ainode")
+        )
 
     def describe(self) -> str:
         """What was seen, for messages and logs.
@@ -373,6 +408,47 @@ def _patient_age_days(ds: Dataset) -> float | None:
     return float((seen - born).days)
 
 
+def _z_coverage_mm(headers: Sequence[Dataset]) -> float | None:
+    """Distance (mm) between the extreme slice centres along the majority slice normal."""
+    normals: Counter[tuple[float, float, float]] = Counter()
+    for ds in headers:
+        iop = ds.get("ImageOrientationPatient")
+        try:
+            values = [float(v) for v in iop] if iop is not None else []
+        except (TypeError, ValueError):
+            continue
+        if len(values) != 6:
+            continue
+        r, c = values[:3], values[3:]
+        normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
+        normals[(round(normal[0], 3), round(normal[1], 3), round(normal[2], 3))] += 1
+    if not normals:
+        return None
+    normal = normals.most_common(1)[0][0]
+    positions: list[float] = []
+    for ds in headers:
+        ipp = ds.get("ImagePositionPatient")
+        try:
+            point = [float(v) for v in ipp] if ipp is not None else []
+        except (TypeError, ValueError):
+            continue
+        if len(point) == 3:
+            positions.append(sum(p * n for p, n in zip(point, normal, strict=True)))
+    if len(positions) < 2:
+        return None
+    return round(max(positions) - min(positions), 2)
+
+
+def _series_number(headers: Sequence[Dataset]) -> int | None:
+    numbers: Counter[int] = Counter()
+    for ds in headers:
+        try:
+            numbers[int(ds.get("SeriesNumber"))] += 1
+        except (TypeError, ValueError):
+            continue
+    return numbers.most_common(1)[0][0] if numbers else None
+
+
 def summarize_series(headers: Sequence[Dataset]) -> SeriesSummary:
     """Aggregate the headers of one series into the values routing rules test.
 
@@ -414,6 +490,13 @@ def summarize_series(headers: Sequence[Dataset]) -> SeriesSummary:
         contrast=any(contrast_recorded(ds) for ds in headers),
         view_position=_majority(_text(ds.get("ViewPosition")).upper() for ds in headers),
         patient_age_days=ages[0] if ages else None,
+        series_instance_uid=_majority(_text(ds.get("SeriesInstanceUID")) for ds in headers),
+        series_number=_series_number(headers),
+        kernel=_majority(_text(ds.get("ConvolutionKernel")) for ds in headers),
+        z_coverage_mm=_z_coverage_mm(headers),
+        presentation_intent=_majority(
+            _text(ds.get("PresentationIntentType")).upper() for ds in headers
+        ),
     )
 
 

@@ -16,7 +16,7 @@ import importlib
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -226,6 +226,11 @@ class ProtocolSpec:
         The parameters a site commonly sets, offered as that section (same types, bounds and
         descriptions as in ``parameters``); every parameter can also be set under the node's
         ``protocol_parameters``. Empty: no section.
+    series_preferences:
+        Which series of a study the protocol prefers when several route to it (the node's
+        :class:`node.selection.SeriesPreferences` keys, e.g. ``orientation``,
+        ``slice_thickness_mm``, ``preferred_kernel``, ``min_coverage_mm``); a site overrides
+        them under ``series_selection:`` in its YAML. Empty: the node's generic defaults.
     """
 
     name: str
@@ -249,6 +254,7 @@ class ProtocolSpec:
     user_cases: str | None = None
     settings_key: str | None = None
     settings_fields: tuple[str, ...] = ()
+    series_preferences: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def implemented(self) -> bool:

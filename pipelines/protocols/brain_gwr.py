@@ -203,6 +203,13 @@ SPEC = ProtocolSpec(
     user_cases="training.train:_load_user_cases",
     benchmark="benchmarks/brain_gwr.py",
     settings_fields=("gwr_cutoff", "atlas_path"),
+    # Thin non-contrast axial head CT covering the basal ganglia and centrum semiovale.
+    series_preferences={
+        "orientation": ["axial"],
+        "slice_thickness_mm": (0.5, 3.0),
+        "contrast": False,
+        "min_coverage_mm": 80.0,
+    },
     docs="docs/pipelines/brain-gwr.md",
     load="pipelines.protocols.brain_gwr:load_volume",
 )

@@ -136,5 +136,11 @@ SPEC = ProtocolSpec(
     benchmark="benchmarks/chest_respiratory_muscle.py",
     settings_key="chest",  # the section's key since version 0.1
     settings_fields=("include_diaphragm",),
+    # Thin soft-tissue axial CT covering the thorax from T4 to T12 (docs/routing.md).
+    series_preferences={
+        "orientation": ["axial"],
+        "slice_thickness_mm": (0.5, 3.0),
+        "min_coverage_mm": 150.0,
+    },
     docs="docs/pipelines/chest-respiratory-muscle.md",
 )

@@ -104,5 +104,11 @@ SPEC = ProtocolSpec(
     benchmark="benchmarks/l3.py",
     settings_key="l3",  # the section's key since version 0.1
     settings_fields=("cutoff_set",),
+    # Thin soft-tissue axial CT that covers the lumbar spine around L3 (docs/routing.md).
+    series_preferences={
+        "orientation": ["axial"],
+        "slice_thickness_mm": (0.5, 3.0),
+        "min_coverage_mm": 100.0,
+    },
     docs="docs/pipelines/l3-body-composition.md",
 )

@@ -122,6 +122,13 @@ SPEC = ProtocolSpec(
     user_cases="training.train_rds:user_radiograph_cases",
     benchmark="benchmarks/neonatal_rds.py",
     settings_fields=("assumed_pixel_spacing_mm",),
+    # The frontal (AP/PA) For-Presentation image; kernels do not apply to radiographs.
+    series_preferences={
+        "presentation_intent": "FOR PRESENTATION",
+        "view_position": ["AP", "PA"],
+        "preferred_kernel": None,
+        "avoided_kernel": None,
+    },
     docs="docs/pipelines/neonatal-rds.md",
     load="pipelines.protocols.neonatal_rds:load_images",
 )
