@@ -7,10 +7,12 @@ installable model directory: ``card.json`` with the measured metrics, one safete
 network, ``metrics.csv`` (training curve), ``evaluation.csv`` (per case) and ``checkpoints/``
 (resume with ``--resume``; not part of the installed model).
 
-The training loop (:func:`train_network`) is generic: MONAI dictionary transforms, Dice +
-cross-entropy loss (``DiceCELoss``, as in the studies), AdamW, automatic mixed precision on CUDA,
-validation Dice every ``val_every`` iterations with the best weights kept, checkpoints every
-``checkpoint_every`` iterations, metrics to CSV (and TensorBoard when installed). A protocol
+Segmentation networks are trained by :func:`train_network`: MONAI dictionary transforms, Dice +
+cross-entropy loss (``DiceCELoss``, as in the studies), validation Dice (MONAI) every
+``val_every`` iterations, fed to the one training loop of :mod:`training.loop` (AdamW, one-cycle
+schedule, automatic mixed precision on CUDA, best weights kept, checkpoints every
+``checkpoint_every`` iterations, metrics to CSV and TensorBoard when installed, progress bar),
+which the RDS classifier (:func:`training.train_rds.train_classifier`) uses as well. A protocol
 trainer (named by the protocol's spec, ``trainer``: :func:`train_l3` here,
 ``training.train_chest.train``, ``training.train_rds.train``, ``training.train_brain.train``)
 builds its samples and card.
@@ -18,11 +20,8 @@ builds its samples and card.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models.architectures import DEFAULT_NETWORKS, build_network, save_weights
 from models.cards import ModelCard, NetworkSpec
@@ -39,6 +37,7 @@ from models.inference import mip_channels, mip_target, resample_2d, window_to_un
 from models.registry import sha256_file
 from ainode_core.errors import ConfigError, ModelError
 from pipelines.types import ValidationStatus
+from training.loop import one_cycle_scheduler, resume_checkpoint, run_training_loop
 from training.datasets import Case, dicom_seg_cases, nifti_cases, phantom_case, split_cases
 
 logger = logging.getLogger(__name__)
@@ -126,40 +125,6 @@ def _device(setting: str) -> str:
     from models.inference import resolve_device
 
     return resolve_device(setting)
-
-
-def one_cycle_scheduler(optimiser: torch.optim.Optimizer, learning_rate: float,
-                        iterations: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """The trainers' learning-rate schedule: one-cycle to ``learning_rate`` over ``iterations``
-    (10 % warm-up, at least 2 warm-up steps for very short runs); constant below 4 iterations."""
-    if iterations >= 4:
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=learning_rate, total_steps=iterations,
-            pct_start=min(0.5, max(0.1, 2.0 / iterations)))
-    return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
-
-
-def resume_checkpoint(checkpoint: Path, network: torch.nn.Module, optimiser: torch.optim.Optimizer,
-                      scaler: torch.amp.GradScaler, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                      device: str, role: str) -> tuple[int, float | None, dict[str, torch.Tensor]]:
-    """Restore a training checkpoint (network, optimiser, AMP scaler, schedule position).
-
-    Returns
-    -------
-    tuple
-        The iteration reached, the best validation score so far (``None`` if none) and the best
-        state dict.
-    """
-    saved = torch.load(checkpoint, map_location=device, weights_only=True)
-    network.load_state_dict(saved["network"])
-    optimiser.load_state_dict(saved["optimiser"])
-    scaler.load_state_dict(saved["scaler"])
-    start_iteration = int(saved["iteration"])
-    # The one-cycle schedule spans this run's --iterations; continue it at the checkpoint.
-    scheduler.last_epoch = start_iteration
-    best = float(saved["best_dice"]) if saved["best_dice"] >= 0 else None
-    logger.info("%s: resumed from %s at iteration %d", role, checkpoint, start_iteration)
-    return start_iteration, best, saved["best_state"]
 
 
 def intended_use(phantom: bool, note: str = "") -> str:
@@ -350,110 +315,31 @@ def train_network(
     ModelError
         If there are no training samples.
     """
-    from monai.data import DataLoader, Dataset
     from monai.losses import DiceCELoss
 
     if not train:
         raise ModelError(f"no training samples for the {role!r} network")
     iterations = iterations or config.iterations
     device = _device(config.device)
-    use_amp = config.amp and device == "cuda"
     _seed_everything(config.seed)
     network = build_network(architecture, args).to(device)
     if configure is not None:
         configure(network)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    scheduler = one_cycle_scheduler(optimiser, config.learning_rate, iterations)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if loss_function is None:
         loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
-    checkpoint_dir = config.out_dir / "checkpoints"
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = checkpoint_dir / f"{role}.pt"
-    start_iteration = 0
-    best_dice: float | None = None
-    best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-    if config.resume and checkpoint.is_file():
-        start_iteration, best_dice, best_state = resume_checkpoint(
-            checkpoint, network, optimiser, scaler, scheduler, device, role)
-    data = [{"image": s.image, "label": s.label} for s in train]
-    if transforms is None:
-        transforms = _transforms(roi, level, config.seed + start_iteration)
-    dataset = Dataset(data, transform=transforms)
-    generator = torch.Generator().manual_seed(config.seed + start_iteration)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=0,
-                        generator=generator, drop_last=len(data) >= config.batch_size)
-    metrics_path = config.out_dir / "metrics.csv"
-    new_file = not metrics_path.exists()
-    writer_tb = _tensorboard(config.out_dir / "tensorboard")
-    history: list[dict[str, Any]] = []
     n_classes = int(args["out_channels"])
-    iteration = start_iteration
-    seen = 0
-    t0 = time.perf_counter()
-    running: list[float] = []
-    # Progress on a terminal only (disable=None: off when stderr is not a TTY, e.g. CI logs).
-    bar = tqdm(total=iterations, initial=start_iteration, desc=role, unit="it", disable=None,
-               file=sys.stderr, leave=False, dynamic_ncols=True)
-    with bar, open(metrics_path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[
-            "network", "iteration", "loss", "learning_rate", "val_dice", "samples_per_s"])
-        if new_file:
-            writer.writeheader()
-        while iteration < iterations:
-            for batch in loader:
-                if iteration >= iterations:
-                    break
-                network.train()
-                x = batch["image"].to(device).float()
-                y = batch["label"].to(device).long()
-                optimiser.zero_grad(set_to_none=True)
-                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                    loss = loss_function(network(x), y)
-                scaler.scale(loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
-                scheduler.step()
-                iteration += 1
-                seen += x.shape[0]
-                running.append(float(loss.detach()))
-                bar.update(1)
-                last = iteration == iterations
-                if iteration % config.val_every == 0 or last:
-                    val_dice = _validate(network, val, n_classes, device, None if level else roi)
-                    rate = seen / max(time.perf_counter() - t0, 1e-9)
-                    row = {"network": role, "iteration": iteration,
-                           "loss": round(float(np.mean(running)), 5),
-                           "learning_rate": scheduler.get_last_lr()[0],
-                           "val_dice": None if val_dice is None else round(val_dice, 4),
-                           "samples_per_s": round(rate, 2)}
-                    running = []
-                    writer.writerow(row)
-                    handle.flush()
-                    history.append(row)
-                    if writer_tb is not None:
-                        writer_tb.add_scalar(f"{role}/loss", row["loss"], iteration)
-                        if val_dice is not None:
-                            writer_tb.add_scalar(f"{role}/val_dice", val_dice, iteration)
-                    if log is not None:
-                        log(f"{role}: iteration {iteration}/{iterations} loss {row['loss']:.4f} "
-                            f"val Dice {row['val_dice']} ({rate:.1f} samples/s)")
-                    if val_dice is None or best_dice is None or val_dice >= best_dice:
-                        best_dice = val_dice if val_dice is not None else best_dice
-                        best_state = {k: v.detach().cpu().clone()
-                                      for k, v in network.state_dict().items()}
-                if iteration % config.checkpoint_every == 0 or iteration == iterations:
-                    torch.save({
-                        "network": network.state_dict(), "optimiser": optimiser.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "iteration": iteration, "best_dice": -1.0 if best_dice is None else best_dice,
-                        "best_state": best_state,
-                    }, checkpoint)
-    seconds = time.perf_counter() - t0
-    if writer_tb is not None:
-        writer_tb.close()
-    return TrainedNetwork(best_state, best_dice, iteration - start_iteration,
-                          seen / max(seconds, 1e-9), seconds, history)
+
+    def make_transforms(seed: int) -> Any:
+        return transforms if transforms is not None else _transforms(roi, level, seed)
+
+    outcome = run_training_loop(
+        role, network, [{"image": s.image, "label": s.label} for s in train], make_transforms,
+        loss_function,
+        lambda net: {"val_dice": _validate(net, val, n_classes, device, None if level else roi)},
+        config, iterations=iterations, device=device, metrics_file="metrics.csv",
+        metric_labels={"val_dice": "val Dice"}, score="val_dice", log=log)
+    return TrainedNetwork(outcome.best_state, outcome.best_score, outcome.iterations,
+                          outcome.samples_per_second, outcome.seconds, outcome.history)
 
 
 def _validate(network: torch.nn.Module, val: Sequence[Sample], n_classes: int, device: str,
@@ -467,14 +353,6 @@ def _validate(network: torch.nn.Module, val: Sequence[Sample], n_classes: int, d
         pred = _predict_full(network, sample.image, device, roi)
         scores += [d for d in _dice_per_class(pred, sample.label[0], n_classes) if not math.isnan(d)]
     return float(np.mean(scores)) if scores else None
-
-
-def _tensorboard(path: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(path))
 
 
 # -- L3 ---------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ model directory (``card.json``, ``lung.safetensors``, ``classifier.safetensors``
   exactly what the node's adapter (``models.inference._rds_adapter``) feeds it.
 * ``classifier``: MONAI ``EfficientNetBN`` on the lung bounding box (5 % margin of the image size,
   as the adapter crops it) resized to :data:`CLASSIFIER_ROI`: class 0 no RDS, class 1 RDS;
-  cross-entropy loss, validation accuracy and ROC AUC (:func:`train_classifier`). Its output is
+  cross-entropy loss, validation accuracy and ROC AUC (:func:`train_classifier`, on the same
+  loop as the segmentation networks, :mod:`training.loop`). Its output is
   a probability only: the pipeline never labels RDS unless the model's status is ``validated``.
 
 Architecture choice. The study used a U-Net with an EfficientNet-B5 encoder and EfficientNet
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -68,17 +68,15 @@ from ainode_core.errors import InvalidInputError, ModelError
 from pipelines.types import PRIVATE_SCHEME, ValidationStatus
 from training.datasets import Case, split_cases
 from training.evaluate import EvaluationReport, dice, evaluate_model_dir, mean_metric
+from training.loop import run_training_loop
 from training.train import (
     Sample,
     TrainConfig,
     TrainedNetwork,
     _device,
     _seed_everything,
-    _tensorboard,
     evaluation_cases,
     intended_use,
-    one_cycle_scheduler,
-    resume_checkpoint,
     train_network,
     write_evaluated_card,
 )
@@ -413,110 +411,33 @@ def train_classifier(
     ModelError
         No training samples, or only one class.
     """
-    from monai.data import DataLoader, Dataset
-
     if not train:
         raise ModelError(f"no training samples for the {role!r} network")
     if len({int(s.label[0]) for s in train}) < 2:
         raise ModelError(f"the {role!r} network needs training samples of both classes")
     iterations = iterations or config.iterations
     device = _device(config.device)
-    use_amp = config.amp and device == "cuda"
     _seed_everything(config.seed)
     network = build_network(architecture, args).to(device)
     set_batch_norm_momentum(network)
     init_classifier_head(network)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    scheduler = one_cycle_scheduler(optimiser, config.learning_rate, iterations)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_function = torch.nn.CrossEntropyLoss()
-    checkpoint_dir = config.out_dir / "checkpoints"
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = checkpoint_dir / f"{role}.pt"
-    start_iteration = 0
-    best: float | None = None
-    best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-    if config.resume and checkpoint.is_file():
-        start_iteration, best, best_state = resume_checkpoint(
-            checkpoint, network, optimiser, scaler, scheduler, device, role)
-    data = [{"image": s.image, "label": int(s.label[0])} for s in train]
-    dataset = Dataset(data, transform=_classifier_transforms(config.seed + start_iteration))
-    generator = torch.Generator().manual_seed(config.seed + start_iteration)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=0,
-                        generator=generator, drop_last=len(data) >= config.batch_size)
-    metrics_path = config.out_dir / "classifier_metrics.csv"
-    new_file = not metrics_path.exists()
-    writer_tb = _tensorboard(config.out_dir / "tensorboard")
-    history: list[dict[str, Any]] = []
-    iteration = start_iteration
-    seen = 0
-    t0 = time.perf_counter()
-    running: list[float] = []
-    with open(metrics_path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[
-            "network", "iteration", "loss", "learning_rate", "val_accuracy", "val_auc",
-            "samples_per_s"])
-        if new_file:
-            writer.writeheader()
-        while iteration < iterations:
-            for batch in loader:
-                if iteration >= iterations:
-                    break
-                network.train()
-                x = batch["image"].to(device).float()
-                y = torch.as_tensor(batch["label"]).to(device).long().reshape(-1)
-                optimiser.zero_grad(set_to_none=True)
-                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                    loss = loss_function(network(x), y)
-                scaler.scale(loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
-                scheduler.step()
-                iteration += 1
-                seen += x.shape[0]
-                running.append(float(loss.detach()))
-                if iteration % config.val_every == 0 or iteration == iterations:
-                    accuracy: float | None = None
-                    auc: float | None = None
-                    if val:
-                        scores = _classify_samples(network, val, device)
-                        truth = [int(s.label[0]) for s in val]
-                        accuracy = float(np.mean([(p >= 0.5) == bool(t) for p, t in zip(scores, truth)]))
-                        auc = roc_auc(scores, truth)
-                    rate = seen / max(time.perf_counter() - t0, 1e-9)
-                    row = {"network": role, "iteration": iteration,
-                           "loss": round(float(np.mean(running)), 5),
-                           "learning_rate": scheduler.get_last_lr()[0],
-                           "val_accuracy": None if accuracy is None else round(accuracy, 4),
-                           "val_auc": None if auc is None else round(auc, 4),
-                           "samples_per_s": round(rate, 2)}
-                    running = []
-                    writer.writerow(row)
-                    handle.flush()
-                    history.append(row)
-                    if writer_tb is not None:
-                        writer_tb.add_scalar(f"{role}/loss", row["loss"], iteration)
-                        if accuracy is not None:
-                            writer_tb.add_scalar(f"{role}/val_accuracy", accuracy, iteration)
-                    if log is not None:
-                        log(f"{role}: iteration {iteration}/{iterations} loss {row['loss']:.4f} "
-                            f"val accuracy {row['val_accuracy']} AUC {row['val_auc']} "
-                            f"({rate:.1f} samples/s)")
-                    if accuracy is None or best is None or accuracy >= best:
-                        best = accuracy if accuracy is not None else best
-                        best_state = {k: v.detach().cpu().clone()
-                                      for k, v in network.state_dict().items()}
-                if iteration % config.checkpoint_every == 0 or iteration == iterations:
-                    torch.save({
-                        "network": network.state_dict(), "optimiser": optimiser.state_dict(),
-                        "scaler": scaler.state_dict(), "iteration": iteration,
-                        "best_dice": -1.0 if best is None else best, "best_state": best_state,
-                    }, checkpoint)
-    seconds = time.perf_counter() - t0
-    if writer_tb is not None:
-        writer_tb.close()
-    return TrainedNetwork(best_state, best, iteration - start_iteration,
-                          seen / max(seconds, 1e-9), seconds, history)
+    truth = [int(s.label[0]) for s in val]
+
+    def validate(net: torch.nn.Module) -> dict[str, float | None]:
+        if not val:
+            return {"val_accuracy": None, "val_auc": None}
+        scores = _classify_samples(net, val, device)
+        accuracy = float(np.mean([(p >= 0.5) == bool(t) for p, t in zip(scores, truth)]))
+        return {"val_accuracy": accuracy, "val_auc": roc_auc(scores, truth)}
+
+    outcome = run_training_loop(
+        role, network, [{"image": s.image, "label": int(s.label[0])} for s in train],
+        _classifier_transforms, torch.nn.CrossEntropyLoss(), validate, config,
+        iterations=iterations, device=device, metrics_file="classifier_metrics.csv",
+        metric_labels={"val_accuracy": "val accuracy", "val_auc": "AUC"}, score="val_accuracy",
+        target=lambda label: torch.as_tensor(label).to(device).long().reshape(-1), log=log)
+    return TrainedNetwork(outcome.best_state, outcome.best_score, outcome.iterations,
+                          outcome.samples_per_second, outcome.seconds, outcome.history)
 
 
 # -- evaluation ----------------------------------------------------------------------------------
