@@ -25,6 +25,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    Discriminator,
+    Tag,
     create_model,
     field_validator,
     model_validator,
@@ -73,8 +75,11 @@ class DestinationTLS(BaseModel):
 
 
 class Destination(BaseModel):
-    """A DICOM node that receives the results (usually the PACS)."""
+    """A DICOM node that receives the results by C-STORE (usually the PACS)."""
 
+    kind: Literal["dimse"] = Field(
+        default="dimse", description="'dimse': send by C-STORE (the default)."
+    )
     ae_title: str = Field(description="Called AE title of the destination.", max_length=16)
     host: str = Field(description="Host name or IP address.")
     port: int = Field(description="TCP port.", ge=1, le=65535)
@@ -105,6 +110,127 @@ class Destination(BaseModel):
         return cls(
             ae_title=match["aet"], host=match["host"].strip("[]"), port=int(match["port"])
         )
+
+
+class DicomWebAuth(BaseModel):
+    """Credentials the node presents to a STOW-RS destination (never written in the YAML itself).
+
+    The secret (password or token) is read from an environment variable or a file each time the
+    node sends, so it can be rotated without a restart and never appears in the configuration.
+    """
+
+    type: Literal["basic", "bearer"] = Field(
+        description="'basic': HTTP Basic (RFC 7617) with username and password; 'bearer': "
+        "an OAuth 2.0 bearer token (RFC 6750)."
+    )
+    username: str | None = Field(default=None, description="User name (type basic).")
+    password_env: str | None = Field(
+        default=None, description="Environment variable holding the password (type basic)."
+    )
+    password_file: Path | None = Field(
+        default=None, description="File holding the password, first line (type basic)."
+    )
+    token_env: str | None = Field(
+        default=None, description="Environment variable holding the token (type bearer)."
+    )
+    token_file: Path | None = Field(
+        default=None, description="File holding the token, first line (type bearer)."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> DicomWebAuth:
+        if self.type == "basic":
+            if not self.username or (self.password_env is None) == (self.password_file is None):
+                raise ValueError(
+                    "auth type basic needs username and one of password_env or password_file"
+                )
+        elif (self.token_env is None) == (self.token_file is None):
+            raise ValueError("auth type bearer needs one of token_env or token_file")
+        return self
+
+    def secret(self) -> str:
+        """The password (basic) or token (bearer), read now from its variable or file.
+
+        Raises
+        ------
+        ConfigError
+            If the variable is unset or empty, or the file cannot be read or is empty.
+        """
+        env = self.password_env if self.type == "basic" else self.token_env
+        path = self.password_file if self.type == "basic" else self.token_file
+        what = "password" if self.type == "basic" else "token"
+        if env is not None:
+            value = os.environ.get(env, "")
+            if not value:
+                raise ConfigError(f"the DICOMweb {what} variable {env} is unset or empty: set it")
+            return value
+        assert path is not None
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the DICOMweb {what} file {path}: {exc}") from exc
+        value = lines[0].strip() if lines else ""
+        if not value:
+            raise ConfigError(f"the DICOMweb {what} file {path} is empty: write the {what} in it")
+        return value
+
+
+class DicomWebDestination(BaseModel):
+    """A DICOMweb origin server that receives the results by STOW-RS (PS3.18 10.5)."""
+
+    kind: Literal["dicomweb"] = Field(description="'dicomweb': send by STOW-RS over HTTP(S).")
+    url: str = Field(
+        max_length=128,
+        description=(
+            "Base URL of the DICOMweb service (the part before /studies), e.g. "
+            "https://pacs.example.org/dicom-web; no credentials in it (use auth)."
+        ),
+    )
+    auth: DicomWebAuth | None = Field(
+        default=None, description="HTTP authentication. Unset: none."
+    )
+    ca_bundle: Path | None = Field(
+        default=None,
+        description=(
+            "PEM file of the CA certificate(s) an https URL's certificate is checked against. "
+            "Unset: the system's CAs."
+        ),
+    )
+    timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Connect/read/write timeout of one STOW-RS request, s."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url {value!r}: expected http(s)://host[:port]/path")
+        if parts.username or parts.password:
+            raise ValueError("url: put no credentials in the URL; use auth with password_env")
+        if parts.query or parts.fragment:
+            raise ValueError(f"url {value!r}: no query or fragment allowed")
+        return value.strip().rstrip("/")
+
+    @property
+    def name(self) -> str:
+        """The URL, the destination's name in the job database."""
+        return self.url
+
+
+def _destination_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "dimse"))
+    return str(getattr(value, "kind", "dimse"))
+
+
+#: One destination: a DIMSE AE (``kind: dimse``, the default) or a STOW-RS URL (``kind: dicomweb``).
+AnyDestination = Annotated[
+    Annotated[Destination, Tag("dimse")] | Annotated[DicomWebDestination, Tag("dicomweb")],
+    Discriminator(_destination_kind),
+]
 
 
 class AllowedCaller(BaseModel):
@@ -256,6 +382,15 @@ class WebSettings(BaseModel):
         description=(
             "Serve /metrics without sign-in (counts only, no patient data). False = HTTP Basic "
             "or a session is required."
+        ),
+    )
+    stow_max_request_mb: float = Field(
+        default=1024.0,
+        gt=0,
+        description=(
+            "Largest STOW-RS request (POST /dicomweb/studies) the dashboard accepts, in MB; a "
+            "larger one is answered 413 (send the study in several requests). The request is "
+            "held in memory while it is stored."
         ),
     )
 
@@ -520,11 +655,13 @@ class _SettingsBase(BaseSettings):
             "node.selection.SeriesPreferences (docs/routing.md)."
         ),
     )
-    destinations: Annotated[list[Destination], NoDecode] = Field(
+    destinations: Annotated[list[AnyDestination], NoDecode] = Field(
         default_factory=list,
         description=(
-            "Where results are sent by C-STORE (usually the PACS). Several are allowed. In an "
-            "environment variable: comma-separated AET@HOST:PORT, or a JSON list."
+            "Where results are sent (usually the PACS): by C-STORE ({ae_title, host, port}, "
+            "kind dimse) or by STOW-RS ({kind: dicomweb, url, auth, ca_bundle}). Several are "
+            "allowed. In an environment variable: comma-separated AET@HOST:PORT or "
+            "http(s) URLs, or a JSON list."
         ),
     )
     allowed_callers: list[AllowedCaller] = Field(
@@ -710,7 +847,16 @@ class _SettingsBase(BaseSettings):
             else:
                 value = [v for v in text.split(",") if v.strip()]
         if isinstance(value, list):
-            return [Destination.parse(v) if isinstance(v, str) else v for v in value]
+            return [
+                (
+                    {"kind": "dicomweb", "url": v.strip()}
+                    if v.strip().lower().startswith(("http://", "https://"))
+                    else Destination.parse(v)
+                )
+                if isinstance(v, str)
+                else v
+                for v in value
+            ]
         return value
 
     def protocol_params(self, protocol: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""C-STORE SCU: returns the outputs to the destinations, one worker thread per destination.
+"""Returns the outputs to the destinations (C-STORE SCU or STOW-RS), one thread per destination.
 
 Each (output, destination) pair is a row in the ``sends`` table with its own attempts and next-attempt
 time, so a destination that is down only delays its own sends. A send counts as done only on a
@@ -6,6 +6,10 @@ Success (0x0000) or Warning (0xB000, 0xB006, 0xB007) status from the peer; anyth
 with exponential back-off up to ``send_max_attempts``, then the job fails with the reason and
 ``ainode jobs retry ID`` resends it later. A destination with ``tls`` settings is reached over
 DICOM TLS (:func:`node.tls.client_context`: its certificate is verified, its name checked).
+
+A DICOMweb destination (``kind: dicomweb``) is sent to by STOW-RS (:mod:`node.stow`) under the
+same queue, retry and backoff rules; an object the origin server refuses itself (Failed SOP
+Sequence, e.g. with a 409) fails at once with the server's reason, without further attempts.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from node.config import Destination
+from node.config import DicomWebDestination, Destination
+from node.stow import stow_files
 from node.tls import client_tls_args
 from ainode_core.errors import ConfigError, SendError
 from storage.database import JobDatabase
@@ -39,6 +44,7 @@ class SendOutcome:
     path: str
     ok: bool
     error: str | None = None
+    permanent: bool = False
 
 
 def send_files(
@@ -172,7 +178,7 @@ class DestinationSender(threading.Thread):
     def __init__(
         self,
         database: JobDatabase,
-        destination: Destination,
+        destination: Destination | DicomWebDestination,
         *,
         calling_ae_title: str,
         max_attempts: int,
@@ -210,13 +216,20 @@ class DestinationSender(threading.Thread):
         due = self.database.due_sends(self.destination.name)
         if not due:
             return 0
+        paths = [path for _, _, path, _ in due]
         try:
-            outcomes = send_files(
-                self.destination,
-                [path for _, _, path, _ in due],
-                calling_ae_title=self.calling_ae_title,
-                timeout_seconds=self.timeout_seconds,
-            )
+            if isinstance(self.destination, DicomWebDestination):
+                outcomes = [
+                    SendOutcome(o.path, o.ok, o.error, o.permanent)
+                    for o in stow_files(self.destination, paths)
+                ]
+            else:
+                outcomes = send_files(
+                    self.destination,
+                    paths,
+                    calling_ae_title=self.calling_ae_title,
+                    timeout_seconds=self.timeout_seconds,
+                )
         except SendError as exc:
             outcomes = [SendOutcome(path, False, str(exc)) for _, _, path, _ in due]
         except Exception as exc:
@@ -228,7 +241,8 @@ class DestinationSender(threading.Thread):
                 send_id,
                 ok=outcome.ok,
                 error=outcome.error,
-                max_attempts=self.max_attempts,
+                # A refusal by the destination itself is final: this attempt is the last.
+                max_attempts=1 if outcome.permanent else self.max_attempts,
                 backoff_seconds=self.backoff_seconds,
             )
             if outcome.ok:

@@ -1,10 +1,12 @@
 """Local dashboard users: roles, Argon2 password hashes, sign-in checks.
 
-Roles (combine freely; any role may read the dashboard):
+Roles (combine freely; any role but ``service`` may read the dashboard):
 
 * ``viewer``: read the job list, job pages, node status and metrics.
 * ``admin``: also retry, cancel and delete jobs, and read the audit log.
 * ``phi``: also see patient name, Patient ID and Accession Number.
+* ``service``: store instances by STOW-RS (``POST /dicomweb/studies``); a service account with
+  only this role cannot read the dashboard or the REST API (403).
 
 Passwords are hashed with Argon2id (argon2-cffi's ``PasswordHasher`` defaults, RFC 9106 low-memory
 profile: t=3, m=64 MiB, p=4); only the hash is stored, in the ``users`` table of the job database.
@@ -25,7 +27,9 @@ from storage.database import JobDatabase
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("viewer", "admin", "phi")
+ROLES = ("viewer", "admin", "phi", "service")
+#: Roles that may read the dashboard and the REST API.
+DASHBOARD_ROLES = frozenset({"viewer", "admin", "phi"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 _hasher = PasswordHasher()
 # Verified against when the user does not exist, so both cases take the same time.
@@ -55,6 +59,16 @@ class CurrentUser:
     def is_admin(self) -> bool:
         """May retry, cancel and delete jobs."""
         return "admin" in self.roles
+
+    @property
+    def reads_dashboard(self) -> bool:
+        """May read the dashboard and the REST API (any role but ``service`` alone)."""
+        return bool(self.roles & DASHBOARD_ROLES)
+
+    @property
+    def may_store(self) -> bool:
+        """May store instances by STOW-RS (role ``service``)."""
+        return "service" in self.roles
 
     @property
     def sees_phi(self) -> bool:

@@ -13,15 +13,20 @@ pydicom-data ``explicit_VR-UN.dcm``: "No SOP Class or Instance UID in file");
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.errors import InvalidDicomError
+
+from node.local_pacs import OrthancPACS, PeerError
 
 #: What to tell a developer or CI job that lacks a peer binary.
 SETUP_HINT = (
@@ -243,3 +248,74 @@ def write_dcmtk_readable_copy(source: str | os.PathLike[str],
     destination = Path(destination)
     dataset.save_as(destination, enforce_file_format=True)
     return destination
+
+
+#: Orthanc's DICOMweb plugin as the Debian package ``orthanc-dicomweb`` installs it.
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+def orthanc_dicomweb(work_dir: str | os.PathLike[str], *, user: str = "stow",
+                     password: str = "stow-secret-1", http_port: int | None = None) -> OrthancPACS:
+    """An (unstarted) Orthanc with its DICOMweb plugin at ``/dicom-web/`` and HTTP Basic auth.
+
+    Only fixtures that need STOW-RS use it, so the other tests keep Orthanc's short start-up.
+    Its REST calls (start-up probe, :meth:`OrthancPACS.instances`...) send the credentials.
+
+    Parameters
+    ----------
+    work_dir : path
+        Orthanc's working directory.
+    user, password : str
+        The one registered HTTP user (``RegisteredUsers``).
+    http_port : int | None
+        HTTP port; ``None`` picks a free one.
+
+    Returns
+    -------
+    OrthancPACS
+        ``dicomweb_url`` is the plugin's base URL once started.
+
+    Raises
+    ------
+    pytest.skip.Exception, pytest.fail.Exception
+        The plugin is not installed (fail under CI), see :func:`require_binary`.
+    """
+    require_binary("Orthanc")
+    if not os.path.isfile(DICOMWEB_PLUGIN):
+        message = f"Orthanc's DICOMweb plugin is not installed ({DICOMWEB_PLUGIN}). {SETUP_HINT}"
+        if running_under_ci():
+            pytest.fail(f"CI=true but {message}", pytrace=False)
+        pytest.skip(message)
+    return _OrthancDicomWeb(work_dir, user=user, password=password, http_port=http_port)
+
+
+class _OrthancDicomWeb(OrthancPACS):
+    """:class:`OrthancPACS` with the DICOMweb plugin and HTTP Basic authentication."""
+
+    def __init__(self, work_dir: str | os.PathLike[str], *, user: str, password: str,
+                 http_port: int | None) -> None:
+        super().__init__(work_dir, http_port=http_port, extra_config={
+            "Plugins": [DICOMWEB_PLUGIN],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "AuthenticationEnabled": True,
+            "RegisteredUsers": {user: password},
+        })
+        self.user, self.password = user, password
+
+    @property
+    def dicomweb_url(self) -> str:
+        """Base URL of STOW-RS/QIDO-RS/WADO-RS (before ``/studies``)."""
+        return f"{self.http_url}/dicom-web"
+
+    def _request(self, path: str, timeout_s: float = 30.0, data: bytes | None = None) -> bytes:
+        url = self.http_url + path
+        request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                body: bytes = response.read()
+                return body
+        except urllib.error.HTTPError as error:
+            detail = error.read()[:500].decode(errors="replace")
+            raise PeerError(f"Orthanc REST {url} answered HTTP {error.code}: {detail}") from error

@@ -123,6 +123,8 @@ def api_user(request: Request) -> CurrentUser:
     user = current_user(request, allow_basic=True)
     if user is None:
         raise HTTPException(status_code=401, detail="authentication required (session or HTTP Basic)")
+    if not user.reads_dashboard:
+        raise HTTPException(status_code=403, detail="a service account may only store by STOW-RS")
     return user
 
 

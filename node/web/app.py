@@ -36,6 +36,7 @@ from node.web.auth import (
     sign_in,
     sign_out,
 )
+from node.web.dicomweb import build_dicomweb_router
 from node.web.metrics import make_registry, render
 from node.web.sessions import SecureCookieMiddleware, SessionRevocations
 from node.web.throttle import SignInGuard, SignInRefused
@@ -82,7 +83,7 @@ _SECURITY_HEADERS = (
      b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
      b"frame-ancestors 'none'; form-action 'self'"),
 )
-_NO_STORE_PREFIXES = ("/jobs", "/api", "/node", "/audit")
+_NO_STORE_PREFIXES = ("/jobs", "/api", "/node", "/audit", "/dicomweb")
 
 
 class SecurityHeadersMiddleware:
@@ -166,6 +167,7 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals["measurement_lines"] = measurement_lines  # job page panel (H7)
     app.include_router(build_router())
+    app.include_router(build_dicomweb_router())
 
     app.add_middleware(SecurityHeadersMiddleware)
 
@@ -184,7 +186,7 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
-        if request.url.path.startswith("/api/") or request.url.path == "/metrics":
+        if request.url.path.startswith(("/api/", "/dicomweb/")) or request.url.path == "/metrics":
             return await http_exception_handler(request, exc)
         user = current_user(request)
         return page(request, "error.html", user, status_code=exc.status_code,
@@ -206,6 +208,8 @@ def create_app(settings: Settings, database: JobDatabase) -> FastAPI:
         if user is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             raise _LoginRequired(target)
+        if not user.reads_dashboard:
+            raise HTTPException(status_code=403, detail="A service account cannot read the dashboard.")
         return user
 
     # -- sign-in ---------------------------------------------------------------------------------

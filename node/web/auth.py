@@ -9,7 +9,8 @@
   (:class:`node.web.throttle.SignInGuard`) before any Argon2 work; a refused one is answered 429.
 * With ``web.trusted_user_header`` set, a request from one of ``web.trusted_proxies`` carrying
   that header is signed in as that (existing) user.
-* The REST API and ``/metrics`` also accept HTTP Basic credentials. No ``WWW-Authenticate``
+* The REST API, the STOW-RS endpoint (``/dicomweb/``) and ``/metrics`` also accept HTTP Basic
+  credentials. No ``WWW-Authenticate``
   challenge is ever sent, so browsers never cache Basic credentials and cannot replay them
   cross-site; scripts send them pre-emptively (``curl -u``).
 * Every state-changing request authenticated by session or proxy must carry the session's CSRF
@@ -271,7 +272,7 @@ class BasicThrottleMiddleware:
             if refused is not None:
                 await self._refuse(send, refused, as_json=False)
                 return
-        elif path.startswith("/api/") or path == "/metrics":
+        elif path.startswith(("/api/", "/dicomweb/")) or path == "/metrics":
             headers = dict(scope.get("headers", []))
             credentials = _parse_basic(headers.get(b"authorization", b"").decode("latin-1"))
             if credentials is not None and self.cache.candidate(*credentials) is None:
