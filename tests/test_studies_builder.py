@@ -258,6 +258,7 @@ def test_send_study_shuffles_over_parallel_associations(head: BuiltStudy) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.peers
 def test_chest_study_structure() -> None:
     chest = chest_study()
     assert set(chest.series) == set(ROLES) - {"bone-kernel"}
@@ -270,3 +271,6 @@ def test_chest_study_structure() -> None:
     for role, series in chest.series.items():
         uids = {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in series.files}
         assert uids == {chest.study_instance_uid}, role
+        if role != "thin-axial":
+            report = run_dciodvfy(series.files[0])
+            assert report.errors == [], f"{role}: {report.errors}"
