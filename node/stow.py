@@ -126,7 +126,8 @@ def multipart_related(parts: Sequence[bytes]) -> tuple[bytes, str]:
         boundary = secrets.token_hex(16)
     chunks: list[bytes] = []
     for part in parts:
-        chunks += [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(), part, b"\r\n"]
+        head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        chunks += [head, part, b"\r\n"]
     chunks.append(f"--{boundary}--\r\n".encode())
     content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
     return b"".join(chunks), content_type

@@ -94,7 +94,8 @@ def add_parsers(sub: Any, add_node_options: Any) -> None:
     add_node_options(add)
     add.add_argument("name")
     add.add_argument("--role", action="append", required=True,
-                     help="admin, viewer or phi; repeat or comma-separate to combine")
+                     help="admin, viewer, phi or service (STOW-RS only); repeat or "
+                     "comma-separate to combine")
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of standard input")
     add.set_defaults(func=cmd_users_add)

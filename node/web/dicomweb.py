@@ -8,11 +8,13 @@ part, parsed as it streams in with python-multipart and bounded by ``web.stow_ma
 (413 beyond).
 
 Every part is stored with the C-STORE handler's promise (:mod:`node.scp`): its UIDs are checked,
-the free-space guard applies, the file is written by :meth:`storage.instance_store.InstanceStore.store`
-(temp file, fsync, rename, directory fsync) and recorded in the job database's instance table
-before the answer is sent, so the node's series and study completion treat it exactly as an
-instance received by C-STORE (the calling AE title recorded is the account's name, at most 16
-characters). An image whose declared decoded size exceeds ``max_image_mb`` is refused.
+the free-space guard applies, the file is written by
+:meth:`storage.instance_store.InstanceStore.store` (temp file, fsync, rename, directory fsync)
+and recorded in the job database's instance table before the answer is sent, so the node's
+series and study completion treat it exactly as an instance received by C-STORE (the calling AE
+title recorded is the account's name, at most 16 characters). If the database refuses the
+record, the durable file is registered at the node's next start (:meth:`node.server.Node.recover`).
+An image whose declared decoded size exceeds ``max_image_mb`` is refused.
 
 The answer (PS3.18 Table 10.5.3-1, ``application/dicom+json``) lists stored instances in the
 Referenced SOP Sequence and refused parts in the Failed SOP Sequence with a Failure Reason:
@@ -253,7 +255,8 @@ class StowStore:
 def _storing_user(request: Request) -> CurrentUser:
     user = current_user(request, allow_basic=True)
     if user is None:
-        raise HTTPException(status_code=401, detail="authentication required (HTTP Basic or session)")
+        raise HTTPException(status_code=401,
+                            detail="authentication required (HTTP Basic or session)")
     if not user.may_store:
         raise HTTPException(status_code=403, detail="storing by STOW-RS needs the service role")
     if user.via in ("session", "proxy") and not csrf_ok(request, None):
@@ -276,7 +279,8 @@ def build_dicomweb_router() -> APIRouter:
         content_type, options = parse_options_header(request.headers.get("content-type", ""))
         related_type = options.get(b"type", b"application/dicom").decode("latin-1").lower()
         boundary = options.get(b"boundary", b"").decode("latin-1")
-        if content_type != b"multipart/related" or related_type != "application/dicom" or not boundary:
+        if (content_type != b"multipart/related" or related_type != "application/dicom"
+                or not boundary):
             raise HTTPException(
                 status_code=415,
                 detail='send multipart/related; type="application/dicom" with a boundary',

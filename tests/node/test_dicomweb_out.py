@@ -53,7 +53,9 @@ def _stow_destination(url: str, user: str = "stow") -> DicomWebDestination:
 
 
 def _describe(job: object) -> str:
-    events = "\n".join(f"  {e.level}: {e.message}" for e in job.events)  # type: ignore[attr-defined]
+    events = "\n".join(
+        f"  {e.level}: {e.message}" for e in job.events  # type: ignore[attr-defined]
+    )
     return f"job {job.id} {job.state} error={job.error}\n{events}"  # type: ignore[attr-defined]
 
 
