@@ -1,4 +1,4 @@
-"""Returns the outputs to the destinations (C-STORE SCU or STOW-RS), one thread per destination.
+"""Returns the outputs to the destinations by C-STORE or STOW-RS, one thread per destination.
 
 Each (output, destination) pair is a row in the ``sends`` table with its own attempts and next-attempt
 time, so a destination that is down only delays its own sends. A send counts as done only on a
