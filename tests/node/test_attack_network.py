@@ -245,6 +245,7 @@ def test_pixel_routing_child_is_bounded_by_its_memory_limit(tmp_path: Path) -> N
     assert _rss_mb(os_getpid()) - before < 100
 
 
+@pytest.mark.slow
 def test_job_child_refuses_the_bomb_before_decoding(make_node: Any, tmp_path: Path) -> None:
     """With a Body Part the bomb is routed to a CT protocol; the job child refuses it by size."""
     from node_helpers import c_store, wait_for_jobs
