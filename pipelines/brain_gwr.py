@@ -90,6 +90,14 @@ from pipelines.errors import (
     UnsupportedInputError,
 )
 from pipelines.headers import header_copy
+from pipelines.measurement_tables.brain_gwr import MEASUREMENTS
+from pipelines.measurement_text import (
+    measurement_text,
+    measurements_line,
+    number_text,
+    table_rows,
+    value_text,
+)
 from pipelines.morphology import FACE, largest_component
 from pipelines.parameters.brain_gwr import BrainGWRParameters  # the parameter model lives with the spec
 from pipelines.protocol import PatientContext
@@ -1289,18 +1297,22 @@ def measure(
         findings[0] = QualitativeFinding(GWR_MEASURABLE_CONCEPT, SCT_NO)
         findings = findings[:1]
 
+    # Names, units and precision from the measurement table.
+    rows = table_rows(MEASUREMENTS)
+
     def side_mean(right: int, left: int) -> str:
         values = [core_stats[x].mean_hu for x in (right, left) if x in core_stats]
-        return f"{np.mean(values):.1f}" if values else "n/a"
+        row = rows[f"{_SHORT[right][1]}_core_mean_hu"]
+        return number_text(row, float(np.mean(values)) if values else None)
 
-    right_text = f"  right {gwr['gwr_bg_right']:.3f}" if gwr["gwr_bg_right"] is not None else ""
-    left_text = f"  left {gwr['gwr_bg_left']:.3f}" if gwr["gwr_bg_left"] is not None else ""
-    pu_pic_text = f"{gwr['gwr_pu_pic']:.3f}" if gwr["gwr_pu_pic"] is not None else "n/a"
+    sides = measurements_line(MEASUREMENTS, gwr, ("gwr_bg_right", "gwr_bg_left"), joiner="  ")
+    side_text = f"  {sides}" if sides else ""
     missing_short = [_SHORT[x][0] for x in LANDMARK_LABELS if x not in core_stats]
     text = [
-        (f"GWR_BG (CN+PU)/(CC+PIC) = {gwr_bg:.3f}{right_text}{left_text}" if gwr_bg is not None
-         else f"GWR_BG not measurable: {', '.join(missing_short)} missing{right_text}{left_text}"),
-        f"PU/PIC = {pu_pic_text}; cut-off < {p.gwr_cutoff:g}: "
+        (measurement_text(rows["gwr_bg"], gwr_bg, sep=" = ") + side_text if gwr_bg is not None
+         else f"GWR_BG not measurable: {', '.join(missing_short)} missing{side_text}"),
+        f"{measurement_text(rows['gwr_pu_pic'], gwr['gwr_pu_pic'], sep=' = ')}; "
+        f"{measurement_text(rows['gwr_cutoff'], p.gwr_cutoff)}: "
         + ("BELOW" if low else ("not below" if gwr_bg is not None else "n/a")),
         (f"CN {side_mean(LABEL_CAUDATE_RIGHT, LABEL_CAUDATE_LEFT)}  "
          f"PU {side_mean(LABEL_PUTAMEN_RIGHT, LABEL_PUTAMEN_LEFT)}  "
@@ -1477,10 +1489,13 @@ def measure_single_slice(volume: CTVolume, params: BrainGWRParameters | None = N
             Measurement(m.key, m.name, m.value, m.unit, None, m.derivation, m.label)
             for m in measurements
         ]
+    rows = table_rows(MEASUREMENTS)
     text = [
         "GWR not measurable: single image (3D registration needs a volume)",
         (f"Brain parenchyma {p.parenchyma_hu[0]:g}..{p.parenchyma_hu[1]:g} HU: "
-         f"{area_cm2:.1f} cm2, mean {s.mean_hu:.1f} HU, median {s.median_hu:.1f} HU"),
+         + ", ".join([value_text(rows["brain_parenchyma_area_cm2"], area_cm2),
+                      measurement_text(rows["brain_parenchyma_mean_hu"], s.mean_hu),
+                      measurement_text(rows["brain_parenchyma_median_hu"], s.median_hu)])),
         f"{ALGORITHM.name} {ALGORITHM.version} ({ALGORITHM.validation_status.value})",
     ]
     summary: dict[str, Any] = {

@@ -102,6 +102,16 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from pipelines.errors import ConfigError, PipelineError, UnsupportedInputError
+from pipelines.measurement_tables.chest_respiratory_muscle import MEASUREMENTS
+from pipelines.measurement_text import (
+    ascii_unit,
+    measurement_text,
+    measurements_line,
+    number_text,
+    short_name,
+    table_rows,
+    value_text,
+)
 from pipelines.parameters.chest_respiratory_muscle import ChestParameters  # the parameter model lives with the spec
 from pipelines.protocol import PatientContext
 from pipelines.spine import (
@@ -1351,10 +1361,6 @@ def measure(
 # ------------------------------------------------------------------------------------------
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
 def _resample_nn(image: np.ndarray, spacing: tuple[float, float], target_mm: float
                  ) -> np.ndarray:
     rows = max(1, round(image.shape[0] * spacing[0] / target_mm))
@@ -1510,16 +1516,17 @@ def _key_image(
     axial = [("mid-T4", t4), ("mid-T12", t12)] if not single else [("axial", 0)]
     image_hu, image_lab, spacing, marks = compose_key_panels(volume, label_map, axial, levels)
     classes = summary["classes"]
+    # Names, units and precision from the measurement table.
+    rows = table_rows(MEASUREMENTS)
+    size = "area_cm2" if volume.is_single_slice else "volume_cm3"
 
-    def vol(name: str) -> str:
-        entry = classes.get(name, {})
-        if volume.is_single_slice:
-            value = entry.get("area_cm2")
-            return "-" if value is None else f"{value:.1f}"
-        value = entry.get("volume_cm3")
-        return "-" if value is None else f"{value:.0f}"
+    def pair(key: str, field: str) -> str:
+        """Right/left values of a class pair, e.g. ``"243.1/220.4 cm3"``."""
+        values = [number_text(rows[f"{key}_{side}_{field}"],
+                              classes.get(f"{key}_{side}", {}).get(field), missing="-")
+                  for side in ("right", "left")]
+        return f"{values[0]}/{values[1]} {ascii_unit(rows[f'{key}_right_{field}'].unit)}"
 
-    unit = "cm2" if volume.is_single_slice else "cm3"
     if single:
         lines = ["Single axial slice, level unknown"]
     else:
@@ -1535,21 +1542,23 @@ def _key_image(
             lines.append(f"Levels: {levels.method}, confidence {levels.confidence:.1f}")
     for key, text in (("pectoralis", "Pectoralis"), ("erector_spinae", "Erector spinae"),
                       ("intercostal", "Intercostal"), ("diaphragm", "Diaphragm*")):
-        hu_r = classes.get(f"{key}_right", {}).get("mean_hu")
-        hu_l = classes.get(f"{key}_left", {}).get("mean_hu")
-        lines.append(f"{text} R/L {vol(key + '_right')}/{vol(key + '_left')} {unit}, "
-                     f"{_fmt(hu_r)}/{_fmt(hu_l)} HU")
+        lines.append(f"{text} R/L {pair(key, size)}, {pair(key, 'mean_hu')}")
     if not volume.is_single_slice:
-        lines.append(f"Respiratory muscle {summary.get('total_respiratory_muscle_cm3', 0):.0f} "
-                     f"cm3; thoracic muscle {summary.get('total_thoracic_muscle_cm3', 0):.0f} cm3"
-                     + (f"; {summary['respiratory_muscle_index_cm3_per_m2']:.0f} cm3/m2"
-                        if summary.get("respiratory_muscle_index_cm3_per_m2") else ""))
-        for key, short in (("pma_t4", "PMA T4"), ("esma_t12", "ESMA T12")):
+        lines.append(measurements_line(
+            MEASUREMENTS, summary, ("total_respiratory_muscle_cm3", "total_thoracic_muscle_cm3",
+                                    "respiratory_muscle_index_cm3_per_m2"), joiner="; "))
+        for key in ("pma_t4", "esma_t12"):
             entry = summary.get(key)
-            lines.append(f"{short}: not measured" if not entry else
-                         f"{short} {entry['area_cm2']:.1f} cm2 (R {entry['area_right_cm2']:.1f}, "
-                         f"L {entry['area_left_cm2']:.1f}), "
-                         f"{_fmt(entry['mean_hu'])} HU")
+            area = rows[f"{key}_cm2"]
+            if not entry:
+                lines.append(f"{short_name(area)}: not measured")
+                continue
+            right, left = rows[f"{key}_right_cm2"], rows[f"{key}_left_cm2"]
+            lines.append(
+                f"{measurement_text(area, entry['area_cm2'])} "
+                f"({short_name(right)} {number_text(right, entry['area_right_cm2'])}, "
+                f"{short_name(left)} {number_text(left, entry['area_left_cm2'])}), "
+                f"{value_text(rows[f'{key}_mean_hu'], entry['mean_hu'], missing='-')}")
     lines.append("*diaphragm: lower confidence. "
                  f"{algorithm.name} {algorithm.version} ({algorithm.validation_status.value})")
     # Level marks: yellow text with a solid leader line; lines without text (the levels of

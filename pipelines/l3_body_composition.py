@@ -37,6 +37,8 @@ import numpy as np
 from scipy import ndimage
 
 from pipelines.errors import PipelineError, UnsupportedInputError
+from pipelines.measurement_tables.l3_body_composition import MEASUREMENTS
+from pipelines.measurement_text import measurements_line
 from pipelines.morphology import (
     FACE,
     full_connectivity,
@@ -1119,11 +1121,13 @@ def run_l3_body_composition(
     canonical[k] = label_slice
     label_map = volume.to_source_frames(canonical)
 
+    # Names, units and precision from the measurement table; unrounded values.
+    shown = {"sma_cm2": sma_cm2, "muscle_mean_hu": muscle_mean, "imat_area_cm2": imat_cm2,
+             "sat_area_cm2": sat_cm2, "vat_area_cm2": vat_cm2, "smi_cm2_per_m2": smi}
     text_lines = [
         f"{level_text}; slice {k}; cut-off set {p.cutoff_set}",
-        f"SMA {sma_cm2:.1f} cm2, muscle {muscle_mean:.1f} HU, IMAT {imat_cm2:.1f} cm2",
-        f"SAT {sat_cm2:.1f} cm2, VAT {vat_cm2:.1f} cm2"
-        + (f", SMI {smi:.1f} cm2/m2" if smi is not None else ""),
+        measurements_line(MEASUREMENTS, shown, ("sma_cm2", "muscle_mean_hu", "imat_area_cm2")),
+        measurements_line(MEASUREMENTS, shown, ("sat_area_cm2", "vat_area_cm2", "smi_cm2_per_m2")),
         f"{algorithm.name} {algorithm.version} ({algorithm.validation_status.value})",
     ]
     key_image = _key_image(hu_slice, label_slice, text_lines, spacing_rc, source_index)

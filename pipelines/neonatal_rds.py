@@ -139,6 +139,8 @@ from pipelines.errors import (
     PipelineError,
     UnsupportedInputError,
 )
+from pipelines.measurement_tables.neonatal_rds import MEASUREMENTS
+from pipelines.measurement_text import measurement_text, measurements_line, table_rows
 from pipelines.parameters.neonatal_rds import NeonatalRDSParameters  # the parameter model lives with the spec
 from pipelines.protocol import PatientContext
 from pipelines.radiograph import Radiograph, load_projection_radiograph
@@ -1085,22 +1087,28 @@ def _key_image(
     # Unknown spacing: drawn with square pixels, and the SC states no Pixel Spacing.
     render_spacing = (spacing[0] * step, spacing[1] * step) if spacing else None
 
-    def area(name: str) -> str:
-        cm2 = summary[f"{name}_area_cm2"]
-        percent = summary[f"{name}_area_percent"]
-        return f"{cm2:.1f} cm2" if cm2 is not None else f"{percent:.1f} % of image"
+    # Names, units and precision from the measurement table.
+    rows = table_rows(MEASUREMENTS)
 
-    ratio = summary["left_right_area_ratio"]
+    def area(name: str) -> str:
+        key = f"{name}_area_cm2"
+        if summary[key] is not None:
+            return measurement_text(rows[key], summary[key])
+        key = f"{name}_area_percent"
+        return f"{measurement_text(rows[key], summary[key])} of image"
+
     loi = summary["lung_opacity_index"]
+    ratio = measurements_line(MEASUREMENTS, summary, ("left_right_area_ratio",))
     lines = [
-        f"Lung fields: right {area('right_lung')}, left {area('left_lung')}"
-        + (f", L/R {ratio:.2f}" if ratio is not None else ""),
-        f"Lung-opacity index {loi:.2f} (lung / surrounding tissue)" if loi is not None else "",
+        "Lung fields: " + ", ".join(
+            [area("right_lung"), area("left_lung")] + ([ratio] if ratio else [])),
+        (f"{measurement_text(rows['lung_opacity_index'], loi)} (lung / surrounding tissue)"
+         if loi is not None else ""),
     ]
     if classified:
         probability = summary["rds_probability"]
         lines.append(
-            f"RDS probability {probability:.2f}"
+            measurement_text(rows["rds_probability"], probability)
             + (
                 f": {summary['rds_label']}"
                 if summary["rds_label"]

@@ -158,12 +158,16 @@ class MeasurementRow:
         Human unit, e.g. ``"cm²"``, ``"HU"``, ``"cm²/m²"``; ``""`` for ratios and counts.
     decimals:
         Precision shown to people.
+    short:
+        Short name on the key image (ASCII), e.g. ``"SMA"``; ``""``: the label
+        (:mod:`pipelines.measurement_text`).
     """
 
     key: str
     label: str
     unit: str
     decimals: int
+    short: str = ""
 
 
 #: ``run(image, params, context, model) -> PipelineResult``.

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.measurement_tables.l3_body_composition import MEASUREMENTS
 from pipelines.parameters.l3_body_composition import CUTOFF_SET_NAMES, L3Parameters
-from pipelines.protocol import MeasurementRow, PatientContext, ProtocolSpec
+from pipelines.protocol import PatientContext, ProtocolSpec
 from pipelines.protocols import rules_from_yaml
 from pipelines.types import CodedTerm, LearnedModel, PipelineResult
 
@@ -29,29 +30,7 @@ def run(volume: Any, params: L3Parameters, context: PatientContext,
     return result
 
 
-MEASUREMENTS = (
-    # Findings people read first (non-numeric rows; added by H7 for the human listings).
-    MeasurementRow("level", "Vertebral level", "", 0),
-    MeasurementRow("level_verified", "Vertebral level verified", "", 0),
-    MeasurementRow("low_smi", "Low SMI (sarcopenia flag)", "", 0),
-    MeasurementRow("low_muscle_attenuation", "Low muscle attenuation (myosteatosis flag)", "", 0),
-    MeasurementRow("sma_cm2", "Skeletal muscle area (SMA)", "cm²", 1),
-    MeasurementRow("sat_area_cm2", "Subcutaneous adipose tissue area (SAT)", "cm²", 1),
-    MeasurementRow("vat_area_cm2", "Visceral adipose tissue area (VAT)", "cm²", 1),
-    MeasurementRow("imat_area_cm2", "Intermuscular adipose tissue area (IMAT)", "cm²", 1),
-    MeasurementRow("muscle_mean_hu", "Skeletal muscle mean attenuation", "HU", 1),
-    MeasurementRow("muscle_sd_hu", "Skeletal muscle attenuation SD", "HU", 1),
-    MeasurementRow("sat_mean_hu", "SAT mean attenuation", "HU", 1),
-    MeasurementRow("vat_mean_hu", "VAT mean attenuation", "HU", 1),
-    MeasurementRow("smi_cm2_per_m2", "Skeletal muscle index (SMI)", "cm²/m²", 1),
-    MeasurementRow("height_m", "Patient height", "m", 2),
-    MeasurementRow("weight_kg", "Patient weight", "kg", 1),
-    MeasurementRow("bmi_kg_per_m2", "Body mass index", "kg/m²", 1),
-    MeasurementRow("level_confidence", "L3 level confidence", "", 2),
-    MeasurementRow("slice_index", "Measured slice (canonical index)", "", 0),
-    MeasurementRow("kvp", "Tube voltage", "kV", 0),
-    MeasurementRow("slice_thickness_mm", "Slice thickness", "mm", 2),
-)
+# The measurement table lives in pipelines.measurement_tables (the method reads it too).
 
 _RULES = r"""
 - name: abdomen-ct-by-body-part

@@ -10,8 +10,9 @@ from typing import Any
 
 
 from ainode_core.errors import InvalidSeriesError
+from pipelines.measurement_tables.neonatal_rds import MEASUREMENTS
 from pipelines.parameters.neonatal_rds import NeonatalRDSParameters
-from pipelines.protocol import MeasurementRow, PatientContext, ProtocolSpec
+from pipelines.protocol import PatientContext, ProtocolSpec
 from pipelines.protocols import rules_from_yaml
 from pipelines.types import CodedTerm, LearnedModel, PipelineResult
 
@@ -42,23 +43,7 @@ def run(images: list[Any], params: NeonatalRDSParameters, context: PatientContex
     return run_from_datasets(images, params.model_dump(), model, context=context)
 
 
-MEASUREMENTS = (
-    MeasurementRow("right_lung_area_cm2", "Right lung field area", "cm²", 1),
-    MeasurementRow("left_lung_area_cm2", "Left lung field area", "cm²", 1),
-    MeasurementRow("right_lung_area_percent", "Right lung field area (of the image)", "%", 1),
-    MeasurementRow("left_lung_area_percent", "Left lung field area (of the image)", "%", 1),
-    MeasurementRow("right_lung_mean_intensity", "Right lung field mean intensity", "", 3),
-    MeasurementRow("left_lung_mean_intensity", "Left lung field mean intensity", "", 3),
-    MeasurementRow("total_lung_area_cm2", "Total lung field area", "cm²", 1),
-    MeasurementRow("left_right_area_ratio", "Left/right lung field area ratio", "", 2),
-    MeasurementRow("lung_opacity_index", "Lung opacity index (LOI)", "", 3),
-    MeasurementRow("rds_probability", "RDS probability (model)", "", 2),
-    MeasurementRow(
-        "mediastinum_offset_fraction", "Mediastinal offset (fraction of thorax width)", "", 2
-    ),
-    MeasurementRow("patient_age_days", "Patient's age (from the headers)", "d", 1),
-    MeasurementRow("kvp", "Tube voltage", "kV", 0),
-)
+# The measurement table lives in pipelines.measurement_tables (the method reads it too).
 
 _RULES = r"""
 - name: chest-radiograph-secondary-capture
