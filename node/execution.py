@@ -38,6 +38,8 @@ class JobSpec:
     #: Model selection and inference settings (:meth:`node.config.Settings.model_options`);
     #: ``None`` = the protocol's reference method.
     model: dict[str, Any] | None = None
+    #: What the output UIDs derive from: ``"study"`` or ``"series"`` (the node's completion).
+    output_scope: str = "series"
 
 
 @dataclass
@@ -202,6 +204,7 @@ def execute_job(spec: JobSpec) -> JobOutcome:
             result,
             software_version=spec.software_version,
             procedure_code=get_protocol(spec.protocol).procedure_code,
+            uid_scope=spec.output_scope,
         )
         paths = write_outputs(objects, Path(spec.out_dir))
         outputs = []

@@ -87,8 +87,10 @@ class LocalProcessRunner:
         on_results: Callable[[], None] | None = None,
         poll_seconds: float = 0.5,
         model_for: Callable[[str], dict[str, Any] | None] | None = None,
+        output_scope: str = "series",
     ) -> None:
         self.database = database
+        self.output_scope = output_scope  # settings.completion: what output UIDs derive from
         self.model_for: Callable[[str], dict[str, Any] | None] = model_for or (lambda _p: None)
         self.store = store
         self.workers = workers
@@ -184,6 +186,7 @@ class LocalProcessRunner:
             software_version=self.software_version,
             device=self.device,
             log_level=self.log_level,
+            output_scope=self.output_scope,
         )
 
     def owner_of(self, job_id: int) -> tuple[str, int] | None:

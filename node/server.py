@@ -22,14 +22,22 @@ from typing import Any
 
 from node.config import Settings
 from node.pixel_routing import pixel_region_in_child
-from node.routing import RoutingRule, configured_rules, route_series
+from node.routing import (
+    RoutingDecision,
+    RoutingRule,
+    configured_rules,
+    route_series,
+    summarize_series,
+)
 from node.runner import JobRunner, LocalProcessRunner
 from node.scp import StorageSCP
 from node.sender import DestinationSender
+from node.study_routing import RoutedSeries, StudyRouter
 from ainode_core.errors import AINodeError, InvalidInputError
 from pipelines.registry import get_protocol
 from storage.database import JobDatabase
 from storage.instance_store import InstanceStore
+from storage.models import JobState
 from storage.retention import DiskGuard, RetentionScheduler
 
 logger = logging.getLogger(__name__)
@@ -83,7 +91,10 @@ class Node:
         import pipelines.body_region  # noqa: F401
         from pipelines.volume import MAX_IMAGE_MB_ENV
 
-        # Job children (spawned) and the pixel-routing child inherit the decode limit.
+        # Job children (spawned) and the pixel-routing child inherit the decode limit; the value
+        # found before is put back by stop(), so a node started in-process (tests, the demo)
+        # leaves no limit behind for the next Settings() to pick up.
+        self._previous_max_image_mb = os.environ.get(MAX_IMAGE_MB_ENV)
         os.environ[MAX_IMAGE_MB_ENV] = repr(float(settings.max_image_mb))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = InstanceStore(settings.data_dir)
@@ -120,6 +131,12 @@ class Node:
         self.retention = RetentionScheduler.from_settings(
             self.database, self.store, settings.retention
         )
+        self.study_router = StudyRouter(
+            self.database,
+            self.route_series_of,
+            settings.series_preferences(),
+            settings.late_series,
+        )
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
 
@@ -142,6 +159,7 @@ class Node:
             device=settings.device,
             log_level=settings.log_level,
             on_results=self._wake_senders,
+            output_scope=settings.completion,
         )
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -170,6 +188,12 @@ class Node:
         for sender in self.senders:
             sender.join(timeout=5)
         self.database.close()
+        from pipelines.volume import MAX_IMAGE_MB_ENV
+
+        if self._previous_max_image_mb is None:
+            os.environ.pop(MAX_IMAGE_MB_ENV, None)
+        else:
+            os.environ[MAX_IMAGE_MB_ENV] = self._previous_max_image_mb
 
     def __enter__(self) -> Node:
         self.start()
@@ -255,38 +279,57 @@ class Node:
         if complete_series:
             # Every acknowledged instance must be in the database before its series may close.
             self.scp.recorder.drain()
-            created = self.database.complete_quiet_series(
-                self.settings.quiet_seconds, max_attempts=self.settings.max_job_attempts
-            )
+            if self.settings.completion == "study":
+                created = self.database.complete_quiet_studies(
+                    self.settings.study_quiet_seconds,
+                    self.settings.study_max_wait_seconds,
+                    max_attempts=self.settings.max_job_attempts,
+                )
+            else:
+                created = self.database.complete_quiet_series(
+                    self.settings.quiet_seconds, max_attempts=self.settings.max_job_attempts
+                )
             for job_id in created:
                 logger.info("job %d created", job_id)
         # Bounded, callers in turn: a flood from one caller cannot hold up another's routing.
+        studies: dict[str, int] = {}
         for job in self.database.jobs_to_route():
+            if self.settings.completion == "study":
+                studies.setdefault(job.study_instance_uid, job.id)
+                continue
             try:
                 self.route_job(job.id, job.series_instance_uid)
             except Exception as exc:
                 logger.exception("job %d: routing failed", job.id)
                 self.database.fail_job(job.id, f"routing failed: {type(exc).__name__}: {exc}")
+        for study_uid, first_job in studies.items():
+            # All received jobs of the study are routed together, also those beyond this batch.
+            try:
+                if self.study_router.route_study(study_uid):
+                    self.runner.wake()
+            except Exception as exc:
+                logger.exception("job %d: routing of its study failed", first_job)
+                for job in self.database.study_jobs(study_uid):
+                    if job.state == JobState.RECEIVED:
+                        self.database.fail_job(
+                            job.id, f"routing failed: {type(exc).__name__}: {exc}"
+                        )
         self.database.expire_leases()
         # e.g. `ainode jobs retry` of a job whose destination was removed from the configuration
         self.database.fail_sends_to_unknown_destinations([d.name for d in self.settings.destinations])
 
-    def route_job(self, job_id: int, series_instance_uid: str) -> None:
-        """Choose the protocol of a job (or ignore/fail it) and record why."""
+    def route_series_of(self, series_instance_uid: str) -> RoutedSeries:
+        """Read a stored series' headers and route them (rules, then the pixel fallback)."""
         from pipelines.volume import read_instances
 
         files = [i.path for i in self.database.series_instances(series_instance_uid)]
         read = read_instances(files, stop_before_pixels=True)
         headers, errors = read.datasets, read.errors
-        if errors:
-            for error in errors[:5]:
-                self.database.add_event(job_id, error, level="error")
         if not headers:
-            self.database.fail_job(
-                job_id,
+            return RoutedSeries(
+                None, None, errors,
                 "no readable DICOM instance in the series (" + "; ".join(errors[:2]) + ")",
             )
-            return
         try:
             decision = route_series(
                 headers,
@@ -299,15 +342,26 @@ class Node:
                 ),
             )
         except AINodeError as exc:
-            self.database.fail_job(job_id, f"routing failed: {exc}")
-            return
+            return RoutedSeries(None, None, errors, f"routing failed: {exc}")
         protocol, reason = decision.protocol, decision.reason
         if protocol is not None and not get_protocol(protocol).implemented:
             reason = (
                 f"{reason}; but protocol {protocol!r} is not available in this version of ainode, "
                 "so the series is not analysed"
             )
-            protocol = None
+            decision = RoutingDecision(None, decision.rule, reason, decision.checks)
+        return RoutedSeries(summarize_series(headers), decision, errors)
+
+    def route_job(self, job_id: int, series_instance_uid: str) -> None:
+        """Choose the protocol of a job (or ignore/fail it) and record why (series mode)."""
+        routed = self.route_series_of(series_instance_uid)
+        for error in routed.errors[:5]:
+            self.database.add_event(job_id, error, level="error")
+        decision = routed.decision
+        if decision is None:
+            self.database.fail_job(job_id, routed.failure or "routing failed")
+            return
+        protocol, reason = decision.protocol, decision.reason
         self.database.set_routing(
             job_id, protocol=protocol, rule=decision.rule, reason=reason, priority=decision.priority
         )

@@ -84,6 +84,7 @@ class CeleryJobWorker(LocalProcessRunner):
             software_version=software_version(),
             device=settings.device,
             log_level=settings.log_level,
+            output_scope=settings.completion,
         )
         self.settings = settings
         self.worker_name = name or f"{socket.gethostname()}:{os.getpid()}/celery"

@@ -2,7 +2,9 @@
 
 Every acknowledged C-STORE is recorded here (:meth:`InstanceLedger.record_instances`, one
 transaction per batch); a series receiving nothing for the quiet period is closed into one job
-(:meth:`InstanceLedger.complete_quiet_series`, state ``received``), which the node then routes.
+(:meth:`InstanceLedger.complete_quiet_series`, state ``received``), which the node then routes;
+with ``completion: study`` the open series of a quiet study are closed together
+(:meth:`InstanceLedger.complete_quiet_studies`).
 """
 
 from __future__ import annotations
@@ -218,6 +220,66 @@ class InstanceLedger(DatabaseCore):
                 )
         return created
 
+    def complete_quiet_studies(
+        self,
+        quiet_seconds: float,
+        max_wait_seconds: float,
+        now: dt.datetime | None = None,
+        max_attempts: int = 2,
+    ) -> list[int]:
+        """Close every open series of each study that is complete (``completion: study``).
+
+        A study is complete when none of its open series received an instance for
+        ``quiet_seconds``, or when its oldest open series began arriving ``max_wait_seconds``
+        ago (the study is then processed with what has arrived; later instances re-open their
+        series and the study is evaluated again). Every open series of a complete study
+        becomes one job in state ``received``; the node routes a study's received jobs together
+        and selects the series each protocol runs on (:mod:`node.selection`).
+
+        Returns
+        -------
+        list[int]
+            Ids of the jobs created (state ``received``).
+        """
+        now = now or utcnow()
+        quiet_cutoff = now - dt.timedelta(seconds=quiet_seconds)
+        wait_cutoff = now - dt.timedelta(seconds=max_wait_seconds)
+        created: list[int] = []
+        with self._ingest_lock, self.session() as session:
+            studies = session.execute(
+                select(
+                    Series.study_instance_uid,
+                    func.max(Series.last_received_at),
+                    func.min(Series.first_received_at),
+                )
+                .where(Series.state == SeriesState.OPEN)
+                .group_by(Series.study_instance_uid)
+            ).all()
+            why: dict[str, str] = {}
+            for study_uid, last, first in studies:
+                if last <= quiet_cutoff:
+                    why[study_uid] = f"study complete: nothing new in the study for {quiet_seconds:g} s"
+                elif first <= wait_cutoff:
+                    why[study_uid] = (
+                        f"study still receiving after {max_wait_seconds:g} s: processed with "
+                        "what has arrived"
+                    )
+            if not why:
+                return created
+            ready = session.scalars(
+                select(Series).where(
+                    Series.state == SeriesState.OPEN, Series.study_instance_uid.in_(list(why))
+                )
+            ).all()
+            for start in range(0, len(ready), _CHUNK):
+                chunk = ready[start : start + _CHUNK]
+                created.extend(
+                    self._close_series(
+                        session, chunk, now, quiet_seconds, max_attempts, why=why
+                    )
+                )
+        return created
+
     @staticmethod
     def _close_series(
         session: Session,
@@ -225,6 +287,7 @@ class InstanceLedger(DatabaseCore):
         now: dt.datetime,
         quiet_seconds: float,
         max_attempts: int,
+        why: dict[str, str] | None = None,
     ) -> list[int]:
         """Mark ``chunk`` complete and create one ``received`` job per series (with its event)."""
         keys = [series.series_instance_uid for series in chunk]
@@ -272,16 +335,13 @@ class InstanceLedger(DatabaseCore):
                 if before
                 else ""
             )
-            session.add(
-                JobEvent(
-                    job_id=job.id,
-                    at=now,
-                    message=(
-                        f"series complete: {count} instance(s), nothing new for "
-                        f"{quiet_seconds:g} s{note}"
-                    ),
-                )
+            closed = (
+                f"series complete (with its study): {count} instance(s); "
+                + why[job.study_instance_uid]
+                if why is not None
+                else f"series complete: {count} instance(s), nothing new for {quiet_seconds:g} s"
             )
+            session.add(JobEvent(job_id=job.id, at=now, message=closed + note))
         return [job.id for job in jobs]
 
     def count_instances(self) -> int:

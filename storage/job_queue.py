@@ -141,6 +141,27 @@ class JobQueue(DatabaseCore):
         with self.session() as session:
             return list(session.scalars(select(Job).where(Job.state == state).order_by(Job.id)))
 
+    def study_jobs(self, study_instance_uid: str) -> list[Job]:
+        """Every job of one study, oldest first (``completion: study`` routes them together,
+        ``ainode jobs show`` lists the study's series from them)."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Job)
+                    .where(Job.study_instance_uid == study_instance_uid)
+                    .order_by(Job.id)
+                )
+            )
+
+    def supersede(self, job_id: int, *, by_job_id: int, note: str) -> None:
+        """Record that a later job of the same study and protocol replaces ``job_id``'s
+        results (a late series is now the chosen one): an event, and the note appended to
+        its routing reason."""
+        with self.session() as session:
+            job = session.get_one(Job, job_id)
+            job.routing_reason = f"{job.routing_reason or ''} [superseded by job {by_job_id}: {note}]"
+            session.add(JobEvent(job_id=job_id, message=f"superseded by job {by_job_id}: {note}"))
+
     def set_routing(
         self,
         job_id: int,

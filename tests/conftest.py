@@ -22,6 +22,13 @@ import pytest
 from node.local_pacs import InProcessStorageSCP, OrthancPACS, find_free_port
 from peers import SETUP_HINT, require_binary, running_under_ci, write_dcmtk_readable_copy
 
+@pytest.fixture(autouse=True)
+def _short_study_quiet_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes in tests close a study after 1 s without instances (default 60 s), unless a test
+    sets ``study_quiet_seconds`` itself; ``ainode serve`` children inherit the variable."""
+    monkeypatch.setenv("AINODE_STUDY_QUIET_SECONDS", "1")
+
+
 # --------------------------------------------------------------------------------------------
 # 1. Real test images (pydicom-data, module ``data_store``)
 # --------------------------------------------------------------------------------------------

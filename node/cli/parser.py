@@ -299,6 +299,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     data = _job_dict(job, detail=True)
     _add_queue_places(database, [data])
+    data["study_series"] = _study_series(database, job.study_instance_uid)
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -322,10 +323,34 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
         for output in data["outputs"]:
             sends = ", ".join(f"{s['destination']} {s['state']}" for s in output["sends"]) or "not sent"
             print(f"  {output['kind']:<3} {output['sop_instance_uid']}  ({sends})")
+    if len(data["study_series"]) > 1:
+        print("series of the study (latest job of each; why it was chosen or skipped):")
+        for entry in data["study_series"]:
+            mark = "*" if entry["job"] == data["id"] else " "
+            print(f" {mark}job {entry['job']:<5} {entry['state']:<9} {entry['series_instance_uid']}")
+            print(f"    {dash(entry['reason'] or entry['error'])}")
     print("events:")
     for event in data["events"]:
         print(f"  {event['at']}  {event['level']:<7} {event['message']}")
     return EXIT_OK
+
+
+def _study_series(database: Any, study_instance_uid: str) -> list[dict[str, Any]]:
+    """Every series of a study with its latest job and that job's routing (selection) reason."""
+    latest: dict[str, Any] = {}
+    for job in database.study_jobs(study_instance_uid):
+        latest[job.series_instance_uid] = job
+    return [
+        {
+            "series_instance_uid": uid,
+            "job": job.id,
+            "state": str(job.state),
+            "protocol": job.protocol,
+            "reason": job.routing_reason,
+            "error": job.error,
+        }
+        for uid, job in latest.items()
+    ]
 
 
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
@@ -361,7 +386,8 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from node.routing import configured_rules, route_series
+    from node.routing import configured_rules, route_series, summarize_series
+    from node.selection import SeriesCandidate, select_series
     from node.server import pixel_region_of
     from pipelines.volume import expand_paths, group_by_series, read_instances
 
@@ -371,32 +397,51 @@ def cmd_route(args: argparse.Namespace) -> int:
     for error in read.errors:
         print(f"skipped: {error}", file=sys.stderr)
     output: list[dict[str, Any]] = []
+    studies: dict[str, list[tuple[dict[str, Any], Any]]] = {}
     for series_uid, headers in group_by_series(read.datasets).items():
         files = [str(h.filename) for h in headers]
         decision = route_series(
             headers, rules, pixel_region=functools.partial(pixel_region_of, files)
         )
-        output.append(
-            {
-                "series_instance_uid": series_uid,
-                "instances": len(headers),
-                "protocol": decision.protocol,
-                "rule": decision.rule,
-                "reason": decision.reason,
-                "checks": list(decision.checks),
-            }
-        )
+        entry = {
+            "series_instance_uid": series_uid,
+            "instances": len(headers),
+            "protocol": decision.protocol,
+            "rule": decision.rule,
+            "reason": decision.reason,
+            "checks": list(decision.checks),
+        }
+        output.append(entry)
+        study_uid = str(headers[0].get("StudyInstanceUID", ""))
+        candidate = SeriesCandidate(summarize_series(headers), decision)
+        studies.setdefault(study_uid, []).append((entry, candidate))
+    # A whole study: the series each protocol would run on (completion: study, docs/routing.md).
+    preferences = settings.series_preferences()
+    for members in studies.values():
+        choices = select_series([c for _, c in members], preferences)
+        for (entry, _), choice in zip(members, choices, strict=True):
+            entry.update(chosen=choice.chosen, rank=choice.rank, selection=choice.reason)
     if args.json:
         print(json.dumps(output, indent=2))
         return EXIT_OK
     for entry in output:
-        print(route_line(entry))
+        print(route_line(entry) + _selection_note(entry))
         if args.explain:
             for check in entry["checks"]:
                 print(f"    {check}")
     if not args.explain and output:
         print("(every rule checked: --explain)", file=sys.stderr)
     return EXIT_OK
+
+
+def _selection_note(entry: dict[str, Any]) -> str:
+    """``; chosen ...`` / ``; skipped ...`` after a routed series' line (nothing for a series
+    routing ignored, whose line says why already)."""
+    if entry.get("chosen"):
+        return f"; {entry['selection']}"
+    if entry.get("selection") and (entry["protocol"] or "ainode output" in entry["selection"]):
+        return f"; {entry['selection']}"
+    return ""
 
 
 def route_line(entry: dict[str, Any]) -> str:
@@ -611,7 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--timeout", type=float, default=10.0)
     echo.set_defaults(func=cmd_echo)
 
-    route = sub.add_parser("route", help="show which routing rule fires for each series, and why",
+    route = sub.add_parser("route", help="show which routing rule fires for each series of a study, "
+                           "which series each protocol would run on, and why",
                            formatter_class=ProtocolsHelpFormatter)
     add_node_options(route)
     route.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")

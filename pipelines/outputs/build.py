@@ -135,8 +135,12 @@ def build_outputs(
     institution_name: str | None = None,
     procedure_code: CodedTerm | None = None,
     key_image_patient_orientation: tuple[str, str] | None = None,
+    uid_scope: str = "series",
 ) -> OutputObjects:
     """Build the SEG, SR and SC objects of one pipeline result.
+
+    ``uid_scope`` (``"series"`` or ``"study"``) chooses what the deterministic output UIDs derive
+    from (:func:`pipelines.outputs.uids.output_key`).
 
     Parameters
     ----------
@@ -184,6 +188,7 @@ def build_outputs(
             institution_name=institution_name,
             procedure_code=procedure_code,
             key_image_patient_orientation=key_image_patient_orientation,
+            uid_scope=uid_scope,
         )
 
 
@@ -196,9 +201,10 @@ def _build_outputs(
     institution_name: str | None,
     procedure_code: CodedTerm | None,
     key_image_patient_orientation: tuple[str, str] | None,
+    uid_scope: str = "series",
 ) -> OutputObjects:
     label_map = _check_result(result)
-    key = output_key(result)
+    key = output_key(result, uid_scope)
     notes: set[str] = set()
     headers = [source_header(ds, notes) for ds in result.source_datasets]
     for note in sorted(notes):

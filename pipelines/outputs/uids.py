@@ -1,9 +1,12 @@
 """Deterministic UIDs of the output objects.
 
-All UIDs are derived from the sorted source SOP Instance UIDs, the protocol, the algorithm name
-and version and the output kind (:func:`derive_uid`): sending the same series through the same
-algorithm version again produces the same SOP/Series Instance UIDs, so the PACS replaces rather
-than duplicates the results. A new algorithm version gives new UIDs.
+All UIDs are derived from what the result is about, the protocol, the algorithm name and version
+and the output kind (:func:`derive_uid`). What the result is about depends on the node's
+completion mode (:func:`output_key`): with ``completion: study`` (one result set per study and
+protocol) it is the Study Instance UID, so a re-run on another series of the study (a late series)
+or a re-sent study replaces the earlier results; with ``completion: series`` it is the sorted source
+SOP Instance UIDs, so each series keeps its own results. The PACS replaces rather than duplicates
+results; a new algorithm version gives new UIDs.
 """
 
 from __future__ import annotations
@@ -51,15 +54,36 @@ def derive_uid(*parts: str) -> str:
     return f"2.25.{uuid.uuid5(AINODE_UID_NAMESPACE, name).int}"
 
 
-def output_key(result: PipelineResult) -> list[str]:
-    """Entropy parts shared by every UID of one result."""
-    source_uids = sorted(str(ds.SOPInstanceUID) for ds in result.source_datasets)
-    return [
-        "|".join(source_uids),
-        result.protocol,
-        result.algorithm.name,
-        result.algorithm.version,
-    ]
+def output_key(result: PipelineResult, scope: str = "series") -> list[str]:
+    """Entropy parts shared by every UID of one result.
+
+    Parameters
+    ----------
+    result:
+        The pipeline result.
+    scope:
+        ``"study"``: the result stands for its study and protocol (parts: Study Instance UID,
+        protocol, algorithm name and version); ``"series"``: for its source images (the sorted
+        source SOP Instance UIDs instead of the Study Instance UID).
+
+    Raises
+    ------
+    OutputError
+        If ``scope`` is neither, or a study-scoped result's sources lack a Study Instance UID.
+    """
+    if scope == "study":
+        studies = sorted({str(ds.get("StudyInstanceUID", "")) for ds in result.source_datasets})
+        if len(studies) != 1 or not studies[0]:
+            raise OutputError(
+                f"a study-scoped result needs sources of exactly one study; got {len(studies)} "
+                "Study Instance UID(s)"
+            )
+        about = "study:" + studies[0]
+    elif scope == "series":
+        about = "|".join(sorted(str(ds.SOPInstanceUID) for ds in result.source_datasets))
+    else:
+        raise OutputError(f"output UID scope must be 'study' or 'series', not {scope!r}")
+    return [about, result.protocol, result.algorithm.name, result.algorithm.version]
 
 
 def content_label(protocol: str, suffix: str) -> str:
