@@ -140,6 +140,16 @@ def job_detail(job: Job, user: CurrentUser, database: Any) -> dict[str, Any]:
         phi_hidden=not user.sees_phi,
         priority=("urgent", "routine", "low")[job.priority] if job.priority in (0, 1, 2) else None,
         queue=_queue_place(job, database),
+        study_series=[
+            {
+                "job": other.id,
+                "state": str(other.state),
+                "series_instance_uid": other.series_instance_uid,
+                "reason": shown(other.routing_reason or other.error or ""),
+            }
+            # the latest job of every series of the study (completion: study, docs/routing.md)
+            for other in {o.series_instance_uid: o for o in database.study_jobs(job.study_instance_uid)}.values()
+        ],
     )
     return data
 
