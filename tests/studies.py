@@ -8,17 +8,17 @@ sends it with DCMTK ``storescu`` in shuffled order over several parallel associa
 
 Series of a built study (``BuiltStudy.series`` by role; one folder per series):
 
-===============  ====================================================================  ==========
-role             what it is                                                            Image Type
-===============  ====================================================================  ==========
-``thin-axial``   the real series, copied byte for byte                                 as scanned
-``thick-axial``  5 mm reconstruction: the mean of consecutive slices covering 5 mm     ORIGINAL\\PRIMARY\\AXIAL
-``bone-kernel``  the real pixels again, Convolution Kernel ``B70f`` (optional)         ORIGINAL\\PRIMARY\\AXIAL
-``coronal``      a few coronal slabs re-sliced from the volume                         DERIVED\\SECONDARY\\REFORMATTED
-``localizer``    one frontal scout: the mean along anterior-posterior                  ORIGINAL\\PRIMARY\\LOCALIZER
-``dose-sr``      X-Ray Radiation Dose SR (TID 10011, one spiral acquisition)           --
-``ainode``       SEG + SR + SC written by the node's own output builder                --
-===============  ====================================================================  ==========
+===============  ==================================================  ==============================
+role             what it is                                          Image Type
+===============  ==================================================  ==============================
+``thin-axial``   the real series, copied byte for byte               as scanned
+``thick-axial``  5 mm slabs: means of consecutive slices             ORIGINAL\\PRIMARY\\AXIAL
+``bone-kernel``  the real pixels, Convolution Kernel ``B70f``        ORIGINAL\\PRIMARY\\AXIAL
+``coronal``      a few coronal 3 mm slabs re-sliced from the volume  DERIVED\\SECONDARY\\REFORMATTED
+``localizer``    one frontal scout: the mean along A-P               ORIGINAL\\PRIMARY\\LOCALIZER
+``dose-sr``      X-Ray Radiation Dose SR (TID 10011)                 --
+``ainode``       SEG + SR + SC of the node's own output builder      --
+===============  ==================================================  ==============================
 
 A second reconstruction by a scanner is ORIGINAL\\PRIMARY\\AXIAL too, so only the slice
 thickness tells the thick series from the thin one. Every series shares the real series' Study
@@ -194,7 +194,8 @@ def _thick_axial(
     series_number: int, description: str,
 ) -> None:
     """Average consecutive slices to ``thickness_mm`` slabs (a second axial reconstruction)."""
-    step = abs(float(datasets[1].ImagePositionPatient[2]) - float(datasets[0].ImagePositionPatient[2]))
+    step = abs(float(datasets[1].ImagePositionPatient[2])
+               - float(datasets[0].ImagePositionPatient[2]))
     per_slab = max(2, round(thickness_mm / step))
     source_uid = str(datasets[0].SeriesInstanceUID)
     series_uid = _uid(source_uid, "thick-axial")
@@ -237,7 +238,8 @@ def _frontal_geometry(datasets: Sequence[Dataset]) -> tuple[list[str], float, fl
     """Coronal plane of the axial stack: orientation, top z, column origin x, z step, x step."""
     top_z = float(datasets[-1].ImagePositionPatient[2])
     x0 = float(datasets[0].ImagePositionPatient[0])
-    z_step = abs(float(datasets[1].ImagePositionPatient[2]) - float(datasets[0].ImagePositionPatient[2]))
+    z_step = abs(float(datasets[1].ImagePositionPatient[2])
+                 - float(datasets[0].ImagePositionPatient[2]))
     x_step = float(datasets[0].PixelSpacing[1])
     # rows run +x (patient's left), columns run -z (head -> feet): PS3.3 C.7.6.2.1.1, LPS
     return ["1", "0", "0", "0", "0", "-1"], top_z, x0, z_step, x_step
@@ -391,7 +393,8 @@ def _dose_sr(datasets: Sequence[Dataset], folder: Path, series_number: int,
         *hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=_uid(source_uid, "dose-device"), manufacturer_name=str(source.get("Manufacturer") or "CT"))),
+                uid=_uid(source_uid, "dose-device"),
+                manufacturer_name=str(source.get("Manufacturer") or "CT"))),
         hd.sr.DateTimeContentItem(
             name=concept("113809", dcm, "Start of X-Ray Irradiation"),
             value=pydicom.valuerep.DT(start.split(".")[0][:14]),
