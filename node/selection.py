@@ -40,7 +40,7 @@ class SeriesPreferences(BaseModel):
     """What a protocol prefers in a series; the candidates are ranked by these, in this order.
 
     1. ``orientation`` (e.g. axial over coronal/sagittal reformats);
-    2. ORIGINAL over DERIVED Image Type (when ``exclude_derived`` is off);
+    2. Image Type ORIGINAL\\PRIMARY over DERIVED or SECONDARY, over DERIVED\\SECONDARY;
     3. kernel: ``preferred_kernel`` over unknown over ``avoided_kernel``;
     4. ``contrast`` as wanted (when set);
     5. median slice thickness inside ``slice_thickness_mm`` (else the distance to the range);
@@ -48,8 +48,10 @@ class SeriesPreferences(BaseModel):
     7. ``presentation_intent`` and ``view_position`` (radiographs);
     8. more images; then the lower Series Number.
 
-    Localizers (``exclude_localizers``), DERIVED/SECONDARY images (``exclude_derived``) and
-    ainode's own objects (always) are never chosen.
+    Localizers (``exclude_localizers``, default on), DERIVED or SECONDARY images when
+    ``exclude_derived`` is on (default off: many CR images and thick CT reconstructions are
+    ``DERIVED\\SECONDARY`` and usable when nothing better came) and ainode's own objects (always)
+    are never chosen.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -82,7 +84,9 @@ class SeriesPreferences(BaseModel):
     )
     exclude_localizers: bool = Field(default=True, description="Never choose a localizer.")
     exclude_derived: bool = Field(
-        default=True, description="Never choose DERIVED or SECONDARY images."
+        default=False,
+        description="Never choose DERIVED or SECONDARY images (off: they rank below ORIGINAL "
+        "PRIMARY ones).",
     )
 
     _patterns: dict[str, re.Pattern[str]] = PrivateAttr(default_factory=dict)
@@ -187,7 +191,7 @@ def exclusion(summary: SeriesSummary, prefs: SeriesPreferences | None = None) ->
         return "an ainode output (never analysed again)"
     if (prefs is None or prefs.exclude_localizers) and summary.localizer:
         return "localizer"
-    if (prefs is None or prefs.exclude_derived) and summary.derived:
+    if prefs is not None and prefs.exclude_derived and summary.derived:
         return "DERIVED/SECONDARY images (" + "\\".join(summary.image_type) + ")"
     return None
 
@@ -202,11 +206,26 @@ def _thickness_distance(summary: SeriesSummary, prefs: SeriesPreferences) -> flo
     return max(0.0, low - thickness, thickness - high)
 
 
+def _image_type_class(summary: SeriesSummary) -> int:
+    """0 ORIGINAL\\PRIMARY, 1 DERIVED or SECONDARY, 2 DERIVED\\SECONDARY (or no Image Type)."""
+    if not summary.image_type:
+        return 2
+    derived = summary.image_type[0] != "ORIGINAL"
+    secondary = len(summary.image_type) > 1 and summary.image_type[1] == "SECONDARY"
+    return int(derived) + int(secondary)
+
+
+def _image_type(summary: SeriesSummary) -> str:
+    if summary.image_type[:2] == ("ORIGINAL", "PRIMARY"):
+        return "ORIGINAL"
+    return "\\".join(summary.image_type[:2]) or "image type unknown"
+
+
 def _criteria(summary: SeriesSummary, prefs: SeriesPreferences) -> tuple[Any, ...]:
     """Sort key (smaller is better), one entry per preference in :class:`SeriesPreferences`
     order."""
     plane = 0 if prefs.orientation is None or summary.orientation in prefs.orientation else 1
-    original = 0 if "ORIGINAL" in summary.image_type else 1
+    original = _image_type_class(summary)
     kernel = prefs.kernel_class(summary.kernel)
     contrast = 0 if prefs.contrast is None or summary.contrast == prefs.contrast else 1
     thickness = _thickness_distance(summary, prefs)
@@ -237,11 +256,7 @@ _KERNEL_WORDS = ("soft-tissue kernel", "kernel unknown", "bone/lung kernel")
 
 
 def _strengths(summary: SeriesSummary, prefs: SeriesPreferences) -> str:
-    parts = [
-        f"{summary.orientation or 'unknown plane'} "
-        + ("ORIGINAL" if "ORIGINAL" in summary.image_type else "image type " + (
-            "\\".join(summary.image_type) or "unknown"))
-    ]
+    parts = [f"{summary.orientation or 'unknown plane'} {_image_type(summary)}"]
     if summary.modality == "CT" or summary.kernel:
         parts.append(_KERNEL_WORDS[prefs.kernel_class(summary.kernel)])
     if summary.slice_thickness_mm is not None:
@@ -265,7 +280,7 @@ def _why_worse(
     if a[0] != b[0]:
         return f"{loser.orientation or 'unknown'} plane; {won} ({winner.orientation}) preferred"
     if a[1] != b[1]:
-        return f"not ORIGINAL; {won} (ORIGINAL) preferred"
+        return f"Image Type {_image_type(loser)}; {won} ({_image_type(winner)}) preferred"
     if a[2] != b[2]:
         return (
             f"{_KERNEL_WORDS[a[2]]}; {won} ({_KERNEL_WORDS[b[2]]}) preferred"
@@ -314,7 +329,7 @@ def select_series(
     -------
     list[SeriesChoice]
         One per series, in the order of ``candidates``: at most one ``chosen`` series per
-        protocol; a series routed nowhere carries its routing reason; a localizer, derived image
+        protocol; a series routed nowhere carries its routing reason; a localizer, excluded image
         or ainode output is never chosen.
     """
     by_protocol: dict[str, list[int]] = {}

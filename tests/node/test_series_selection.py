@@ -99,13 +99,25 @@ def test_more_images_then_series_number_break_ties(head_summary: SeriesSummary) 
 
 
 def test_series_routed_nowhere_keep_their_routing_reason(head_summary: SeriesSummary) -> None:
-    dose = variant(head_summary, 900, image_type=("DERIVED", "SECONDARY", "OTHER"))
-    choices = select_series(
-        [routed(head_summary, None), routed(dose, None)], brain_prefs()
-    )
-    assert not any(c.chosen for c in choices)
+    choices = select_series([routed(head_summary, None)], brain_prefs())
+    assert not choices[0].chosen and choices[0].rank is None
     assert choices[0].reason == "skipped: ignored by rule 'x': not analysed"
-    assert choices[1].reason.startswith("skipped: DERIVED/SECONDARY")
+
+
+def test_derived_secondary_ranks_last_or_is_excluded(head_summary: SeriesSummary) -> None:
+    derived = variant(head_summary, 2, image_type=("DERIVED", "SECONDARY", "AXIAL"), instances=200)
+    processed = variant(head_summary, 5, image_type=("DERIVED", "PRIMARY", "AXIAL"))
+    original = variant(head_summary, 7, instances=head_summary.instances - 10)
+    prefs = brain_prefs()
+    choices = select_series([routed(derived), routed(processed), routed(original)], prefs)
+    assert [c.rank for c in choices] == [3, 2, 1]
+    assert "Image Type DERIVED\\SECONDARY; series 7 (ORIGINAL) preferred" in choices[0].reason
+    # alone, a DERIVED\SECONDARY reconstruction is used (many CR and thick CT series are)
+    (alone,) = select_series([routed(derived)], prefs)
+    assert alone.chosen and "axial DERIVED\\SECONDARY" in alone.reason
+    strict = {BRAIN: preferences_for(BRAIN, {}, {"exclude_derived": True})}
+    (excluded,) = select_series([routed(derived)], strict)
+    assert not excluded.chosen and excluded.reason.startswith(f"skipped for {BRAIN}: DERIVED/SECONDARY")
 
 
 def test_contrast_and_coverage_preferences(head_summary: SeriesSummary) -> None:
