@@ -195,3 +195,25 @@ def test_a_late_series_that_would_now_be_chosen(
         assert second.state == JobState.IGNORED
         assert "late_series is ignore" in second.routing_reason
         assert f"job {first.id} keeps its results" in second.routing_reason
+
+
+def test_route_prints_the_choice_for_every_series_of_a_study_folder(
+    head_study: dict[str, list[Path]],
+) -> None:
+    root = head_study["thin"][0].parent.parent
+    routed = subprocess.run(
+        [sys.executable, "-m", "node", "route", str(root)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert routed.returncode == 0, routed.stderr
+    lines = {line.split(" ", 1)[0]: line for line in routed.stdout.strip().splitlines()}
+    thin, thick, scout = (_series_uid(head_study[k]) for k in ("thin", "thick", "localizer"))
+    assert set(lines) == {thin, thick, scout}
+    assert f"; chosen for {PROTOCOL}: axial ORIGINAL" in lines[thin]
+    assert f"; skipped for {PROTOCOL}: 5 mm thick" in lines[thick]
+    assert "-> ignored" in lines[scout] and "localizer" in lines[scout]
+    explained = subprocess.run(
+        [sys.executable, "-m", "node", "route", "--explain", str(root)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert "MATCH -> brain-gwr" in explained.stdout
