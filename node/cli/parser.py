@@ -278,7 +278,8 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not jobs:
         print("no jobs yet" + (f" in state {args.state}" if args.state else "")
-              + " (a series becomes a job quiet_seconds after its last instance arrived)")
+              + " (a series becomes a job when its study is quiet for study_quiet_seconds, or with "
+                 "completion: series when the series is quiet for quiet_seconds)")
         return EXIT_OK
     print(f"{'ID':>5}  {'STATE':<9} {'PROTOCOL':<26} {'MOD':<4} {'N':>4}  {'CREATED':<20}  SERIES / ERROR")
     for job in jobs:
