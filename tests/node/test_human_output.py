@@ -211,9 +211,14 @@ def test_check_config_one_line_per_file_and_show(tmp_path: Path) -> None:
     assert json.loads(shown.stdout.split("\n", 1)[1])["quiet_seconds"] > 0
 
 
-def test_example_config_marks_every_value_that_is_not_the_default() -> None:
+def test_example_config_marks_every_value_that_is_not_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """deploy/ainode.example.yaml says its values are the defaults unless marked EXAMPLE."""
     import yaml
+
+    # The real defaults, not the short study quiet period the test session sets for its nodes.
+    monkeypatch.delenv("AINODE_STUDY_QUIET_SECONDS", raising=False)
 
     from node.config import Settings
 

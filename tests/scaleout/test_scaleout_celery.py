@@ -229,11 +229,11 @@ def test_two_workers_process_20_series_and_a_sigkilled_worker_loses_and_duplicat
         wait_until(lambda: len(destination.counts) >= len(expected_uids), 30, "all outputs sent")
         assert set(destination.counts) == expected_uids
         assert set(destination.counts.values()) == {1}
-        # The killed job was published again (lease expiry), besides the first 20 messages.
-        assert node.runner.published_count >= SERIES_COUNT + 1
-        # Its first message, delivered again when the worker died, and the message published after
-        # the lease expired: one of the two ran the job, the other was acknowledged unrun.
-        assert f"job {victim_job.id}: not run here" in group.logs(tail_chars=None)
+        # A message is a turn for its queue's next job in fair order (docs/scaling.md): the killed
+        # job's second attempt is taken either by its own first message, delivered again when
+        # the worker died, or by a message published after the lease expired, when no message was
+        # still waiting. Whichever it was, every job got at least one message.
+        assert node.runner.published_count >= SERIES_COUNT
     finally:
         node.stop()
         group.stop()

@@ -108,7 +108,8 @@ def test_sign_in_list_open_retry_and_viewer_cannot_retry(
     node, web_port, destination_port = dashboard_node
     base = f"http://127.0.0.1:{web_port}"
     source = pydicom.dcmread(real_ct_slice_path)
-    for _ in range(2):
+    for _ in range(2):  # two studies: with study completion each gives its own job
+        source.StudyInstanceUID = generate_uid()
         source.SeriesInstanceUID = generate_uid()
         source.SOPInstanceUID = source.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         assert c_store_dataset(source, node.scp.port) == 0
