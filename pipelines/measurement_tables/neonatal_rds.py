@@ -38,7 +38,7 @@ MEASUREMENTS = (
     MeasurementRow(
         "mediastinum_offset_fraction", "Mediastinal offset (fraction of thorax width)", "", 2
     ),
-    MeasurementRow("patient_age_days", "Patient's age (from the headers)", "d", 1),
+    MeasurementRow("patient_age_days", "Patient's age (from the headers)", "d", 0),
     MeasurementRow("kvp", "Tube voltage", "kV", 0),
 )
 
